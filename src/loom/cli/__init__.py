@@ -1,0 +1,1 @@
+"""The `loom` command: a thin shell over the library."""

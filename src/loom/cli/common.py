@@ -1,0 +1,144 @@
+"""What every command shares: the -f/--json options, opening the document, and printing results."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from loom import store, workspace
+from loom.document import Document
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Options that may be given before or after the command name."""
+
+    def __init__(self) -> None:
+        self.file: str | None = None
+        self.json: bool = False
+
+
+def state() -> State:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = State()
+    obj: State = root.obj
+    return obj
+
+
+def _set_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        state().file = value
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        state().json = True
+
+
+file_option = click.option(
+    "-f",
+    "--file",
+    "file",
+    metavar="FILE",
+    expose_value=False,
+    callback=_set_file,
+    help="Document to use (default: $LOOM_FILE, else the last one used in this directory).",
+)
+json_option = click.option(
+    "--json", "json_", is_flag=True, expose_value=False, callback=_set_json, help="Print one JSON object."
+)
+
+
+def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command that accepts the common options anywhere on its command line."""
+
+    def decorate(fn: F) -> F:
+        cmd = group.command(name, **kwargs)(json_option(file_option(fn)))
+        return cmd  # type: ignore[return-value]
+
+    return decorate
+
+
+# ---- the document -----------------------------------------------------------------------
+
+
+def doc_path() -> Path:
+    return workspace.resolve_path(state().file)
+
+
+def read_doc() -> Document:
+    """Load the selected document for reading (no lock: saves are atomic renames)."""
+    return store.load(doc_path())
+
+
+@contextmanager
+def write_doc() -> Iterator[Document]:
+    """Lock, load, and save the selected document if the block changed it."""
+    path = doc_path()
+    with store.editing(path) as doc:
+        yield doc
+    workspace.remember(path)
+
+
+# ---- output -----------------------------------------------------------------------------
+
+
+def json_mode() -> bool:
+    return state().json
+
+
+def emit(payload: dict[str, Any]) -> None:
+    """Print the success object of a command in --json mode."""
+    sys.stdout.buffer.write(orjson.dumps({"ok": True, **payload}, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+
+
+def out(text: str = "", *, nl: bool = True) -> None:
+    sys.stdout.write(text + ("\n" if nl else ""))
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def color_enabled() -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return stdout_is_terminal() or bool(os.environ.get("FORCE_COLOR"))
+
+
+def style(text: str, **kwargs: Any) -> str:
+    return click.style(text, **kwargs) if color_enabled() else text
+
+
+def read_text_input(text: str | None, from_file: str | None, *, what: str = "text") -> str:
+    """TEXT, '-' for standard input, or --from-file PATH; exactly one of them."""
+    if text is not None and from_file is not None:
+        raise click.UsageError(f"give the {what} either as an argument or with --from-file, not both")
+    if from_file is not None:
+        try:
+            return Path(from_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {from_file}: {exc.strerror or exc}", param_hint="--from-file") from None
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{from_file} is not UTF-8 text", param_hint="--from-file") from None
+    if text == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter("standard input is not UTF-8 text") from None
+    if text is None:
+        raise click.UsageError(f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH")
+    return text

@@ -1,0 +1,107 @@
+"""The `loom` entry point: the command group and the one place errors become output.
+
+Exit codes: 0 success, 1 a user or data error (LoomError), 2 a usage error.
+Errors are one line on stderr, or one JSON object there with --json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from loom import __version__
+from loom.cli.common import file_option, json_option
+from loom.errors import LoomError
+
+
+class LoomGroup(click.Group):
+    """Lists commands in the order they were registered (grouped by purpose), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(
+    cls=LoomGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="loom")
+@file_option
+@json_option
+def cli() -> None:
+    """Weave trees of text with language models.
+
+    A document is a forest of nodes; each node holds a segment of text and the
+    full text of a node is its ancestors' segments joined. Commands act on the
+    current node (the cursor) unless given a NODE: a full id, any unique prefix
+    of one, or @ for the cursor.
+
+    \b
+    Quick start:
+      loom new story.loom.json --text "The lighthouse keeper"
+      loom add " woke to find the sea gone."
+      loom gen -n 3           # three continuations from a model
+      loom tree               # see the branches
+      loom show --raw | wc -w # the current branch as plain text
+
+    Every command takes -f FILE and --json; run `loom COMMAND --help` for examples.
+    """
+
+
+def _register() -> None:
+    # Importing the modules registers their commands on `cli`, in this order.
+    from loom.cli import tree_cmds  # noqa: F401
+
+
+_register()
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def _fail(argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None) -> int:
+    if _wants_json(argv):
+        error: dict[str, Any] = {"code": code, "message": message}
+        if details:
+            error["details"] = details
+        sys.stderr.buffer.write(orjson.dumps({"ok": False, "error": error}, option=orjson.OPT_APPEND_NEWLINE))
+    else:
+        sys.stderr.write(f"loom: error: {message}\n")
+    sys.stderr.flush()
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]
+    try:
+        cli.main(args=args, prog_name="loom", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        return _fail(args, "usage", exc.format_message().replace("\n", " ") + hint, 2)
+    except click.ClickException as exc:
+        return _fail(args, "usage", exc.format_message().replace("\n", " "), 2)
+    except LoomError as exc:
+        return _fail(args, exc.code, exc.message, exc.exit_code, exc.details or None)
+    except click.Abort:
+        return _fail(args, "interrupted", "interrupted", 130)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", "interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `loom show | head`); that is not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""The document: a forest of nodes in a flat map, a cursor, and read-only queries.
+
+The in-memory form *is* the file's JSON (see docs/schema.md): records are plain
+dicts, so loading costs one JSON decode and unknown fields survive untouched.
+`Node` is a thin view over one record. Every change goes through the primitives
+at the bottom (`_set`, `_create`, `_remove`, `_set_header`), which report to the
+active transaction so undo/redo come from one place (loom.journal).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from loom.errors import AmbiguousId, DocumentError, NotFound
+from loom.ids import new_id
+
+if TYPE_CHECKING:
+    from loom.journal import Transaction
+
+FORMAT = "loom"
+SCHEMA_VERSION = 1
+KINDS = ("human", "model", "import", "system", "user", "assistant")
+CURSOR_REF = "@"
+# Top-level keys that are not part of the undoable header.
+_NOT_HEADER = ("nodes", "journal")
+
+Record = dict[str, Any]
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds, e.g. 2026-11-21T13:45:02.123Z."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+class Node:
+    """A read-only view of one node. Cheap to create; holds no state of its own."""
+
+    __slots__ = ("doc", "id")
+
+    def __init__(self, doc: Document, node_id: str) -> None:
+        self.doc = doc
+        self.id = node_id
+
+    @property
+    def record(self) -> Record:
+        return self.doc.nodes[self.id]
+
+    def __repr__(self) -> str:
+        return f"Node({self.id!r}, {self.text[:30]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other.doc is self.doc and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def text(self) -> str:
+        return str(self.record.get("text", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.record.get("kind", "human"))
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.record.get("parent")
+
+    @property
+    def parent(self) -> Node | None:
+        pid = self.parent_id
+        return None if pid is None else Node(self.doc, pid)
+
+    @property
+    def child_ids(self) -> list[str]:
+        """All children in order, archived ones included."""
+        return list(self.record.get("children", ()))
+
+    @property
+    def children(self) -> list[Node]:
+        """Live (not archived) children in order."""
+        return [Node(self.doc, c) for c in self.doc.live_child_ids(self.id)]
+
+    @property
+    def created(self) -> str | None:
+        return self.record.get("created")
+
+    @property
+    def modified(self) -> str | None:
+        return self.record.get("modified")
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.record.get("tags", ()))
+
+    @property
+    def bookmarked(self) -> bool:
+        return "bookmark" in self.record
+
+    @property
+    def bookmark_title(self) -> str | None:
+        mark = self.record.get("bookmark")
+        return mark.get("title") if isinstance(mark, dict) else None
+
+    @property
+    def note(self) -> str:
+        return str(self.record.get("note", ""))
+
+    @property
+    def visited(self) -> bool:
+        return bool(self.record.get("visited", False))
+
+    @property
+    def archived(self) -> bool:
+        """True when this node or an ancestor was deleted (and not purged)."""
+        return self.doc.is_archived(self.id)
+
+    @property
+    def last_child_id(self) -> str | None:
+        last = self.record.get("last_child")
+        return last if last in self.doc.live_child_ids(self.id) else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.record.get("history", ()))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.record.get("meta", {}))
+
+    @property
+    def full_text(self) -> str:
+        return self.doc.full_text(self.id)
+
+    @property
+    def depth(self) -> int:
+        return len(self.doc.path_ids(self.id)) - 1
+
+    def path(self) -> list[Node]:
+        """The nodes from this node's root down to this node."""
+        return [Node(self.doc, i) for i in self.doc.path_ids(self.id)]
+
+    def to_dict(self, *, full_text: bool = False) -> dict[str, Any]:
+        """The documented JSON shape of a node (see README, "JSON output")."""
+        rec = self.record
+        out: dict[str, Any] = {
+            "id": self.id,
+            "parent": rec.get("parent"),
+            "children": self.doc.live_child_ids(self.id),
+            "text": self.text,
+            "kind": self.kind,
+            "created": rec.get("created"),
+            "modified": rec.get("modified"),
+            "tags": self.tags,
+            "bookmark": rec.get("bookmark"),
+            "note": self.note or None,
+            "visited": self.visited,
+            "archived": bool(rec.get("archived", False)),
+            "meta": rec.get("meta", {}),
+        }
+        if full_text:
+            out["full_text"] = self.full_text
+        return out
+
+
+class Document:
+    """A loom document held in memory. Load and save it with loom.store."""
+
+    def __init__(self, data: Record) -> None:
+        self.data = data
+        self.nodes: dict[str, Record] = data.setdefault("nodes", {})
+        self.data.setdefault("roots", [])
+        self.dirty = False
+        self._tx: Transaction | None = None
+
+    @classmethod
+    def new(cls, *, title: str = "", description: str = "", system: str | None = None) -> Document:
+        stamp = now()
+        data: Record = {
+            "format": FORMAT,
+            "version": SCHEMA_VERSION,
+            "id": new_id(),
+            "created": stamp,
+            "modified": stamp,
+            "roots": [],
+            "nodes": {},
+        }
+        if title:
+            data["title"] = title
+        if description:
+            data["description"] = description
+        if system:
+            data["system"] = system
+        doc = cls(data)
+        doc.dirty = True
+        return doc
+
+    # ---- header ---------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return str(self.data.get("id", ""))
+
+    @property
+    def title(self) -> str:
+        return str(self.data.get("title", ""))
+
+    @property
+    def description(self) -> str:
+        return str(self.data.get("description", ""))
+
+    @property
+    def system(self) -> str | None:
+        return self.data.get("system")
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self.data.get("defaults", {}))
+
+    @property
+    def root_ids(self) -> list[str]:
+        return list(self.data.get("roots", ()))
+
+    @property
+    def roots(self) -> list[Node]:
+        return [Node(self, r) for r in self.root_ids if not self.nodes[r].get("archived")]
+
+    @property
+    def cursor_id(self) -> str | None:
+        cur = self.data.get("cursor")
+        return cur if cur in self.nodes else None
+
+    @property
+    def cursor(self) -> Node | None:
+        cur = self.cursor_id
+        return None if cur is None else Node(self, cur)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.nodes
+
+    # ---- lookup ---------------------------------------------------------------------
+
+    def node(self, node_id: str) -> Node:
+        """The node with exactly this id."""
+        if node_id not in self.nodes:
+            raise NotFound(f"no node {node_id!r} in this document")
+        return Node(self, node_id)
+
+    def resolve(self, ref: str | None) -> Node:
+        """A node from a user reference: a full id, a unique id prefix, or '@' (the cursor)."""
+        if ref is None or ref == CURSOR_REF:
+            cur = self.cursor
+            if cur is None:
+                raise NotFound("the document is empty: no current node (add one with `loom add TEXT`)")
+            return cur
+        ref = ref.strip().lower()
+        if ref in self.nodes:
+            return Node(self, ref)
+        if not ref:
+            raise NotFound("empty node id")
+        matches = [k for k in self.nodes if k.startswith(ref)]
+        if not matches:
+            raise NotFound(f"no node with id or prefix {ref!r}")
+        if len(matches) > 1:
+            shown = ", ".join(sorted(matches)[:5])
+            raise AmbiguousId(
+                f"id prefix {ref!r} matches {len(matches)} nodes ({shown}{', …' if len(matches) > 5 else ''}); type more of it",
+                candidates=sorted(matches)[:20],
+            )
+        return Node(self, matches[0])
+
+    def short_ids(self, ids: list[str], minimum: int = 4) -> dict[str, str]:
+        """The shortest unique prefix (at least `minimum` long) of each id, as git shows hashes."""
+        if not ids:
+            return {}
+        ordered = sorted(self.nodes)
+        import bisect
+
+        out: dict[str, str] = {}
+        for node_id in ids:
+            i = bisect.bisect_left(ordered, node_id)
+            longest = 0
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(ordered):
+                    other = ordered[j]
+                    common = 0
+                    for a, b in zip(node_id, other, strict=False):
+                        if a != b:
+                            break
+                        common += 1
+                    longest = max(longest, common)
+            out[node_id] = node_id[: max(minimum, longest + 1)]
+        return out
+
+    # ---- structure ------------------------------------------------------------------
+
+    def path_ids(self, node_id: str) -> list[str]:
+        """Ids from the root down to `node_id`. Linear in depth; safe against cycles."""
+        nodes = self.nodes
+        out: list[str] = []
+        current: str | None = node_id
+        limit = len(nodes)
+        while current is not None:
+            out.append(current)
+            if len(out) > limit:
+                raise DocumentError(f"the parent links of node {node_id!r} form a cycle")
+            current = nodes[current].get("parent")
+        out.reverse()
+        return out
+
+    def full_text(self, node_id: str) -> str:
+        """The node's full text: its ancestors' segments and its own, joined."""
+        nodes = self.nodes
+        return "".join([nodes[i].get("text", "") for i in self.path_ids(node_id)])
+
+    def sibling_ids(self, node_id: str) -> list[str]:
+        """The ordered list the node sits in: its parent's children, or the roots."""
+        parent = self.nodes[node_id].get("parent")
+        return list(self.nodes[parent].get("children", ())) if parent else self.root_ids
+
+    def live_child_ids(self, node_id: str) -> list[str]:
+        nodes = self.nodes
+        return [c for c in nodes[node_id].get("children", ()) if not nodes[c].get("archived")]
+
+    def is_archived(self, node_id: str) -> bool:
+        nodes = self.nodes
+        return any(nodes[i].get("archived") for i in self.path_ids(node_id))
+
+    def subtree_ids(self, node_id: str) -> list[str]:
+        """The node and all its descendants, depth-first, archived ones included."""
+        nodes = self.nodes
+        out: list[str] = []
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            out.append(current)
+            stack.extend(reversed(nodes[current].get("children", ())))
+        return out
+
+    def walk(self, *, include_archived: bool = False) -> Iterator[str]:
+        """Every node id in document order (depth-first, roots in order)."""
+        nodes = self.nodes
+        stack = list(reversed(self.root_ids))
+        while stack:
+            current = stack.pop()
+            rec = nodes[current]
+            if rec.get("archived") and not include_archived:
+                continue
+            yield current
+            stack.extend(reversed(rec.get("children", ())))
+
+    def is_descendant(self, node_id: str, ancestor_id: str) -> bool:
+        return ancestor_id in self.path_ids(node_id)
+
+    # ---- primitives: every change goes through these ----------------------------------
+
+    def _touch(self, node_id: str) -> None:
+        if self._tx is not None:
+            self._tx.touch(node_id)
+        self.dirty = True
+
+    def _set(self, node_id: str, key: str, value: Any) -> None:
+        """Set a field on a node; None removes it. Values are replaced, never mutated in place."""
+        self._touch(node_id)
+        rec = self.nodes[node_id]
+        if value is None:
+            rec.pop(key, None)
+        else:
+            rec[key] = value
+
+    def _create(self, node_id: str, record: Record) -> None:
+        if node_id in self.nodes:
+            raise DocumentError(f"node {node_id!r} already exists")
+        self._touch(node_id)
+        self.nodes[node_id] = record
+
+    def _remove(self, node_id: str) -> None:
+        self._touch(node_id)
+        del self.nodes[node_id]
+
+    def _set_header(self, key: str, value: Any) -> None:
+        if key in _NOT_HEADER:
+            raise ValueError(f"{key!r} is not a header field")
+        self._touch("")
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+    def header(self) -> Record:
+        """The undoable top-level fields (everything but nodes and the journal)."""
+        return {k: v for k, v in self.data.items() if k not in _NOT_HEADER}
+
+    def new_node_id(self) -> str:
+        return new_id(self.nodes)

@@ -1,0 +1,1 @@
+"""One module per wire format. Import the one you need; none is imported by navigation."""

@@ -1,0 +1,189 @@
+"""Undo and redo for every mutating operation, from one mechanism.
+
+A transaction snapshots each record the first time an operation touches it. On
+commit the snapshots are diffed against the records as they are now, and the
+changed fields become one journal entry (see docs/schema.md, "Journal"). Undo
+applies the old values, redo the new ones: no operation needs its own inverse.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from loom.document import Document, Record, now
+from loom.errors import InvalidOperation
+
+JOURNAL_LIMIT = 500
+HEADER = ""  # the change id that stands for the document header
+
+
+class Transaction:
+    def __init__(self, doc: Document, op: str, summary: str) -> None:
+        self.doc = doc
+        self.op = op
+        self.summary = summary
+        self.before: dict[str, Record | None] = {}
+
+    def touch(self, node_id: str) -> None:
+        if node_id in self.before:
+            return
+        if node_id == HEADER:
+            self.before[HEADER] = copy.deepcopy(self.doc.header())
+        else:
+            rec = self.doc.nodes.get(node_id)
+            self.before[node_id] = None if rec is None else copy.deepcopy(rec)
+
+    def changes(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for node_id, old in self.before.items():
+            new = self.doc.header() if node_id == HEADER else self.doc.nodes.get(node_id)
+            if old is None and new is None:
+                continue
+            if old is None or new is None:
+                out.append({"id": node_id, "old": old, "new": copy.deepcopy(new)})
+                continue
+            old_fields: Record = {}
+            new_fields: Record = {}
+            for key in old.keys() | new.keys():
+                if old.get(key) != new.get(key):
+                    old_fields[key] = old.get(key)
+                    new_fields[key] = copy.deepcopy(new.get(key))
+            if old_fields:
+                out.append({"id": node_id, "old": old_fields, "new": new_fields})
+        return out
+
+
+@contextmanager
+def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transaction]:
+    """Group the changes made inside into one undoable journal entry.
+
+    Nested transactions join the outer one. If the body raises, every change made
+    so far is rolled back, so a failed operation leaves the document as it was.
+    """
+    if doc._tx is not None:
+        yield doc._tx
+        return
+    tx = Transaction(doc, op, summary)
+    doc._tx = tx
+    try:
+        yield tx
+    except BaseException:
+        doc._tx = None
+        _apply(doc, [{"id": k, "old": v, "new": None} for k, v in tx.before.items()], "old", whole=True)
+        raise
+    doc._tx = None
+    changes = tx.changes()
+    if not changes:
+        return
+    journal = _journal(doc)
+    entry = {"op": op, "at": now(), "summary": summary, "changes": changes}
+    journal["undo"] = [*journal.get("undo", [])[-(JOURNAL_LIMIT - 1) :], entry]
+    journal["redo"] = []
+    doc.dirty = True
+
+
+def _journal(doc: Document) -> dict[str, Any]:
+    journal = doc.data.get("journal")
+    if not isinstance(journal, dict):
+        journal = {"undo": [], "redo": []}
+        doc.data["journal"] = journal
+    return journal
+
+
+def undo_entries(doc: Document) -> list[dict[str, Any]]:
+    return list(_journal(doc).get("undo", ()))
+
+
+def redo_entries(doc: Document) -> list[dict[str, Any]]:
+    return list(_journal(doc).get("redo", ()))
+
+
+def undo(doc: Document) -> dict[str, Any]:
+    """Reverse the last operation; returns its journal entry."""
+    journal = _journal(doc)
+    stack = journal.get("undo", [])
+    if not stack:
+        raise InvalidOperation("nothing to undo")
+    entry = stack[-1]
+    _apply(doc, entry["changes"], "old")
+    journal["undo"] = stack[:-1]
+    journal["redo"] = [*journal.get("redo", []), entry]
+    _repair_cursor(doc, entry["changes"], "old")
+    doc.dirty = True
+    return dict(entry)
+
+
+def redo(doc: Document) -> dict[str, Any]:
+    """Re-apply the last undone operation; returns its journal entry."""
+    journal = _journal(doc)
+    stack = journal.get("redo", [])
+    if not stack:
+        raise InvalidOperation("nothing to redo")
+    entry = stack[-1]
+    _apply(doc, entry["changes"], "new")
+    journal["redo"] = stack[:-1]
+    journal["undo"] = [*journal.get("undo", []), entry]
+    _repair_cursor(doc, entry["changes"], "new")
+    doc.dirty = True
+    return dict(entry)
+
+
+def _apply(doc: Document, changes: list[dict[str, Any]], side: str, *, whole: bool = False) -> None:
+    """Make each changed record look like its `side` ("old" or "new").
+
+    `whole` means the values are complete records (a rollback), not field diffs.
+    """
+    other = "new" if side == "old" else "old"
+    ordered = reversed(changes) if side == "old" else changes
+    for change in ordered:
+        node_id = change["id"]
+        target = change[side]
+        if node_id == HEADER:
+            header = target or {}
+            if whole:
+                for key in [k for k in doc.data if k not in ("nodes", "journal")]:
+                    if key not in header:
+                        del doc.data[key]
+            for key, value in header.items():
+                if value is None:
+                    doc.data.pop(key, None)
+                else:
+                    doc.data[key] = copy.deepcopy(value)
+            continue
+        if target is None:
+            doc.nodes.pop(node_id, None)
+        elif whole or change[other] is None or node_id not in doc.nodes:
+            doc.nodes[node_id] = copy.deepcopy(target)
+        else:
+            rec = doc.nodes[node_id]
+            for key, value in target.items():
+                if value is None:
+                    rec.pop(key, None)
+                else:
+                    rec[key] = copy.deepcopy(value)
+    # Node dicts may have been swapped; keep the alias in sync.
+    doc.nodes = doc.data["nodes"]
+
+
+def _repair_cursor(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
+    """After undo/redo the cursor must point at a live node; prefer the nearest survivor."""
+    cursor = doc.data.get("cursor")
+    if cursor in doc.nodes and not doc.is_archived(cursor):
+        return
+    for change in changes:
+        gone = change["old"] if side == "new" else change["new"]
+        if change["id"] == cursor and isinstance(gone, dict):
+            parent = gone.get("parent")
+            while parent is not None and parent in doc.nodes:
+                if not doc.is_archived(parent):
+                    doc.data["cursor"] = parent
+                    return
+                parent = doc.nodes[parent].get("parent")
+    live = [r for r in doc.root_ids if not doc.nodes[r].get("archived")]
+    if live:
+        doc.data["cursor"] = live[0]
+    else:
+        doc.data.pop("cursor", None)

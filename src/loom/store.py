@@ -1,0 +1,319 @@
+"""Reading and writing document files: validation, migration, atomic saves, locks, backups.
+
+This is the only module that touches `*.loom.json` files. A save writes a temp
+file in the same folder, fsyncs it, keeps the previous file as a backup (a hard
+link, so it costs no copy), renames the temp file over the document and fsyncs
+the folder: a crash at any point leaves either the old or the new document,
+never a mix. Writers serialize on an advisory lock file beside the document and
+re-read under it, so concurrent commands never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loom.document import FORMAT, SCHEMA_VERSION, Document
+from loom.errors import DocumentError, LockTimeout, StorageError
+
+BACKUPS = 3
+BACKUP_INTERVAL = 300.0  # seconds: rotate backups at most this often, so they span real time
+LOCK_TIMEOUT = 30.0
+SUFFIX = ".loom.json"
+
+# One function per schema step: _MIGRATIONS[n] turns version n into version n + 1.
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+_MIGRATIONS: dict[int, Migration] = {}
+
+
+def _sidecar(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}")
+
+
+def lock_path(path: Path) -> Path:
+    return _sidecar(path, "lock")
+
+
+def backup_paths(path: Path) -> list[Path]:
+    return [_sidecar(path, f"bak{i}") for i in range(1, BACKUPS + 1)]
+
+
+# ---- reading --------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str]) -> Document:
+    """Read and validate a document. Raises DocumentError with one clear line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such file (create it with `loom new {path}`)") from None
+    except IsADirectoryError:
+        raise DocumentError(f"{path}: is a directory, not a loom document") from None
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return Document(parse(raw, str(path)))
+
+
+def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
+    """Decode, migrate and validate the bytes of a document file."""
+    if not raw.strip():
+        raise DocumentError(f"{name}: the file is empty, not a loom document")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        where = f" at byte {exc.pos}" if getattr(exc, "pos", None) is not None else ""
+        hint = " (the file looks truncated)" if exc.pos is not None and exc.pos >= len(raw.rstrip()) - 1 else ""
+        raise DocumentError(f"{name}: not valid JSON{where}{hint}: {exc.msg}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DocumentError(
+            f"{name}: not a loom document (no \"format\": \"loom\" marker); "
+            "to bring in another tool's tree use `loom import`"
+        )
+    data = migrate(data)
+    validate(data, name)
+    return data
+
+
+def migrate(data: dict[str, Any], migrations: dict[int, Migration] | None = None, target: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """Bring `data` up to schema version `target`, one step at a time."""
+    steps = _MIGRATIONS if migrations is None else migrations
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise DocumentError(f"the document's schema version is not a number: {version!r}")
+    if version > target:
+        raise DocumentError(
+            f"the document has schema version {version}, newer than this loom understands ({target}); upgrade loom"
+        )
+    while version < target:
+        step = steps.get(version)
+        if step is None:
+            raise DocumentError(f"no migration from schema version {version} to {version + 1}")
+        data = step(data)
+        version += 1
+        data["version"] = version
+    return data
+
+
+def validate(data: dict[str, Any], name: str = "<document>") -> None:
+    """Check the structural invariants; one clear line names the first problem found."""
+
+    def bad(msg: str) -> DocumentError:
+        return DocumentError(f"{name}: damaged document: {msg}")
+
+    nodes = data.get("nodes")
+    roots = data.get("roots")
+    if not isinstance(nodes, dict):
+        raise bad('"nodes" is not an object')
+    if not isinstance(roots, list):
+        raise bad('"roots" is not a list')
+    parents_seen = 0
+    for node_id, rec in nodes.items():
+        if type(rec) is not dict:
+            raise bad(f"node {node_id!r} is not an object")
+        text = rec.get("text", "")
+        if type(text) is not str:
+            raise bad(f"node {node_id!r} has non-text \"text\"")
+        parent = rec.get("parent")
+        if parent is not None:
+            parents_seen += 1
+            prec = nodes.get(parent)
+            if prec is None:
+                raise bad(f"node {node_id!r} has a missing parent {parent!r}")
+            if node_id not in prec.get("children", ()):
+                raise bad(f"node {node_id!r} is not among its parent {parent!r}'s children")
+        children = rec.get("children")
+        if children is not None:
+            if type(children) is not list:
+                raise bad(f"node {node_id!r} has non-list \"children\"")
+            for child in children:
+                crec = nodes.get(child)
+                if crec is None or crec.get("parent") != node_id:
+                    raise bad(f"node {node_id!r} lists child {child!r} that does not point back to it")
+    for root in roots:
+        rec = nodes.get(root)
+        if rec is None or rec.get("parent") is not None:
+            raise bad(f"root {root!r} is missing or has a parent")
+    if len(roots) != len(set(roots)) or len(roots) + parents_seen != len(nodes):
+        raise bad("the roots list does not match the parentless nodes")
+    # Each node has one parent and is listed once, so a cycle would have no root: walk from the roots.
+    reachable = 0
+    stack = list(roots)
+    while stack:
+        current = stack.pop()
+        reachable += 1
+        if reachable > len(nodes):
+            raise bad("a child is listed twice")
+        stack.extend(nodes[current].get("children", ()))
+    if reachable != len(nodes):
+        raise bad(f"{len(nodes) - reachable} node(s) are unreachable from the roots (a parent cycle)")
+    cursor = data.get("cursor")
+    if cursor is not None and cursor not in nodes:
+        raise bad(f"the cursor points at a missing node {cursor!r}")
+
+
+# ---- writing --------------------------------------------------------------------------
+
+
+def encode(doc: Document) -> bytes:
+    return orjson.dumps(doc.data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def save(doc: Document, path: str | os.PathLike[str]) -> None:
+    """Write the document atomically, keeping rolling backups of earlier versions."""
+    path = Path(path)
+    payload = encode(doc)
+    folder = path.parent if str(path.parent) else Path(".")
+    tmp = folder / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if path.exists():
+            with contextlib.suppress(OSError):
+                _copy_mode(path, tmp)
+            _rotate_backups(path)
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise StorageError(f"{path}: cannot save ({reason}); the document on disk is unchanged") from None
+    doc.dirty = False
+
+
+def _copy_mode(src: Path, dst: Path) -> None:
+    os.chmod(dst, src.stat().st_mode & 0o7777)
+
+
+def _rotate_backups(path: Path) -> None:
+    """Keep the file being replaced as backup 1 (shifting older ones), at most every BACKUP_INTERVAL."""
+    backups = backup_paths(path)
+    try:
+        newest_age = time.time() - backups[0].stat().st_mtime
+    except FileNotFoundError:
+        newest_age = float("inf")
+    if newest_age < BACKUP_INTERVAL:
+        return
+    for older, newer in zip(reversed(backups), list(reversed(backups))[1:], strict=False):
+        if newer.exists():
+            os.replace(newer, older)
+    with contextlib.suppress(FileNotFoundError):
+        backups[0].unlink()
+    try:
+        os.link(path, backups[0])
+        # A hard link shares the mtime of the content it names; date the backup itself.
+        os.utime(backups[0])
+    except OSError:
+        import shutil  # filesystems without hard links: fall back to a copy
+
+        shutil.copyfile(path, backups[0])
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---- locking --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the document's writer lock (an advisory lock on a sidecar file)."""
+    path = Path(path)
+    lock_file = lock_path(path)
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot create lock file {lock_file.name}: {exc.strerror or exc}") from None
+    try:
+        _acquire(fd, path, timeout)
+        try:
+            yield
+        finally:
+            _release(fd)
+    finally:
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _release(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _release(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _acquire(fd: int, path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not _try_lock(fd):
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"{path}: another loom process has held the lock for over {timeout:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+# ---- the read-modify-write cycle ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def editing(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[Document]:
+    """Lock, load, yield the document, and save it if it changed. Nothing is saved on error."""
+    with locked(path, timeout):
+        doc = load(path)
+        yield doc
+        if doc.dirty:
+            save(doc, path)
+
+
+def create(path: str | os.PathLike[str], doc: Document, *, overwrite: bool = False) -> None:
+    """Write a new document file; refuses to replace an existing file unless `overwrite`."""
+    path = Path(path)
+    with locked(path):
+        if path.exists() and not overwrite:
+            raise StorageError(f"{path}: already exists (pass --force to replace it)")
+        save(doc, path)
