@@ -236,10 +236,9 @@ def merge(doc: Document, node: str) -> Node:
             target = add_sibling(doc, parent_id, joined, kind=parent.get("kind", "human"), meta=meta, move_cursor=False).id
             doc._set(target, "children", children or None)
             doc._set(target, "last_child", rec.get("last_child"))
+            _detach(doc, node)
         for child in children:
             doc._set(child, "parent", target)
-        _detach(doc, node)
-        doc._set(node, "children", None)
         doc._remove(node)
         if was_cursor or doc.cursor_id is None:
             goto(doc, target)

@@ -77,7 +77,10 @@ def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
             f"{name}: not a loom document (no \"format\": \"loom\" marker); "
             "to bring in another tool's tree use `loom import`"
         )
-    data = migrate(data)
+    try:
+        data = migrate(data)
+    except DocumentError as exc:
+        raise DocumentError(f"{name}: {exc.message}") from None
     validate(data, name)
     return data
 

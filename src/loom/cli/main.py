@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         args = ["--help"]
     try:
-        cli.main(args=args, prog_name="loom", standalone_mode=False)
+        code = cli.main(args=args, prog_name="loom", standalone_mode=False)
+        if isinstance(code, int):
+            return code  # a command's click.exceptions.Exit, returned rather than raised here
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.UsageError as exc:
@@ -102,6 +104,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The CLI as a real subprocess on real files: output shapes, exit codes, errors, pipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Loom
+
+
+@pytest.fixture
+def story(loom: Loom) -> Loom:
+    loom.ok("new", "story.loom.json", "--title", "Tides", "--text", "The sea")
+    loom.ok("add", " went out.")
+    return loom
+
+
+def test_new_selects_the_document_for_this_directory(story: Loom) -> None:
+    result = story.ok("show")
+    assert result.stdout == "The sea went out."  # piped: exactly the text, no newline
+
+
+def test_add_prints_the_id_and_moves_the_cursor(story: Loom) -> None:
+    new_id = story.ok("add", " The tide").stdout.strip()
+    assert len(new_id) == 12
+    info = story.ok("info", "--json").json()
+    assert info["document"]["cursor"] == new_id
+    assert story.ok("show", "--raw").stdout == "The sea went out. The tide"
+
+
+def test_add_from_stdin_file_parent_root_sibling_stay(story: Loom, tmp_path: Path) -> None:
+    parent = story.ok("info", "--json").json()["document"]["cursor"]
+    story.ok("add", "-", input=" from stdin\n")
+    assert story.ok("show").stdout.endswith(" from stdin\n")
+    (tmp_path / "seg.txt").write_text(" from a file")
+    fid = story.ok("add", "--from-file", "seg.txt", "--parent", parent[:6]).stdout.strip()
+    sid = story.ok("add", "--sibling", " a sibling", "--stay").stdout.strip()
+    assert story.ok("info", "--json").json()["document"]["cursor"] == fid
+    assert story.ok("show", sid).stdout == "The sea went out. a sibling"
+    rid = story.ok("add", "--root", "Another tree").stdout.strip()
+    tree = story.ok("tree", "--json").json()
+    assert rid in tree["roots"] and len(tree["roots"]) == 2
+
+
+def test_json_output_shapes(story: Loom) -> None:
+    add = story.ok("add", " more", "--json").json()
+    assert add["ok"] is True and add["command"] == "add"
+    assert set(add["node"]) >= {"id", "parent", "children", "text", "kind", "tags", "bookmark", "meta"}
+    show = story.ok("show", "--json").json()
+    assert show["text"] == "The sea went out. more" and len(show["path"]) == 3
+    ls = story.ok("ls", show["path"][1], "--json").json()
+    assert [c["text"] for c in ls["children"]] == [" more"]
+    tree = story.ok("tree", "--json").json()
+    assert {n["text"] for n in tree["nodes"]} == {"The sea", " went out.", " more"}
+
+
+def test_navigation_commands(story: Loom) -> None:
+    first = story.ok("info", "--json").json()["document"]["cursor"]
+    alt = story.ok("add", "--sibling", " stayed.").stdout.strip()
+    story.ok("up")
+    assert story.ok("ls", "--json").json()["children"][1]["id"] == alt
+    story.ok("down", "1")
+    assert story.ok("info", "--json").json()["document"]["cursor"] == first
+    story.ok("next")
+    assert story.ok("info", "--json").json()["document"]["cursor"] == alt
+    story.ok("prev")
+    story.ok("root")
+    story.ok("down")  # back along the last-visited branch
+    assert story.ok("info", "--json").json()["document"]["cursor"] == first
+    story.ok("goto", alt[:6])
+    assert story.ok("show").stdout == "The sea stayed."
+
+
+def test_edit_split_merge_mv_rm_restore_undo(story: Loom) -> None:
+    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    root = story.ok("tree", "--json").json()["roots"][0]
+    # Editing the root (which has children) makes a version and keeps the branch.
+    result = story.ok("edit", root, "--text", "The lake", "--json").json()
+    assert result["new_version"] is True
+    assert story.ok("show", leaf).stdout == "The sea went out."
+    story.ok("edit", leaf, "--text", " went dry.")
+    assert story.ok("show", leaf).stdout == "The sea went dry."
+    hist = story.ok("history", leaf, "--json").json()["entries"]
+    assert [e["text"] for e in hist] == [" went out.", " went dry."]
+    story.ok("history", leaf, "--restore", "0")
+    assert story.ok("show", leaf).stdout == "The sea went out."
+    tail = story.ok("split", leaf, "--marker", "out", "--json").json()["node"]
+    assert tail["text"] == "out."
+    assert story.ok("show", tail["id"]).stdout == "The sea went out."
+    story.ok("merge", tail["id"])
+    assert story.ok("show", leaf).stdout == "The sea went out."
+    story.ok("rm", leaf)
+    assert story.ok("ls", root, "--json").json()["children"] == []
+    story.ok("restore", leaf)
+    story.ok("mv", leaf, "--root")
+    assert story.ok("show", leaf).stdout == " went out."
+    story.ok("undo")
+    assert story.ok("show", leaf).stdout == "The sea went out."
+    story.ok("redo")
+    story.ok("undo", "2")
+    log = story.ok("log", "--json").json()
+    assert log["redo"] == 2
+
+
+def test_bookmarks_tags_notes_search(story: Loom) -> None:
+    story.ok("bookmark", "--title", "low tide")
+    story.ok("tag", "draft", "sea")
+    story.ok("note", "try colder")
+    assert story.ok("note").stdout.strip() == "try colder"
+    marks = story.ok("bookmark", "--list", "--json").json()["bookmarks"]
+    assert marks[0]["bookmark"] == {"title": "low tide"}
+    assert story.ok("tag", "--list", "--json").json()["tags"].keys() == {"draft", "sea"}
+    hits = story.ok("search", "went", "--json").json()["matches"]
+    assert len(hits) == 1 and hits[0]["match"] == "went"
+    assert story.ok("search", "sea went", "--branch", "--json").json()["matches"]
+    miss = story("search", "nothing-like-this")
+    assert miss.code == 1 and miss.stdout == ""
+    story.ok("root")
+    story.ok("next", "--bookmark")
+    assert story.ok("show").stdout == "The sea went out."
+
+
+def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
+    loom.ok("new", "a.loom.json", "--text", "A")
+    loom.ok("new", "b.loom.json", "--text", "B")
+    assert loom.ok("show").stdout == "B"  # the last used
+    assert loom.ok("show", "-f", "a.loom.json").stdout == "A"
+    assert loom.ok("-f", "a.loom.json", "show").stdout == "A"
+    assert loom.ok("show", env={"LOOM_FILE": str(tmp_path / "a.loom.json")}).stdout == "A"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["goto", "zzzzzz"], 1, "no node"),
+        (["add"], 2, "missing text"),
+        (["add", "x", "--bogus"], 2, "No such option"),
+        (["frobnicate"], 2, "No such command"),
+        (["split", "--at", "0"], 1, "split offset"),
+        (["merge"], 1, "is a root"),
+        (["up"], 1, "no parent"),
+        (["search", "(", "--regex"], 1, "bad regular expression"),
+        (["history", "--show", "9"], 2, "no text 9"),
+        (["mv", "@"], 2, "PARENT or --root"),
+    ],
+)
+def test_errors_are_one_line_with_exit_codes(loom: Loom, args: list[str], code: int, fragment: str) -> None:
+    loom.ok("new", "e.loom.json", "--text", "root")
+    before = (loom.cwd / "e.loom.json").read_bytes()
+    result = loom(*args)
+    assert result.code == code
+    assert fragment in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    as_json = loom(*args, "--json")
+    assert as_json.code == code
+    error = json.loads(as_json.stderr)
+    assert error["ok"] is False and error["error"]["message"]
+    assert (loom.cwd / "e.loom.json").read_bytes() == before
+
+
+def test_no_document_selected(loom: Loom) -> None:
+    result = loom("show")
+    assert result.code == 1 and "no document selected" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"{not json", b'{"format": "loom", "version": 7, "nodes": {}, "roots": []}', b'{"a": 1}']
+)
+def test_bad_file_is_reported_and_never_overwritten(loom: Loom, content: bytes) -> None:
+    path = loom.cwd / "bad.loom.json"
+    path.write_bytes(content)
+    result = loom("add", "x", "-f", "bad.loom.json")
+    assert result.code == 1 and "bad.loom.json" in result.stderr and "Traceback" not in result.stderr
+    assert path.read_bytes() == content
+
+
+def test_new_refuses_to_overwrite(loom: Loom) -> None:
+    loom.ok("new", "x.loom.json", "--text", "keep me")
+    result = loom("new", "x.loom.json")
+    assert result.code == 1 and "already exists" in result.stderr
+    assert loom.ok("show", "-f", "x.loom.json").stdout == "keep me"
+
+
+def test_every_command_has_help_with_an_example(loom: Loom) -> None:
+    from loom.cli.main import cli
+
+    for name in cli.commands:
+        result = loom.ok(name, "--help")
+        assert "Example" in result.stdout, f"`loom {name} --help` has no example"
+        assert "--json" in result.stdout and "--file" in result.stdout
+
+
+def test_show_pipe_gets_exact_text_with_unicode(loom: Loom) -> None:
+    loom.ok("new", "u.loom.json", "--text", "Ünïcödé 海 ")
+    loom.ok("add", "-", input="line\n\n")
+    assert loom.ok("show").stdout == "Ünïcödé 海 line\n\n"
+
+
+def test_concurrent_cli_adds_are_all_kept(loom: Loom) -> None:
+    import subprocess
+    import sys
+
+    loom.ok("new", "c.loom.json")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loom", "add", "--root", f"p{i}", "-f", "c.loom.json"],
+            cwd=loom.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    roots = loom.ok("tree", "--json").json()["nodes"]
+    assert sorted(n["text"] for n in roots) == [f"p{i}" for i in range(8)]

@@ -1,0 +1,218 @@
+"""Storage: validation of bad files, atomic saves, backups, a full disk, crashes and concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import loom
+from loom import ops, store
+from loom.document import Document
+from loom.errors import DocumentError, StorageError
+
+CRASH_ROUNDS = int(os.environ.get("LOOM_CRASH_ROUNDS", "25"))
+
+
+def make_doc(path: Path, n: int = 3) -> Document:
+    doc = loom.new(path, title="t")
+    with loom.edit(path) as doc:
+        parent = None
+        for i in range(n):
+            parent = ops.add_child(doc, parent, f"segment {i} ").id
+    return doc
+
+
+def test_round_trip_keeps_unknown_fields(tmp_path: Path) -> None:
+    path = tmp_path / "a.loom.json"
+    make_doc(path)
+    data = json.loads(path.read_text())
+    data["from_the_future"] = {"x": 1}
+    first = next(iter(data["nodes"]))
+    data["nodes"][first]["mystery"] = [1, 2]
+    path.write_text(json.dumps(data))
+    with loom.edit(path) as doc:
+        ops.add_child(doc, doc.cursor_id, "more")
+    again = json.loads(path.read_text())
+    assert again["from_the_future"] == {"x": 1}
+    assert again["nodes"][first]["mystery"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "empty"),
+        (b'{"format": "loom", "version": 1, "nodes": {', "not valid JSON"),
+        (b"[1, 2, 3]", "not a loom document"),
+        (b'{"nodes": {}, "roots": []}', "not a loom document"),
+        (b'{"format": "loom", "version": 99, "nodes": {}, "roots": []}', "newer than this loom"),
+        (b'{"format": "loom", "version": "1", "nodes": {}, "roots": []}', "schema version"),
+        (b'{"format": "loom", "version": 1, "nodes": [], "roots": []}', '"nodes" is not an object'),
+        (b'{"format": "loom", "version": 1, "nodes": {"a": {"parent": "b"}}, "roots": []}', "missing parent"),
+        (
+            b'{"format": "loom", "version": 1, "roots": [], "nodes": {"a": {"parent": "b", "children": ["b"]},'
+            b' "b": {"parent": "a", "children": ["a"]}}}',
+            "parent cycle",
+        ),
+        (b'{"format": "loom", "version": 1, "nodes": {"a": {"text": 5}}, "roots": ["a"]}', "non-text"),
+        (b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "cursor": "zz"}', "cursor"),
+    ],
+)
+def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "bad.loom.json"
+    path.write_bytes(content)
+    with pytest.raises(DocumentError) as info:
+        store.load(path)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_migration_steps_apply_in_order() -> None:
+    steps = {
+        0: lambda d: {"renamed": d.pop("old", None), **d},
+        1: lambda d: {**d, "added": True},
+    }
+    data = store.migrate({"version": 0, "old": "x"}, steps, target=2)
+    assert data == {"version": 2, "renamed": "x", "added": True}
+    with pytest.raises(DocumentError):
+        store.migrate({"version": 0}, {}, target=1)
+
+
+def test_backups_rotate_and_hold_earlier_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "BACKUP_INTERVAL", 0.0)
+    path = tmp_path / "b.loom.json"
+    make_doc(path, 1)
+    for i in range(5):
+        with loom.edit(path) as doc:
+            ops.add_child(doc, doc.cursor_id, f"v{i}")
+    backups = store.backup_paths(path)
+    assert all(b.exists() for b in backups)
+    sizes = [len(store.load(b)) for b in backups]
+    assert sizes == sorted(sizes, reverse=True)  # bak1 is the newest
+    assert len(store.load(path)) == sizes[0] + 1
+
+
+def test_no_backup_churn_within_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "c.loom.json"
+    make_doc(path, 1)
+    for i in range(3):
+        with loom.edit(path) as doc:
+            ops.add_child(doc, doc.cursor_id, f"v{i}")
+    backups = store.backup_paths(path)
+    assert backups[0].exists() and not backups[1].exists()
+
+
+def test_full_disk_leaves_the_document_unchanged(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes writes fail like a full disk, without needing root or a tiny filesystem."""
+    path = tmp_path / "d.loom.json"
+    make_doc(path, 2)
+    before = path.read_bytes()
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        import loom
+        from loom import ops
+        from loom.errors import StorageError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 100}, {len(before) + 100}))
+        try:
+            with loom.edit({str(path)!r}) as doc:
+                ops.add_child(doc, doc.cursor_id, "x" * 100000)
+        except StorageError as exc:
+            print("refused:", exc)
+            sys.exit(3)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot save" in proc.stdout
+    assert path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_save_error_names_the_file(tmp_path: Path) -> None:
+    doc = Document.new()
+    with pytest.raises(StorageError) as info:
+        store.save(doc, tmp_path / "missing-dir" / "x.loom.json")
+    assert "x.loom.json" in str(info.value)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import loom
+    from loom import ops
+    path, tag = sys.argv[1], sys.argv[2]
+    i = 0
+    while True:
+        with loom.edit(path) as doc:
+            node = ops.add_child(doc, None, f"{tag}-{i}", move_cursor=False)
+        # Acknowledged only once the save has returned.
+        sys.stdout.write(node.id + "\\n")
+        sys.stdout.flush()
+        i += 1
+    """
+)
+
+
+def kill_writer_rounds(path: Path, rounds: int, seed: int = 7) -> tuple[int, int]:
+    """Start a writer, SIGKILL it at a random moment, check the file; repeat. Returns (rounds, acks)."""
+    rng = random.Random(seed)
+    acked: set[str] = set()
+    for r in range(rounds):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), f"r{r}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        time.sleep(0.15 + rng.random() * 0.25)
+        proc.kill()
+        out, _ = proc.communicate()
+        acked.update(out.decode().split())
+        doc = store.load(path)  # must be valid
+        missing = acked - set(doc.nodes)
+        assert not missing, f"round {r}: acknowledged nodes lost: {sorted(missing)[:5]}"
+    return rounds, len(acked)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_corrupts_or_loses(tmp_path: Path) -> None:
+    path = tmp_path / "crash.loom.json"
+    make_doc(path, 1)
+    rounds, acks = kill_writer_rounds(path, CRASH_ROUNDS)
+    assert acks > rounds  # the writers really did work between kills
+
+
+CONCURRENT = textwrap.dedent(
+    """
+    import sys
+    import loom
+    from loom import ops
+    path, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(count):
+        with loom.edit(path) as doc:
+            ops.add_child(doc, None, f"{tag}-{i}", move_cursor=False)
+    """
+)
+
+
+@pytest.mark.slow
+def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "many.loom.json"
+    loom.new(path)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(path), f"w{w}", "50"], stderr=subprocess.PIPE)
+        for w in range(8)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    doc = store.load(path)
+    texts = {n["text"] for n in doc.nodes.values()}
+    assert len(doc) == 400
+    assert texts == {f"w{w}-{i}" for w in range(8) for i in range(50)}
