@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 
-from loom import ops, search, store
+from typing import Any
+
+from loom import ops, store
 from loom.document import KINDS, SCHEMA_VERSION, Document, Node
 from loom.errors import (
     AmbiguousId,
@@ -73,3 +75,11 @@ def new(path: str | os.PathLike[str], *, title: str = "", overwrite: bool = Fals
     store.create(path, doc, overwrite=overwrite)
     return doc
 
+
+def __getattr__(name: str) -> Any:
+    # Submodules that navigation does not need are imported on first use.
+    if name == "search":
+        import loom.search
+
+        return loom.search
+    raise AttributeError(f"module 'loom' has no attribute {name!r}")

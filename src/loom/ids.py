@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Container
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -13,7 +13,7 @@ _ALPHABET_SET = frozenset(ALPHABET)
 def new_id(taken: Container[str] = ()) -> str:
     """A fresh id not in `taken`."""
     while True:
-        raw = secrets.token_bytes(ID_LENGTH)
+        raw = os.urandom(ID_LENGTH)  # os.urandom: `secrets` costs imports on every command
         candidate = "".join(ALPHABET[b & 31] for b in raw)
         if candidate not in taken:
             return candidate

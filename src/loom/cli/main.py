@@ -54,7 +54,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Importing the modules registers their commands on `cli`, in this order.
-    from loom.cli import tree_cmds  # noqa: F401
+    from loom.cli import gen_cmds, tree_cmds  # noqa: F401
 
 
 _register()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from loom.cli.common import style
 from loom.document import Document, Node
-from loom.view import Row
+
+if TYPE_CHECKING:
+    from loom.view import Row
 
 KIND_MARK = {"model": "", "human": "✎", "import": "⇲", "system": "S", "user": "U", "assistant": "A"}
 

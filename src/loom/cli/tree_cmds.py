@@ -27,8 +27,6 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import KINDS, Document, Node
-from loom.search import search as search_nodes
-from loom.view import tree_window
 
 NODE = click.argument("node", required=False, metavar="[NODE]")
 
@@ -208,7 +206,8 @@ def add_cmd(
 @NODE
 @click.option("--raw", is_flag=True, help="Exactly the text, nothing else (the default when piped).")
 @click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
-def show_cmd(node: str | None, raw: bool, segment: bool) -> None:
+@click.option("--probs", is_flag=True, help="Colour each token by its probability (where recorded).")
+def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     """Print the full text of the branch ending at NODE (default: the cursor).
 
     On a terminal, node boundaries alternate in colour and the node itself is in
@@ -231,7 +230,12 @@ def show_cmd(node: str | None, raw: bool, segment: bool) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    out(target.text if segment else render.branch_text(doc, target.id))
+    if probs:
+        from loom.cli.gen_cmds import render_probs
+
+        out(render_probs(doc, target.id))
+    else:
+        out(target.text if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
     siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
     where = f"{siblings.index(target.id) + 1}/{len(siblings)}"
@@ -301,6 +305,8 @@ def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_coll
         ]
         emit({"command": "tree", "roots": [r.id for r in doc.roots], "cursor": doc.cursor_id, "nodes": nodes})
         return
+    from loom.view import tree_window
+
     focus = doc.resolve(node).id if (node or doc.cursor_id) else None
     rows = tree_window(doc, focus, depth=depth, width=width, collapse=not no_collapse, everything=everything)
     if not rows:
@@ -685,6 +691,8 @@ def search_cmd(pattern: str, regex: bool, ignore_case: bool, branch: bool, limit
       loom search -e -i '\\bsea(s)?\\b' --json
       loom search --branch "went out. The" # across node boundaries
     """
+    from loom.search import search as search_nodes
+
     doc = read_doc()
     matches = search_nodes(
         doc, pattern, regex=regex, ignore_case=ignore_case, branch=branch, limit=limit, include_archived=include_archived

@@ -1,0 +1,255 @@
+"""Named models: what `-m NAME` means, where keys come from, which model is the default.
+
+Models live in `models.toml` in the user config dir ($LOOM_HOME overrides it):
+
+    default = "claude"
+
+    [models.claude]
+    provider = "anthropic"            # openai | openai-chat | anthropic | embedded
+    model = "claude-sonnet-4-5"
+    key_env = "ANTHROPIC_API_KEY"     # the variable that holds the key; never the key itself
+    kind = "chat"                     # base | chat
+    context = 200000
+    [models.claude.params]
+    temperature = 1.0
+
+Besides those, `embedded` (the local Gemma-3-270M base model) is always there, and
+`openai:MODEL`, `openai-chat:MODEL`, `anthropic:MODEL` name a provider's model
+directly, with `OPENAI_BASE_URL` / `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` as the
+ecosystem expects. Keys are read from the environment (or the OS keyring when
+`keyring` is installed) at the moment of use and are never stored in documents.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loom.errors import ConfigError
+from loom.workspace import loom_home
+
+PROVIDERS = ("openai", "openai-chat", "anthropic", "embedded")
+KINDS = ("base", "chat")
+EMBEDDED = "embedded"
+
+_PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "openai": {"base_url_env": "OPENAI_BASE_URL", "base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY", "kind": "base"},
+    "openai-chat": {"base_url_env": "OPENAI_BASE_URL", "base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY", "kind": "chat"},
+    "anthropic": {"base_url_env": "ANTHROPIC_BASE_URL", "base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY", "kind": "chat"},
+    "embedded": {"base_url": "", "key_env": None, "kind": "base"},
+}
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    provider: str
+    model: str
+    base_url: str = ""
+    key_env: str | None = None
+    kind: str = "base"
+    context: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # backend settings (threads, model_path, timeout…)
+    builtin: bool = False
+
+    def api_key(self) -> str | None:
+        """The key, read now from the environment (or keyring); None if the model needs none."""
+        if self.key_env is None:
+            return None
+        value = os.environ.get(self.key_env)
+        if value:
+            return value
+        try:
+            import keyring  # optional
+        except ImportError:
+            return None
+        try:
+            return keyring.get_password("loom", self.name) or None
+        except Exception:  # a broken keyring backend must not break generation
+            return None
+
+    def usable(self) -> tuple[bool, str]:
+        """Whether the model can be used now, and if not, why (without revealing any key)."""
+        if self.provider == EMBEDDED:
+            return True, "local model, no key needed"
+        if self.key_env and not self.api_key():
+            if self.base_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+                return True, f"local server; ${self.key_env} not set (sent without a key)"
+            return False, f"${self.key_env} is not set"
+        return True, "ready"
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown or stored: everything but secrets (there are none here by design)."""
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            "key_env": self.key_env,
+            "kind": self.kind,
+            "context": self.context,
+            "params": self.params,
+            "builtin": self.builtin,
+        }
+
+
+def models_file() -> Path:
+    return loom_home() / "models.toml"
+
+
+def _read() -> dict[str, Any]:
+    path = models_file()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return data
+
+
+def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> ModelConfig:
+    provider = table.get("provider")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"model {name!r}: provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    defaults = _PROVIDER_DEFAULTS[provider]
+    kind = table.get("kind", defaults["kind"])
+    if kind not in KINDS:
+        raise ConfigError(f"model {name!r}: kind must be base or chat, got {kind!r}")
+    base_url = table.get("base_url") or os.environ.get(defaults.get("base_url_env") or "", "") or defaults["base_url"]
+    params = table.get("params", {})
+    options = table.get("options", {})
+    if not isinstance(params, dict) or not isinstance(options, dict):
+        raise ConfigError(f"model {name!r}: params and options must be tables")
+    return ModelConfig(
+        name=name,
+        provider=provider,
+        model=str(table.get("model", "")),
+        base_url=str(base_url).rstrip("/"),
+        key_env=table.get("key_env", defaults["key_env"]),
+        kind=kind,
+        context=table.get("context"),
+        params=dict(params),
+        options=dict(options),
+        builtin=builtin,
+    )
+
+
+def builtin_models() -> dict[str, ModelConfig]:
+    embedded = _from_table(
+        EMBEDDED,
+        {"provider": EMBEDDED, "model": "gemma-3-270m", "kind": "base", "context": 2048, "params": {"max_tokens": 48}},
+        builtin=True,
+    )
+    return {EMBEDDED: embedded}
+
+
+def configured_models() -> dict[str, ModelConfig]:
+    tables = _read().get("models", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{models_file()}: [models] must be a table of tables")
+    return {name: _from_table(name, table) for name, table in tables.items()}
+
+
+def all_models() -> dict[str, ModelConfig]:
+    return {**builtin_models(), **configured_models()}
+
+
+def default_model_name() -> str:
+    name = _read().get("default")
+    return str(name) if name else EMBEDDED
+
+
+def get_model(name: str | None = None) -> ModelConfig:
+    """The model called `name` (default: the configured default, else the embedded model)."""
+    name = name or default_model_name()
+    models = all_models()
+    if name in models:
+        return models[name]
+    provider, sep, model_id = name.partition(":")
+    if sep and provider in PROVIDERS and provider != EMBEDDED and model_id:
+        return _from_table(name, {"provider": provider, "model": model_id})
+    known = ", ".join(sorted(models))
+    raise ConfigError(
+        f"unknown model {name!r} (known: {known}; or use provider:model, e.g. openai-chat:gpt-4o-mini; "
+        "add one with `loom models add`)"
+    )
+
+
+# ---- writing models.toml --------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("-", "").replace("_", "").isalnum() else _toml_value(key)
+
+
+def _write(data: dict[str, Any]) -> None:
+    lines: list[str] = []
+    if data.get("default"):
+        lines.append(f"default = {_toml_value(data['default'])}")
+    for name, table in data.get("models", {}).items():
+        lines.append(f"\n[models.{_toml_key(name)}]")
+        subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        for key, value in table.items():
+            if key not in subtables and value is not None:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for sub, values in subtables.items():
+            if values:
+                lines.append(f"[models.{_toml_key(name)}.{_toml_key(sub)}]")
+                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items())
+    path = models_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("\n".join(lines).lstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def add_model(name: str, table: dict[str, Any], *, replace: bool = False) -> ModelConfig:
+    if not name or ":" in name or name == EMBEDDED:
+        raise ConfigError(f"{name!r} cannot be a model name (no ':', not 'embedded')")
+    model = _from_table(name, table)  # validates
+    data = _read()
+    models = data.setdefault("models", {})
+    if name in models and not replace:
+        raise ConfigError(f"model {name!r} already exists (pass --replace to overwrite it)")
+    models[name] = {k: v for k, v in table.items() if v not in (None, {}, "")}
+    _write(data)
+    return model
+
+
+def remove_model(name: str) -> None:
+    data = _read()
+    if name not in data.get("models", {}):
+        raise ConfigError(f"no configured model {name!r}")
+    del data["models"][name]
+    if data.get("default") == name:
+        del data["default"]
+    _write(data)
+
+
+def set_default(name: str) -> ModelConfig:
+    model = get_model(name)
+    data = _read()
+    data["default"] = name
+    _write(data)
+    return model
