@@ -27,7 +27,27 @@ sys.path.insert(0, str(ROOT / "src"))
 from loom import ops, store  # noqa: E402
 from loom.document import Document  # noqa: E402
 
-WORDS = "the sea went out and did not come back for a long time while keepers watched lamps burn low".split()
+WORDS = [
+    "the",
+    "sea",
+    "went",
+    "out",
+    "and",
+    "did",
+    "not",
+    "come",
+    "back",
+    "for",
+    "a",
+    "long",
+    "time",
+    "while",
+    "keepers",
+    "watched",
+    "lamps",
+    "burn",
+    "low",
+]
 
 
 def build(n: int, seed: int = 1) -> Document:
@@ -38,8 +58,14 @@ def build(n: int, seed: int = 1) -> Document:
     parent: str | None = None
     for i in range(n):
         text = " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 100)))
-        meta = {"gen": {"model": "gemma-3-270m", "params": {"temperature": 0.9, "max_tokens": 64}}} if i % 2 else None
-        node = ops.add_child(doc, parent, text, kind="model" if meta else "human", meta=meta, move_cursor=False)
+        meta = (
+            {"gen": {"model": "gemma-3-270m", "params": {"temperature": 0.9, "max_tokens": 64}}}
+            if i % 2
+            else None
+        )
+        node = ops.add_child(
+            doc, parent, text, kind="model" if meta else "human", meta=meta, move_cursor=False
+        )
         ids.append(node.id)
         parent = node.id if rng.random() < 0.7 else rng.choice(ids)
     doc.data["journal"] = {"undo": [], "redo": []}
@@ -80,14 +106,26 @@ def bench_size(n: int, repeat: int, workdir: Path) -> None:
         "bare decode+encode": timed([py, "-c", bare, str(path)], repeat, env),
         "bare decode+encode+write+fsync": timed([py, "-c", bare_write, str(path)], repeat, env),
         "loom show": timed([py, "-m", "loom", "show", "-f", str(path)], repeat, env),
-        "loom show --json": timed([py, "-m", "loom", "show", "--json", "-f", str(path)], repeat, env),
-        "loom add": timed([py, "-m", "loom", "add", " more", "--stay", "-f", str(path)], repeat, env),
-        "loom goto": timed([py, "-m", "loom", "goto", doc.root_ids[0], "-f", str(path)], repeat, env),
+        "loom show --json": timed(
+            [py, "-m", "loom", "show", "--json", "-f", str(path)], repeat, env
+        ),
+        "loom add": timed(
+            [py, "-m", "loom", "add", " more", "--stay", "-f", str(path)], repeat, env
+        ),
+        "loom goto": timed(
+            [py, "-m", "loom", "goto", doc.root_ids[0], "-f", str(path)], repeat, env
+        ),
     }
-    base, bare_t, bare_w = results["python -c pass"], results["bare decode+encode"], results["bare decode+encode+write+fsync"]
+    base, bare_t, bare_w = (
+        results["python -c pass"],
+        results["bare decode+encode"],
+        results["bare decode+encode+write+fsync"],
+    )
     print(f"{'command':<32}{'median':>10}{'÷ pass':>9}{'÷ bare':>9}{'÷ bare+write':>14}")
     for name, secs in results.items():
-        print(f"{name:<32}{secs * 1000:>8.1f}ms{secs / base:>9.2f}{secs / bare_t:>9.2f}{secs / bare_w:>14.2f}")
+        print(
+            f"{name:<32}{secs * 1000:>8.1f}ms{secs / base:>9.2f}{secs / bare_t:>9.2f}{secs / bare_w:>14.2f}"
+        )
 
 
 def memory_of_loaded(workdir: Path, n: int) -> None:
@@ -98,26 +136,49 @@ def memory_of_loaded(workdir: Path, n: int) -> None:
         "from loom import store; d=store.load(sys.argv[1]); gc.collect();"
         "after=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; print(after-before, after)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path), str(ROOT / "src")], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(ROOT / "src")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     delta, peak = (int(x) for x in out.stdout.split())
-    print(f"\nmemory of a loaded {n}-node document: +{delta / 1024:.0f} MB (peak RSS {peak / 1024:.0f} MB; file {path.stat().st_size / 1e6:.0f} MB)")
+    print(
+        f"\nmemory of a loaded {n}-node document: +{delta / 1024:.0f} MB (peak RSS {peak / 1024:.0f} MB; file {path.stat().st_size / 1e6:.0f} MB)"
+    )
 
 
 def crash_loop(rounds: int) -> None:
     env = {**os.environ, "LOOM_CRASH_ROUNDS": str(rounds)}
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests/test_store.py"), "-k", "sigkill"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests/test_store.py"),
+            "-k",
+            "sigkill",
+        ],
         env=env,
         capture_output=True,
         text=True,
     )
-    status = "all valid, no acknowledged write lost" if proc.returncode == 0 else "FAILED:\n" + proc.stdout[-2000:]
+    status = (
+        "all valid, no acknowledged write lost"
+        if proc.returncode == 0
+        else "FAILED:\n" + proc.stdout[-2000:]
+    )
     print(f"\nSIGKILL crash loop, {rounds} rounds: {status} ({time.perf_counter() - start:.0f}s)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--crash-rounds", type=int, default=200)
     args = parser.parse_args()

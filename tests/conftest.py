@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["fakeprovider"]  # the `fake_provider` fixture: a real local HTTP server
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Point loom's per-user state at a temp dir so tests never touch the real one."""
     home = tmp_path_factory.mktemp("loom-home")
     monkeypatch.setenv("LOOM_HOME", str(home))
@@ -45,7 +48,9 @@ class Loom:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
 
-    def __call__(self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
+    def __call__(
+        self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
+    ) -> Result:
         full_env = {**os.environ, **(env or {})}
         data = input.encode() if isinstance(input, str) else input
         proc = subprocess.run(

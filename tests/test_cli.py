@@ -47,7 +47,16 @@ def test_add_from_stdin_file_parent_root_sibling_stay(story: Loom, tmp_path: Pat
 def test_json_output_shapes(story: Loom) -> None:
     add = story.ok("add", " more", "--json").json()
     assert add["ok"] is True and add["command"] == "add"
-    assert set(add["node"]) >= {"id", "parent", "children", "text", "kind", "tags", "bookmark", "meta"}
+    assert set(add["node"]) >= {
+        "id",
+        "parent",
+        "children",
+        "text",
+        "kind",
+        "tags",
+        "bookmark",
+        "meta",
+    }
     show = story.ok("show", "--json").json()
     assert show["text"] == "The sea went out. more" and len(show["path"]) == 3
     ls = story.ok("ls", show["path"][1], "--json").json()
@@ -146,7 +155,9 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["mv", "@"], 2, "PARENT or --root"),
     ],
 )
-def test_errors_are_one_line_with_exit_codes(loom: Loom, args: list[str], code: int, fragment: str) -> None:
+def test_errors_are_one_line_with_exit_codes(
+    loom: Loom, args: list[str], code: int, fragment: str
+) -> None:
     loom.ok("new", "e.loom.json", "--text", "root")
     before = (loom.cwd / "e.loom.json").read_bytes()
     result = loom(*args)
@@ -166,13 +177,16 @@ def test_no_document_selected(loom: Loom) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"{not json", b'{"format": "loom", "version": 7, "nodes": {}, "roots": []}', b'{"a": 1}']
+    "content",
+    [b"", b"{not json", b'{"format": "loom", "version": 7, "nodes": {}, "roots": []}', b'{"a": 1}'],
 )
 def test_bad_file_is_reported_and_never_overwritten(loom: Loom, content: bytes) -> None:
     path = loom.cwd / "bad.loom.json"
     path.write_bytes(content)
     result = loom("add", "x", "-f", "bad.loom.json")
-    assert result.code == 1 and "bad.loom.json" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.code == 1 and "bad.loom.json" in result.stderr and "Traceback" not in result.stderr
+    )
     assert path.read_bytes() == content
 
 

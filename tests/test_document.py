@@ -102,7 +102,9 @@ def test_split_keeps_every_full_text() -> None:
 
 def test_split_partitions_logprobs_by_offset() -> None:
     doc = Document.new()
-    meta = {"logprobs": {"source": "post", "tokens": [" Hel", "lo", " there"], "lp": [-1.0, -0.5, -0.1]}}
+    meta = {
+        "logprobs": {"source": "post", "tokens": [" Hel", "lo", " there"], "lp": [-1.0, -0.5, -0.1]}
+    }
     node = ops.add_child(doc, None, " Hello there", kind="model", meta=meta)
     tail = ops.split(doc, node.id, 6)
     assert doc.node(node.id).meta["logprobs"]["tokens"] == [" Hel", "lo"]

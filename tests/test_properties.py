@@ -57,7 +57,9 @@ def apply(doc: Document, op: str, data: st.DataObject) -> None:
     elif node is None:
         return
     elif op == "add":
-        ops.add_child(doc, node, data.draw(texts), kind=data.draw(st.sampled_from(["human", "model"])))
+        ops.add_child(
+            doc, node, data.draw(texts), kind=data.draw(st.sampled_from(["human", "model"]))
+        )
     elif op == "sibling":
         ops.add_sibling(doc, node, data.draw(texts))
     elif op in ("edit", "edit_in_place"):
@@ -117,7 +119,11 @@ def test_random_operations_keep_the_tree_valid_and_undo_exact(data: st.DataObjec
         # into something the change created.
         undone_cursor, before_cursor = undone.pop("cursor", None), before.pop("cursor", None)
         assert undone == before
-        assert undone_cursor == before_cursor or before_cursor not in doc.nodes or undone_cursor in doc.nodes
+        assert (
+            undone_cursor == before_cursor
+            or before_cursor not in doc.nodes
+            or undone_cursor in doc.nodes
+        )
         journal.redo(doc)
         assert state_of(doc) == after
     # What we built survives a save/load round trip exactly.

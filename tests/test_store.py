@@ -22,7 +22,7 @@ CRASH_ROUNDS = int(os.environ.get("LOOM_CRASH_ROUNDS", "25"))
 
 
 def make_doc(path: Path, n: int = 3) -> Document:
-    doc = loom.new(path, title="t")
+    loom.new(path, title="t")
     with loom.edit(path) as doc:
         parent = None
         for i in range(n):
@@ -55,14 +55,23 @@ def test_round_trip_keeps_unknown_fields(tmp_path: Path) -> None:
         (b'{"format": "loom", "version": 99, "nodes": {}, "roots": []}', "newer than this loom"),
         (b'{"format": "loom", "version": "1", "nodes": {}, "roots": []}', "schema version"),
         (b'{"format": "loom", "version": 1, "nodes": [], "roots": []}', '"nodes" is not an object'),
-        (b'{"format": "loom", "version": 1, "nodes": {"a": {"parent": "b"}}, "roots": []}', "missing parent"),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {"parent": "b"}}, "roots": []}',
+            "missing parent",
+        ),
         (
             b'{"format": "loom", "version": 1, "roots": [], "nodes": {"a": {"parent": "b", "children": ["b"]},'
             b' "b": {"parent": "a", "children": ["a"]}}}',
             "parent cycle",
         ),
-        (b'{"format": "loom", "version": 1, "nodes": {"a": {"text": 5}}, "roots": ["a"]}', "non-text"),
-        (b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "cursor": "zz"}', "cursor"),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {"text": 5}}, "roots": ["a"]}',
+            "non-text",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "cursor": "zz"}',
+            "cursor",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:
@@ -85,7 +94,9 @@ def test_migration_steps_apply_in_order() -> None:
         store.migrate({"version": 0}, {}, target=1)
 
 
-def test_backups_rotate_and_hold_earlier_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backups_rotate_and_hold_earlier_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(store, "BACKUP_INTERVAL", 0.0)
     path = tmp_path / "b.loom.json"
     make_doc(path, 1)
@@ -130,7 +141,9 @@ def test_full_disk_leaves_the_document_unchanged(tmp_path: Path) -> None:
             sys.exit(3)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 3, proc.stderr
     assert "cannot save" in proc.stdout
     assert path.read_bytes() == before
@@ -168,7 +181,9 @@ def kill_writer_rounds(path: Path, rounds: int, seed: int = 7) -> tuple[int, int
     acked: set[str] = set()
     for r in range(rounds):
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), f"r{r}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [sys.executable, "-c", WRITER, str(path), f"r{r}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         time.sleep(0.15 + rng.random() * 0.25)
         proc.kill()
@@ -206,7 +221,9 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "many.loom.json"
     loom.new(path)
     procs = [
-        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(path), f"w{w}", "50"], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(path), f"w{w}", "50"], stderr=subprocess.PIPE
+        )
         for w in range(8)
     ]
     for p in procs:

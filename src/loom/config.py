@@ -36,9 +36,24 @@ KINDS = ("base", "chat")
 EMBEDDED = "embedded"
 
 _PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "openai": {"base_url_env": "OPENAI_BASE_URL", "base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY", "kind": "base"},
-    "openai-chat": {"base_url_env": "OPENAI_BASE_URL", "base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY", "kind": "chat"},
-    "anthropic": {"base_url_env": "ANTHROPIC_BASE_URL", "base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY", "kind": "chat"},
+    "openai": {
+        "base_url_env": "OPENAI_BASE_URL",
+        "base_url": "https://api.openai.com/v1",
+        "key_env": "OPENAI_API_KEY",
+        "kind": "base",
+    },
+    "openai-chat": {
+        "base_url_env": "OPENAI_BASE_URL",
+        "base_url": "https://api.openai.com/v1",
+        "key_env": "OPENAI_API_KEY",
+        "kind": "chat",
+    },
+    "anthropic": {
+        "base_url_env": "ANTHROPIC_BASE_URL",
+        "base_url": "https://api.anthropic.com",
+        "key_env": "ANTHROPIC_API_KEY",
+        "kind": "chat",
+    },
     "embedded": {"base_url": "", "key_env": None, "kind": "base"},
 }
 
@@ -53,7 +68,9 @@ class ModelConfig:
     kind: str = "base"
     context: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)  # backend settings (threads, model_path, timeout…)
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # backend settings (threads, model_path, timeout…)
     builtin: bool = False
 
     def api_key(self) -> str | None:
@@ -119,12 +136,18 @@ def _read() -> dict[str, Any]:
 def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> ModelConfig:
     provider = table.get("provider")
     if provider not in PROVIDERS:
-        raise ConfigError(f"model {name!r}: provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        raise ConfigError(
+            f"model {name!r}: provider must be one of {', '.join(PROVIDERS)}, got {provider!r}"
+        )
     defaults = _PROVIDER_DEFAULTS[provider]
-    kind = table.get("kind", defaults["kind"])
+    kind = table.get("kind") or defaults["kind"]
     if kind not in KINDS:
         raise ConfigError(f"model {name!r}: kind must be base or chat, got {kind!r}")
-    base_url = table.get("base_url") or os.environ.get(defaults.get("base_url_env") or "", "") or defaults["base_url"]
+    base_url = (
+        table.get("base_url")
+        or os.environ.get(defaults.get("base_url_env") or "", "")
+        or defaults["base_url"]
+    )
     params = table.get("params", {})
     options = table.get("options", {})
     if not isinstance(params, dict) or not isinstance(options, dict):
@@ -134,7 +157,7 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
         provider=provider,
         model=str(table.get("model", "")),
         base_url=str(base_url).rstrip("/"),
-        key_env=table.get("key_env", defaults["key_env"]),
+        key_env=table.get("key_env") or defaults["key_env"],
         kind=kind,
         context=table.get("context"),
         params=dict(params),
@@ -146,7 +169,13 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
 def builtin_models() -> dict[str, ModelConfig]:
     embedded = _from_table(
         EMBEDDED,
-        {"provider": EMBEDDED, "model": "gemma-3-270m", "kind": "base", "context": 2048, "params": {"max_tokens": 48}},
+        {
+            "provider": EMBEDDED,
+            "model": "gemma-3-270m",
+            "kind": "base",
+            "context": 2048,
+            "params": {"max_tokens": 48},
+        },
         builtin=True,
     )
     return {EMBEDDED: embedded}

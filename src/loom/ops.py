@@ -9,6 +9,7 @@ caller explicitly asked for it (`in_place=True`, `move`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,13 +98,17 @@ def add_child(
         _attach(doc, new, parent, index)
         if move_cursor:
             goto(doc, new)
+        else:
+            _ensure_cursor(doc, new)
     return Node(doc, new)
 
 
 def add_sibling(doc: Document, node: str, text: str, **kwargs: Any) -> Node:
     """Add a node right after `node`, under the same parent (or as the next root)."""
     siblings = doc.sibling_ids(node)
-    return add_child(doc, doc.nodes[node].get("parent"), text, index=siblings.index(node) + 1, **kwargs)
+    return add_child(
+        doc, doc.nodes[node].get("parent"), text, index=siblings.index(node) + 1, **kwargs
+    )
 
 
 # ---- editing --------------------------------------------------------------------------
@@ -125,7 +130,10 @@ def edit(doc: Document, node: str, text: str, *, in_place: bool = False) -> Node
             version = add_sibling(doc, node, text, kind=rec.get("kind", "human"), meta=meta)
         return version
     with transaction(doc, "edit", f"edit {node}"):
-        history = [*rec.get("history", []), {"text": rec.get("text", ""), "at": rec.get("modified") or now()}]
+        history = [
+            *rec.get("history", []),
+            {"text": rec.get("text", ""), "at": rec.get("modified") or now()},
+        ]
         doc._set(node, "history", history)
         doc._set(node, "text", text)
         doc._set(node, "modified", now())
@@ -151,7 +159,9 @@ def split(doc: Document, node: str, at: int) -> Node:
     if at < 0:
         at += len(text)
     if not 0 < at < len(text):
-        raise InvalidOperation(f"split offset must be inside the node's text (1..{len(text) - 1}), got {at}")
+        raise InvalidOperation(
+            f"split offset must be inside the node's text (1..{len(text) - 1}), got {at}"
+        )
     tail_id = doc.new_node_id()
     with transaction(doc, "split", f"split {node} at {at}"):
         head_meta = dict(rec.get("meta", {}))
@@ -159,7 +169,9 @@ def split(doc: Document, node: str, at: int) -> Node:
         if "logprobs" in head_meta:
             head_meta["logprobs"], tail_meta["logprobs"] = split_logprobs(head_meta["logprobs"], at)
         children = rec.get("children", [])
-        tail = _new_record(text[at:], rec.get("kind", "human"), tail_meta, visited=bool(rec.get("visited")))
+        tail = _new_record(
+            text[at:], rec.get("kind", "human"), tail_meta, visited=bool(rec.get("visited"))
+        )
         if children:
             tail["children"] = list(children)
             if rec.get("last_child"):
@@ -220,7 +232,10 @@ def merge(doc: Document, node: str) -> Node:
         if parent.get("children") == [node]:
             target = parent_id
             meta = dict(parent.get("meta", {}))
-            meta["merged_from"] = [*meta.get("merged_from", []), {"id": node, "meta": rec.get("meta", {})}]
+            meta["merged_from"] = [
+                *meta.get("merged_from", []),
+                {"id": node, "meta": rec.get("meta", {})},
+            ]
             meta.pop("logprobs", None)  # no longer aligned with the joined text
             doc._set(parent_id, "text", joined)
             doc._set(parent_id, "meta", meta)
@@ -232,8 +247,18 @@ def merge(doc: Document, node: str) -> Node:
             doc._set(parent_id, "children", children or None)
             doc._set(parent_id, "last_child", rec.get("last_child"))
         else:
-            meta = {"version_of": parent_id, "merged_from": [{"id": node, "meta": rec.get("meta", {})}]}
-            target = add_sibling(doc, parent_id, joined, kind=parent.get("kind", "human"), meta=meta, move_cursor=False).id
+            meta = {
+                "version_of": parent_id,
+                "merged_from": [{"id": node, "meta": rec.get("meta", {})}],
+            }
+            target = add_sibling(
+                doc,
+                parent_id,
+                joined,
+                kind=parent.get("kind", "human"),
+                meta=meta,
+                move_cursor=False,
+            ).id
             doc._set(target, "children", children or None)
             doc._set(target, "last_child", rec.get("last_child"))
             _detach(doc, node)
@@ -251,7 +276,9 @@ def move(doc: Document, node: str, new_parent: str | None, *, index: int | None 
     if new_parent is not None:
         doc.node(new_parent)
         if doc.is_descendant(new_parent, node):
-            raise InvalidOperation(f"cannot move {node} under {new_parent}: that is inside its own subtree")
+            raise InvalidOperation(
+                f"cannot move {node} under {new_parent}: that is inside its own subtree"
+            )
     with transaction(doc, "move", f"move {node} under {new_parent or 'the roots'}"):
         _detach(doc, node)
         _attach(doc, node, new_parent, index)
@@ -278,6 +305,7 @@ def restore(doc: Document, node: str) -> Node:
     with transaction(doc, "restore", f"restore {node}"):
         doc._set(node, "archived", None)
         doc._set(node, "modified", now())
+        _ensure_cursor(doc, node)
     return Node(doc, node)
 
 
@@ -304,6 +332,12 @@ def purge_archived(doc: Document) -> list[str]:
             if top in doc.nodes:
                 gone.extend(purge(doc, top))
     return gone
+
+
+def _ensure_cursor(doc: Document, candidate: str) -> None:
+    """A document with live nodes always has a cursor: give it `candidate` if it has none."""
+    if doc.cursor_id is None and not doc.is_archived(candidate):
+        doc._set_header("cursor", candidate)
 
 
 def _move_cursor_out_of(doc: Document, node: str) -> None:
@@ -379,9 +413,11 @@ def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
     if doc.is_archived(node):
-        raise InvalidOperation(f"node {node} is deleted (restore it first with `loom restore {node}`)")
+        raise InvalidOperation(
+            f"node {node} is deleted (restore it first with `loom restore {node}`)"
+        )
     path = doc.path_ids(node)
-    for parent, child in zip(path, path[1:], strict=False):
+    for parent, child in itertools.pairwise(path):
         if doc.nodes[parent].get("last_child") != child:
             doc._set(parent, "last_child", child)
     if not doc.nodes[node].get("visited"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,11 +71,15 @@ def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         where = f" at byte {exc.pos}" if getattr(exc, "pos", None) is not None else ""
-        hint = " (the file looks truncated)" if exc.pos is not None and exc.pos >= len(raw.rstrip()) - 1 else ""
+        hint = (
+            " (the file looks truncated)"
+            if exc.pos is not None and exc.pos >= len(raw.rstrip()) - 1
+            else ""
+        )
         raise DocumentError(f"{name}: not valid JSON{where}{hint}: {exc.msg}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DocumentError(
-            f"{name}: not a loom document (no \"format\": \"loom\" marker); "
+            f'{name}: not a loom document (no "format": "loom" marker); '
             "to bring in another tool's tree use `loom import`"
         )
     try:
@@ -85,7 +90,11 @@ def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
     return data
 
 
-def migrate(data: dict[str, Any], migrations: dict[int, Migration] | None = None, target: int = SCHEMA_VERSION) -> dict[str, Any]:
+def migrate(
+    data: dict[str, Any],
+    migrations: dict[int, Migration] | None = None,
+    target: int = SCHEMA_VERSION,
+) -> dict[str, Any]:
     """Bring `data` up to schema version `target`, one step at a time."""
     steps = _MIGRATIONS if migrations is None else migrations
     version = data.get("version")
@@ -123,7 +132,7 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
             raise bad(f"node {node_id!r} is not an object")
         text = rec.get("text", "")
         if type(text) is not str:
-            raise bad(f"node {node_id!r} has non-text \"text\"")
+            raise bad(f'node {node_id!r} has non-text "text"')
         parent = rec.get("parent")
         if parent is not None:
             parents_seen += 1
@@ -135,11 +144,13 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
         children = rec.get("children")
         if children is not None:
             if type(children) is not list:
-                raise bad(f"node {node_id!r} has non-list \"children\"")
+                raise bad(f'node {node_id!r} has non-list "children"')
             for child in children:
                 crec = nodes.get(child)
                 if crec is None or crec.get("parent") != node_id:
-                    raise bad(f"node {node_id!r} lists child {child!r} that does not point back to it")
+                    raise bad(
+                        f"node {node_id!r} lists child {child!r} that does not point back to it"
+                    )
     for root in roots:
         rec = nodes.get(root)
         if rec is None or rec.get("parent") is not None:
@@ -156,7 +167,9 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
             raise bad("a child is listed twice")
         stack.extend(nodes[current].get("children", ()))
     if reachable != len(nodes):
-        raise bad(f"{len(nodes) - reachable} node(s) are unreachable from the roots (a parent cycle)")
+        raise bad(
+            f"{len(nodes) - reachable} node(s) are unreachable from the roots (a parent cycle)"
+        )
     cursor = data.get("cursor")
     if cursor is not None and cursor not in nodes:
         raise bad(f"the cursor points at a missing node {cursor!r}")
@@ -195,7 +208,9 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise StorageError(f"{path}: cannot save ({reason}); the document on disk is unchanged") from None
+        raise StorageError(
+            f"{path}: cannot save ({reason}); the document on disk is unchanged"
+        ) from None
     doc.dirty = False
 
 
@@ -251,7 +266,9 @@ def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Itera
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StorageError(f"{path}: cannot create lock file {lock_file.name}: {exc.strerror or exc}") from None
+        raise StorageError(
+            f"{path}: cannot create lock file {lock_file.name}: {exc.strerror or exc}"
+        ) from None
     try:
         _acquire(fd, path, timeout)
         try:
@@ -262,7 +279,7 @@ def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Itera
         os.close(fd)
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _try_lock(fd: int) -> bool:
@@ -295,7 +312,9 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
     delay = 0.001
     while not _try_lock(fd):
         if time.monotonic() >= deadline:
-            raise LockTimeout(f"{path}: another loom process has held the lock for over {timeout:.0f}s")
+            raise LockTimeout(
+                f"{path}: another loom process has held the lock for over {timeout:.0f}s"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 

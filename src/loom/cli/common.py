@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -56,7 +55,12 @@ file_option = click.option(
     help="Document to use (default: $LOOM_FILE, else the last one used in this directory).",
 )
 json_option = click.option(
-    "--json", "json_", is_flag=True, expose_value=False, callback=_set_json, help="Print one JSON object."
+    "--json",
+    "json_",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_json,
+    help="Print one JSON object.",
 )
 
 
@@ -125,14 +129,20 @@ def style(text: str, **kwargs: Any) -> str:
 def read_text_input(text: str | None, from_file: str | None, *, what: str = "text") -> str:
     """TEXT, '-' for standard input, or --from-file PATH; exactly one of them."""
     if text is not None and from_file is not None:
-        raise click.UsageError(f"give the {what} either as an argument or with --from-file, not both")
+        raise click.UsageError(
+            f"give the {what} either as an argument or with --from-file, not both"
+        )
     if from_file is not None:
         try:
             return Path(from_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(f"cannot read {from_file}: {exc.strerror or exc}", param_hint="--from-file") from None
+            raise click.BadParameter(
+                f"cannot read {from_file}: {exc.strerror or exc}", param_hint="--from-file"
+            ) from None
         except UnicodeDecodeError:
-            raise click.BadParameter(f"{from_file} is not UTF-8 text", param_hint="--from-file") from None
+            raise click.BadParameter(
+                f"{from_file} is not UTF-8 text", param_hint="--from-file"
+            ) from None
     if text == "-":
         data = sys.stdin.buffer.read()
         try:
@@ -140,5 +150,7 @@ def read_text_input(text: str | None, from_file: str | None, *, what: str = "tex
         except UnicodeDecodeError:
             raise click.BadParameter("standard input is not UTF-8 text") from None
     if text is None:
-        raise click.UsageError(f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH")
+        raise click.UsageError(
+            f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH"
+        )
     return text

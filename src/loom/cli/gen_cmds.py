@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from loom import config
-from loom.cli.common import command, doc_path, emit, json_mode, out, read_doc, stdout_is_terminal, style, write_doc
+from loom.cli.common import (
+    command,
+    doc_path,
+    emit,
+    json_mode,
+    out,
+    read_doc,
+    stdout_is_terminal,
+    style,
+    write_doc,
+)
 from loom.cli.main import cli
 
 if TYPE_CHECKING:
@@ -42,7 +52,9 @@ class LiveView:
             self.status[outcome.index] = style("✗", fg="red")
         else:
             self.status[outcome.index] = style("✓", fg="green")
-        self.lines[outcome.index] = outcome.text if not outcome.error else f"{outcome.text} [{outcome.error}]"
+        self.lines[outcome.index] = (
+            outcome.text if not outcome.error else f"{outcome.text} [{outcome.error}]"
+        )
         self._draw(force=True)
 
     def _draw(self, force: bool = False) -> None:
@@ -75,14 +87,22 @@ def _params_from_flags(**flags: Any) -> dict[str, Any]:
 
 
 SAMPLER_OPTIONS = [
-    click.option("--max-tokens", type=click.IntRange(min=1), help="Length limit per branch, in tokens."),
+    click.option(
+        "--max-tokens", type=click.IntRange(min=1), help="Length limit per branch, in tokens."
+    ),
     click.option("-t", "--temperature", type=click.FloatRange(min=0), help="Sampling temperature."),
     click.option("--top-p", type=click.FloatRange(0, 1), help="Nucleus sampling mass."),
     click.option("--top-k", type=click.IntRange(min=0), help="Keep only the K likeliest tokens."),
-    click.option("--min-p", type=click.FloatRange(0, 1), help="Drop tokens below this share of the top probability."),
+    click.option(
+        "--min-p",
+        type=click.FloatRange(0, 1),
+        help="Drop tokens below this share of the top probability.",
+    ),
     click.option("--stop", multiple=True, help="Stop sequence (repeatable)."),
     click.option("--seed", type=int, help="Sampling seed, where the backend honours one."),
-    click.option("--logprobs", type=click.IntRange(min=0, max=20), help="Alternatives to record per token."),
+    click.option(
+        "--logprobs", type=click.IntRange(min=0, max=20), help="Alternatives to record per token."
+    ),
 ]
 
 
@@ -94,13 +114,42 @@ def sampler_options(fn: Any) -> Any:
 
 @command(cli, "gen")
 @click.argument("node", required=False, metavar="[NODE]")
-@click.option("-n", "count", type=click.IntRange(min=1, max=256), default=None, help="Branches per model (default 4, or the document's).")
-@click.option("-m", "--model", "models", multiple=True, help="Model name (repeatable: N branches from each). See `loom models`.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Branches per model (default 4, or the document's).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name (repeatable: N branches from each). See `loom models`.",
+)
 @sampler_options
-@click.option("--raw", is_flag=True, help="Print only the generated texts, separated by a blank line.")
-@click.option("--keep-partial", is_flag=True, help="On Ctrl-C, keep unfinished branches (marked incomplete).")
-@click.option("--cursor", "cursor", type=click.Choice(["stay", "first", "last"]), default="stay", show_default=True, help="Where the cursor goes afterwards.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Requests in flight at once.")
+@click.option(
+    "--raw", is_flag=True, help="Print only the generated texts, separated by a blank line."
+)
+@click.option(
+    "--keep-partial", is_flag=True, help="On Ctrl-C, keep unfinished branches (marked incomplete)."
+)
+@click.option(
+    "--cursor",
+    "cursor",
+    type=click.Choice(["stay", "first", "last"]),
+    default="stay",
+    show_default=True,
+    help="Where the cursor goes afterwards.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Requests in flight at once.",
+)
 def gen_cmd(
     node: str | None,
     count: int | None,
@@ -153,14 +202,18 @@ def gen_cmd(
                 }
             )
     elif raw or not stdout_is_terminal():
-        sys.stdout.write("\n\n".join(n.text for n in result.nodes) if raw else "".join(f"{n.id}\n" for n in result.nodes))
+        sys.stdout.write(
+            "\n\n".join(n.text for n in result.nodes)
+            if raw
+            else "".join(f"{n.id}\n" for n in result.nodes)
+        )
         sys.stdout.flush()
     else:
         from loom.cli import render
 
-        shorts = read_doc().short_ids([n.id for n in result.nodes])
-        for i, n in enumerate(result.nodes, 1):
-            out(render.node_line(n, shorts[n.id], number=i))
+        shorts = read_doc().short_ids([made.id for made in result.nodes])
+        for i, made in enumerate(result.nodes, 1):
+            out(render.node_line(made, shorts[made.id], number=i))
     if result.interrupted:
         raise click.exceptions.Exit(130)
     check(result)
@@ -197,7 +250,12 @@ def render_probs(doc: Any, node_id: str) -> str:
 @command(cli, "alts")
 @click.argument("node", metavar="NODE")
 @click.argument("offset", type=int)
-@click.option("--pick", "pick", type=click.IntRange(min=1), help="Branch from alternative K (1-based): a new sibling.")
+@click.option(
+    "--pick",
+    "pick",
+    type=click.IntRange(min=1),
+    help="Branch from alternative K (1-based): a new sibling.",
+)
 def alts_cmd(node: str, offset: int, pick: int | None) -> None:
     """List the alternatives recorded at the token covering character OFFSET of NODE's text.
 
@@ -221,17 +279,27 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
         starts.append(pos)
         pos += len(tok)
     if not 0 <= offset < pos:
-        raise click.BadParameter(f"offset must be within the node's text (0..{pos - 1})", param_hint="OFFSET")
+        raise click.BadParameter(
+            f"offset must be within the node's text (0..{pos - 1})", param_hint="OFFSET"
+        )
     index = max(i for i, s in enumerate(starts) if s <= offset)
     chosen = probs["tokens"][index]
     alternatives = [(t, lp) for t, lp in (probs.get("top") or [[]] * len(starts))[index]]
-    rows = [{"token": t, "logprob": lp, "prob": math.exp(lp), "chosen": t == chosen} for t, lp in alternatives]
+    rows = [
+        {"token": t, "logprob": lp, "prob": math.exp(lp), "chosen": t == chosen}
+        for t, lp in alternatives
+    ]
     if pick is not None:
         if pick > len(alternatives):
-            raise click.BadParameter(f"there are {len(alternatives)} alternatives", param_hint="--pick")
+            raise click.BadParameter(
+                f"there are {len(alternatives)} alternatives", param_hint="--pick"
+            )
         text = target.text[: starts[index]] + alternatives[pick - 1][0]
         with write_doc() as wdoc:
-            meta = {"alt_of": target.id, "alt": {"offset": starts[index], "token": alternatives[pick - 1][0]}}
+            meta = {
+                "alt_of": target.id,
+                "alt": {"offset": starts[index], "token": alternatives[pick - 1][0]},
+            }
             made = add_sibling(wdoc, target.id, text, kind=target.kind, meta=meta)
             goto(wdoc, made.id)
         if json_mode():
@@ -240,7 +308,15 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
             out(made.id)
         return
     if json_mode():
-        emit({"command": "alts", "node": target.id, "offset": starts[index], "token": chosen, "alternatives": rows})
+        emit(
+            {
+                "command": "alts",
+                "node": target.id,
+                "offset": starts[index],
+                "token": chosen,
+                "alternatives": rows,
+            }
+        )
         return
     out(f"token {index} at {starts[index]}: {chosen!r} (p={math.exp(probs['lp'][index]):.3f})")
     for k, row in enumerate(rows, 1):
@@ -278,25 +354,45 @@ def models_list() -> None:
     rows = []
     for model in config.all_models().values():
         usable, why = model.usable()
-        rows.append({**model.public(), "default": model.name == default, "usable": usable, "status": why})
+        rows.append(
+            {**model.public(), "default": model.name == default, "usable": usable, "status": why}
+        )
     if json_mode():
         emit({"command": "models", "default": default, "models": rows})
         return
     for r in rows:
         flag = style("✓", fg="green") if r["usable"] else style("✗", fg="red")
         star = "*" if r["default"] else " "
-        out(f"{flag}{star} {r['name']:<16} {r['provider']:<12} {r['model']:<28} {r['kind']:<5} {style(r['status'], dim=True)}")
+        out(
+            f"{flag}{star} {r['name']:<16} {r['provider']:<12} {r['model']:<28} {r['kind']:<5} {style(r['status'], dim=True)}"
+        )
 
 
 @command(models_group, "add")
 @click.argument("name")
-@click.option("--provider", type=click.Choice(["openai", "openai-chat", "anthropic", "embedded"]), required=True)
+@click.option(
+    "--provider",
+    type=click.Choice(["openai", "openai-chat", "anthropic", "embedded"]),
+    required=True,
+)
 @click.option("--model", "model_id", required=True, help="The provider's model id.")
-@click.option("--base-url", help="Endpoint, e.g. http://127.0.0.1:8080/v1 (default: the provider's).")
+@click.option(
+    "--base-url", help="Endpoint, e.g. http://127.0.0.1:8080/v1 (default: the provider's)."
+)
 @click.option("--key-env", help="Environment variable holding the key (default: the provider's).")
-@click.option("--kind", type=click.Choice(["base", "chat"]), help="base: raw continuation; chat: instruct model.")
+@click.option(
+    "--kind",
+    type=click.Choice(["base", "chat"]),
+    help="base: raw continuation; chat: instruct model.",
+)
 @click.option("--context", type=click.IntRange(min=1), help="Context length in tokens.")
-@click.option("--param", "param", multiple=True, metavar="KEY=VALUE", help="A default sampler parameter (repeatable).")
+@click.option(
+    "--param",
+    "param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A default sampler parameter (repeatable).",
+)
 @click.option("--replace", is_flag=True, help="Overwrite a model of the same name.")
 def models_add(
     name: str,

@@ -64,12 +64,16 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
-def _fail(argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None) -> int:
+def _fail(
+    argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None
+) -> int:
     if _wants_json(argv):
         error: dict[str, Any] = {"code": code, "message": message}
         if details:
             error["details"] = details
-        sys.stderr.buffer.write(orjson.dumps({"ok": False, "error": error}, option=orjson.OPT_APPEND_NEWLINE))
+        sys.stderr.buffer.write(
+            orjson.dumps({"ok": False, "error": error}, option=orjson.OPT_APPEND_NEWLINE)
+        )
     else:
         sys.stderr.write(f"loom: error: {message}\n")
     sys.stderr.flush()
@@ -103,4 +107,3 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
-

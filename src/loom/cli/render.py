@@ -39,7 +39,14 @@ def badges(node: Node) -> str:
     return " ".join(parts)
 
 
-def node_line(node: Node, short: str, *, current: bool = False, number: int | None = None, room: int | None = None) -> str:
+def node_line(
+    node: Node,
+    short: str,
+    *,
+    current: bool = False,
+    number: int | None = None,
+    room: int | None = None,
+) -> str:
     """One line describing a node: marker, number, id, kind, unread dot, preview, badges."""
     room = room or width()
     head = ("● " if current else "  ") + (f"{number:>2}. " if number is not None else "")
@@ -49,7 +56,15 @@ def node_line(node: Node, short: str, *, current: bool = False, number: int | No
     tail = badges(node)
     kids = len(node.doc.live_child_ids(node.id))
     count = style(f" [{kids}]", dim=True) if kids else ""
-    fixed = len(short) + len(head) - len(style(short, fg="cyan")) + 4 + len(mark) + len(count) + len(tail)
+    fixed = (
+        len(short)
+        + len(head)
+        - len(style(short, fg="cyan"))
+        + 4
+        + len(mark)
+        + len(count)
+        + len(tail)
+    )
     body = preview(node.text, max(10, room - fixed - 6))
     text = f"{head} {mark}{unread} {body}{count}"
     return f"{text} {tail}" if tail else text
@@ -89,7 +104,9 @@ def tree_lines(doc: Document, rows: Iterable[Row], focus: str | None) -> list[st
         short = style(shorts[row.last_id] if row.run else shorts[row.node_id], fg="cyan")
         chain = style(f" ×{len(ids_here)}", dim=True) if row.run else ""
         hidden = style(f" +{row.hidden_children}", dim=True) if row.hidden_children else ""
-        unread = "" if all(doc.nodes[i].get("visited") for i in ids_here) else style("•", fg="green")
+        unread = (
+            "" if all(doc.nodes[i].get("visited") for i in ids_here) else style("•", fg="green")
+        )
         tail = " ".join(filter(None, (badges(Node(doc, i)) for i in ids_here)))
         used = len(prefix) + 2 + len(shorts[row.last_id]) + 8
         body = preview(text, max(12, room - used - len(tail)))

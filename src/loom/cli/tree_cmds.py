@@ -31,7 +31,14 @@ from loom.document import KINDS, Document, Node
 NODE = click.argument("node", required=False, metavar="[NODE]")
 
 
-def _report(doc: Document, node: Node, verb: str, *, extra: dict[str, Any] | None = None, quiet_id: bool = False) -> None:
+def _report(
+    doc: Document,
+    node: Node,
+    verb: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    quiet_id: bool = False,
+) -> None:
     """The common success output of commands that produce or move to a node."""
     if json_mode():
         emit({"command": verb, "node": node.to_dict(), "cursor": doc.cursor_id, **(extra or {})})
@@ -63,7 +70,14 @@ def new_cmd(path: str, title: str, text: str | None, force: bool) -> None:
     store.create(path, doc, overwrite=force)
     workspace.remember(path)
     if json_mode():
-        emit({"command": "new", "file": str(Path(path).resolve()), "document": doc.id, "cursor": doc.cursor_id})
+        emit(
+            {
+                "command": "new",
+                "file": str(Path(path).resolve()),
+                "document": doc.id,
+                "cursor": doc.cursor_id,
+            }
+        )
     else:
         out(f"created {path}" if stdout_is_terminal() else str(Path(path)))
 
@@ -112,11 +126,18 @@ def info_cmd(node: str | None) -> None:
             if data[key]:
                 out(f"{key:>10}: {data[key]}")
         if data["history"]:
-            out(f"{'history':>10}: {len(data['history'])} earlier text(s) (see `loom history {target.id[:6]}`)")
+            out(
+                f"{'history':>10}: {len(data['history'])} earlier text(s) (see `loom history {target.id[:6]}`)"
+            )
         if data["meta"]:
             import orjson
 
-            out(f"{'meta':>10}: " + orjson.dumps(data["meta"], option=orjson.OPT_INDENT_2).decode().replace("\n", "\n" + " " * 12))
+            out(
+                f"{'meta':>10}: "
+                + orjson.dumps(data["meta"], option=orjson.OPT_INDENT_2)
+                .decode()
+                .replace("\n", "\n" + " " * 12)
+            )
         return
     path = doc_path()
     live = sum(1 for _ in doc.walk())
@@ -171,11 +192,21 @@ def set_cmd(field: str, value: str | None, from_file: str | None) -> None:
 @click.option("--from-file", metavar="PATH", help="Read the text from a file.")
 @click.option("-p", "--parent", metavar="NODE", help="Add under NODE instead of the cursor.")
 @click.option("--root", "as_root", is_flag=True, help="Add a new root (a new tree in the forest).")
-@click.option("--sibling", is_flag=True, help="Add after the cursor (or --parent NODE), as its sibling.")
-@click.option("--kind", type=click.Choice(KINDS), default="human", show_default=True, help="Who wrote it.")
+@click.option(
+    "--sibling", is_flag=True, help="Add after the cursor (or --parent NODE), as its sibling."
+)
+@click.option(
+    "--kind", type=click.Choice(KINDS), default="human", show_default=True, help="Who wrote it."
+)
 @click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
 def add_cmd(
-    text: str | None, from_file: str | None, parent: str | None, as_root: bool, sibling: bool, kind: str, stay: bool
+    text: str | None,
+    from_file: str | None,
+    parent: str | None,
+    as_root: bool,
+    sibling: bool,
+    kind: str,
+    stay: bool,
 ) -> None:
     """Add a node with TEXT ('-' reads standard input) under the cursor; move there.
 
@@ -204,9 +235,13 @@ def add_cmd(
 
 @command(cli, "show")
 @NODE
-@click.option("--raw", is_flag=True, help="Exactly the text, nothing else (the default when piped).")
+@click.option(
+    "--raw", is_flag=True, help="Exactly the text, nothing else (the default when piped)."
+)
 @click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
-@click.option("--probs", is_flag=True, help="Colour each token by its probability (where recorded).")
+@click.option(
+    "--probs", is_flag=True, help="Colour each token by its probability (where recorded)."
+)
 def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     """Print the full text of the branch ending at NODE (default: the cursor).
 
@@ -224,7 +259,14 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     target = doc.resolve(node)
     text = target.text if segment else doc.full_text(target.id)
     if json_mode():
-        emit({"command": "show", "node": target.to_dict(), "path": doc.path_ids(target.id), "text": text})
+        emit(
+            {
+                "command": "show",
+                "node": target.to_dict(),
+                "path": doc.path_ids(target.id),
+                "text": text,
+            }
+        )
         return
     if raw or not stdout_is_terminal():
         sys.stdout.write(text)
@@ -258,7 +300,9 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
     target = doc.resolve(node)
     kids = target.child_ids if show_all else doc.live_child_ids(target.id)
     if json_mode():
-        emit({"command": "ls", "node": target.id, "children": [Node(doc, k).to_dict() for k in kids]})
+        emit(
+            {"command": "ls", "node": target.id, "children": [Node(doc, k).to_dict() for k in kids]}
+        )
         return
     shorts = doc.short_ids(kids)
     for i, kid in enumerate(kids, 1):
@@ -273,7 +317,9 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
 @click.option("-d", "--depth", default=3, show_default=True, help="Levels shown below NODE.")
 @click.option("-w", "--width", default=8, show_default=True, help="Children shown per node.")
 @click.option("--all", "everything", is_flag=True, help="Draw every tree of the forest in full.")
-@click.option("--no-collapse", is_flag=True, help="Do not fold chains of single children into one row.")
+@click.option(
+    "--no-collapse", is_flag=True, help="Do not fold chains of single children into one row."
+)
 def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_collapse: bool) -> None:
     """Draw the tree around NODE (default: the cursor).
 
@@ -303,12 +349,21 @@ def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_coll
             }
             for i in doc.walk()
         ]
-        emit({"command": "tree", "roots": [r.id for r in doc.roots], "cursor": doc.cursor_id, "nodes": nodes})
+        emit(
+            {
+                "command": "tree",
+                "roots": [r.id for r in doc.roots],
+                "cursor": doc.cursor_id,
+                "nodes": nodes,
+            }
+        )
         return
     from loom.view import tree_window
 
     focus = doc.resolve(node).id if (node or doc.cursor_id) else None
-    rows = tree_window(doc, focus, depth=depth, width=width, collapse=not no_collapse, everything=everything)
+    rows = tree_window(
+        doc, focus, depth=depth, width=width, collapse=not no_collapse, everything=everything
+    )
     if not rows:
         out(style("(empty document: add a node with `loom add TEXT`)", dim=True))
     for line in render.tree_lines(doc, rows, doc.cursor_id):
@@ -362,7 +417,10 @@ def down_cmd(index: int | None) -> None:
       loom down      # back along the branch you came from
       loom down 2
     """
-    _navigate("down", lambda doc: ops.child_of(doc, doc.resolve(None).id, None if index is None else index - 1))
+    _navigate(
+        "down",
+        lambda doc: ops.child_of(doc, doc.resolve(None).id, None if index is None else index - 1),
+    )
 
 
 @command(cli, "next")
@@ -413,9 +471,13 @@ def root_cmd() -> None:
 def _editor_text(initial: str) -> str:
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
-        raise click.UsageError("no $EDITOR set: pass the new text with --text, '-' (stdin) or --from-file")
+        raise click.UsageError(
+            "no $EDITOR set: pass the new text with --text, '-' (stdin) or --from-file"
+        )
     if not sys.stdin.isatty():
-        raise click.UsageError("standard input is not a terminal: pass the new text with --text, '-' or --from-file")
+        raise click.UsageError(
+            "standard input is not a terminal: pass the new text with --text, '-' or --from-file"
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
         handle.write(initial)
         name = handle.name
@@ -432,7 +494,11 @@ def _editor_text(initial: str) -> str:
 @NODE
 @click.option("-t", "--text", "text", help="The new text ('-' reads standard input).")
 @click.option("--from-file", metavar="PATH", help="Read the new text from a file.")
-@click.option("--in-place", is_flag=True, help="Rewrite the node even if it has children (their text changes).")
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Rewrite the node even if it has children (their text changes).",
+)
 def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place: bool) -> None:
     """Change a node's text (opens $EDITOR unless --text or --from-file is given).
 
@@ -457,13 +523,19 @@ def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place
     if json_mode() or not stdout_is_terminal():
         _report(doc, result, "edit", extra=extra)
     else:
-        what = f"new version {result.id[:8]} (children stay with {target[:8]})" if result.id != target else f"edited {target[:8]}"
+        what = (
+            f"new version {result.id[:8]} (children stay with {target[:8]})"
+            if result.id != target
+            else f"edited {target[:8]}"
+        )
         out(what)
 
 
 @command(cli, "split")
 @NODE
-@click.option("--at", "offset", type=int, help="Character offset in the node's text (negative: from the end).")
+@click.option(
+    "--at", "offset", type=int, help="Character offset in the node's text (negative: from the end)."
+)
 @click.option("--marker", help="Split where this text first occurs in the node.")
 @click.option("--after", is_flag=True, help="With --marker: split after it instead of before.")
 def split_cmd(node: str | None, offset: int | None, marker: str | None, after: bool) -> None:
@@ -507,7 +579,9 @@ def merge_cmd(node: str | None) -> None:
 @click.argument("node", metavar="NODE")
 @click.argument("parent", metavar="[PARENT]", required=False)
 @click.option("--root", "as_root", is_flag=True, help="Make NODE a root.")
-@click.option("--index", type=click.IntRange(min=1), help="Position among the new siblings (1-based).")
+@click.option(
+    "--index", type=click.IntRange(min=1), help="Position among the new siblings (1-based)."
+)
 def mv_cmd(node: str, parent: str | None, as_root: bool, index: int | None) -> None:
     """Move NODE (and its subtree) under PARENT, or make it a root with --root.
 
@@ -527,7 +601,9 @@ def mv_cmd(node: str, parent: str | None, as_root: bool, index: int | None) -> N
 
 @command(cli, "rm")
 @click.argument("node", metavar="NODE")
-@click.option("--purge", is_flag=True, help="Remove for good instead of archiving (still undoable).")
+@click.option(
+    "--purge", is_flag=True, help="Remove for good instead of archiving (still undoable)."
+)
 def rm_cmd(node: str, purge: bool) -> None:
     """Delete NODE and its subtree. Recoverable with `loom restore` unless --purge.
 
@@ -544,9 +620,20 @@ def rm_cmd(node: str, purge: bool) -> None:
             ops.archive(doc, target)
             gone = doc.subtree_ids(target)
     if json_mode():
-        emit({"command": "rm", "node": target, "purged": purge, "count": len(gone), "cursor": doc.cursor_id})
+        emit(
+            {
+                "command": "rm",
+                "node": target,
+                "purged": purge,
+                "count": len(gone),
+                "cursor": doc.cursor_id,
+            }
+        )
     else:
-        out(f"{'purged' if purge else 'deleted'} {len(gone)} node(s)" + ("" if purge else f" (undo with `loom restore {target[:8]}`)"))
+        out(
+            f"{'purged' if purge else 'deleted'} {len(gone)} node(s)"
+            + ("" if purge else f" (undo with `loom restore {target[:8]}`)")
+        )
 
 
 @command(cli, "restore")
@@ -642,7 +729,11 @@ def tag_cmd(names: tuple[str, ...], node: str | None, remove: bool, list_: bool)
         raise click.UsageError("name at least one TAG (or use --list)")
     with write_doc() as doc:
         target = doc.resolve(node).id
-        result = ops.tag(doc, target, remove=list(names)) if remove else ops.tag(doc, target, add=list(names))
+        result = (
+            ops.tag(doc, target, remove=list(names))
+            if remove
+            else ops.tag(doc, target, add=list(names))
+        )
     _report(doc, result, "tag")
 
 
@@ -677,10 +768,22 @@ def note_cmd(text: str | None, node: str | None, from_file: str | None, clear: b
 @click.argument("pattern")
 @click.option("-e", "--regex", is_flag=True, help="PATTERN is a regular expression.")
 @click.option("-i", "--ignore-case", is_flag=True)
-@click.option("-b", "--branch", is_flag=True, help="Match against each branch's full text, not single segments.")
+@click.option(
+    "-b",
+    "--branch",
+    is_flag=True,
+    help="Match against each branch's full text, not single segments.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many matches.")
 @click.option("-a", "--all", "include_archived", is_flag=True, help="Search deleted nodes too.")
-def search_cmd(pattern: str, regex: bool, ignore_case: bool, branch: bool, limit: int | None, include_archived: bool) -> None:
+def search_cmd(
+    pattern: str,
+    regex: bool,
+    ignore_case: bool,
+    branch: bool,
+    limit: int | None,
+    include_archived: bool,
+) -> None:
     """List nodes whose text matches PATTERN (a substring, or a regex with -e).
 
     Exit status 1 when nothing matches, as grep does.
@@ -695,14 +798,26 @@ def search_cmd(pattern: str, regex: bool, ignore_case: bool, branch: bool, limit
 
     doc = read_doc()
     matches = search_nodes(
-        doc, pattern, regex=regex, ignore_case=ignore_case, branch=branch, limit=limit, include_archived=include_archived
+        doc,
+        pattern,
+        regex=regex,
+        ignore_case=ignore_case,
+        branch=branch,
+        limit=limit,
+        include_archived=include_archived,
     )
     if json_mode():
         emit(
             {
                 "command": "search",
                 "matches": [
-                    {"id": m.node_id, "start": m.start, "end": m.end, "match": m.text, "text": doc.nodes[m.node_id].get("text", "")}
+                    {
+                        "id": m.node_id,
+                        "start": m.start,
+                        "end": m.end,
+                        "match": m.text,
+                        "text": doc.nodes[m.node_id].get("text", ""),
+                    }
                     for m in matches
                 ],
             }
@@ -726,24 +841,41 @@ def _versions(doc: Document, node_id: str) -> list[dict[str, Any]]:
     """Every text the node has had (its in-place history, oldest first, then now), plus sibling versions."""
     node = doc.node(node_id)
     entries: list[dict[str, Any]] = [
-        {"index": i, "text": h.get("text", ""), "at": h.get("at"), "kind": "earlier"} for i, h in enumerate(node.history)
+        {"index": i, "text": h.get("text", ""), "at": h.get("at"), "kind": "earlier"}
+        for i, h in enumerate(node.history)
     ]
-    entries.append({"index": len(entries), "text": node.text, "at": node.modified, "kind": "current"})
+    entries.append(
+        {"index": len(entries), "text": node.text, "at": node.modified, "kind": "current"}
+    )
     origin = node.record.get("meta", {}).get("version_of")
     related = [
         s
         for s in doc.sibling_ids(node_id)
-        if s != node_id and (doc.nodes[s].get("meta", {}).get("version_of") in (node_id, origin) or s == origin)
+        if s != node_id
+        and (doc.nodes[s].get("meta", {}).get("version_of") in (node_id, origin) or s == origin)
     ]
     for s in related:
-        entries.append({"id": s, "text": doc.nodes[s].get("text", ""), "at": doc.nodes[s].get("created"), "kind": "version"})
+        entries.append(
+            {
+                "id": s,
+                "text": doc.nodes[s].get("text", ""),
+                "at": doc.nodes[s].get("created"),
+                "kind": "version",
+            }
+        )
     return entries
 
 
 @command(cli, "history")
 @NODE
 @click.option("--show", "show_index", type=int, metavar="K", help="Print text K in full.")
-@click.option("--restore", "restore_index", type=int, metavar="K", help="Bring back text K (as an edit: undoable).")
+@click.option(
+    "--restore",
+    "restore_index",
+    type=int,
+    metavar="K",
+    help="Bring back text K (as an edit: undoable).",
+)
 def history_cmd(node: str | None, show_index: int | None, restore_index: int | None) -> None:
     """List every earlier text of a node and its sibling versions; show or restore one.
 
@@ -755,8 +887,7 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
     """
     if restore_index is not None:
         with write_doc() as doc:
-            target = doc.resolve(node).id
-            result = ops.restore_version(doc, target, restore_index)
+            result = ops.restore_version(doc, doc.resolve(node).id, restore_index)
         _report(doc, result, "history")
         return
     doc = read_doc()
@@ -765,7 +896,9 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
     if show_index is not None:
         numbered = [e for e in entries if "index" in e]
         if not 0 <= show_index < len(numbered):
-            raise click.BadParameter(f"no text {show_index}: this node has {len(numbered)}", param_hint="--show")
+            raise click.BadParameter(
+                f"no text {show_index}: this node has {len(numbered)}", param_hint="--show"
+            )
         if json_mode():
             emit({"command": "history", "node": target.id, "entry": numbered[show_index]})
         else:
@@ -775,8 +908,14 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
         emit({"command": "history", "node": target.id, "entries": entries})
         return
     for e in entries:
-        label = f"{e['index']:>3}" if "index" in e else style(f"  {doc.short_ids([e['id']])[e['id']]}", fg="cyan")
-        out(f"{label}  {style(str(e['at'] or ''), dim=True)}  {e['kind']:<8} {render.preview(e['text'], 60)}")
+        label = (
+            f"{e['index']:>3}"
+            if "index" in e
+            else style(f"  {doc.short_ids([e['id']])[e['id']]}", fg="cyan")
+        )
+        out(
+            f"{label}  {style(str(e['at'] or ''), dim=True)}  {e['kind']:<8} {render.preview(e['text'], 60)}"
+        )
 
 
 def _undo_redo(verb: str, steps: int) -> None:
@@ -788,7 +927,9 @@ def _undo_redo(verb: str, steps: int) -> None:
         emit(
             {
                 "command": verb,
-                "operations": [{"op": e["op"], "summary": e["summary"], "at": e["at"]} for e in done],
+                "operations": [
+                    {"op": e["op"], "summary": e["summary"], "at": e["at"]} for e in done
+                ],
                 "cursor": doc.cursor_id,
             }
         )

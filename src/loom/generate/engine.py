@@ -12,6 +12,7 @@ caller interrupted half-way still holds every finished branch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +44,8 @@ class Branch:
         request_key = None
         if self.request is not None:
             request_key = orjson.dumps(
-                {"p": self.request.prompt, "m": self.request.messages, "x": self.request.extra}, option=orjson.OPT_SORT_KEYS
+                {"p": self.request.prompt, "m": self.request.messages, "x": self.request.extra},
+                option=orjson.OPT_SORT_KEYS,
             )
         return (
             self.model.name,
@@ -101,7 +103,9 @@ class Events:
 BackendFactory = Callable[[ModelConfig], Backend]
 
 
-def plan_requests(branches: Sequence[Branch], backends: dict[str, Backend], max_n: int = 16) -> list[list[int]]:
+def plan_requests(
+    branches: Sequence[Branch], backends: dict[str, Backend], max_n: int = 16
+) -> list[list[int]]:
     """Group children into requests: identical requests share one call with `n` when allowed."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     singles: list[list[int]] = []
@@ -121,12 +125,33 @@ def build_request(prompt: str, branch: Branch, n: int, *, system: str | None = N
     """The request for a branch: emulation's framing if it set one, else a raw prompt or plain chat."""
     if branch.request is not None:
         req = branch.request
-        return GenRequest(model=req.model, prompt=req.prompt, messages=req.messages, n=n, params=dict(branch.params), extra={**req.extra, **branch.extra})
+        return GenRequest(
+            model=req.model,
+            prompt=req.prompt,
+            messages=req.messages,
+            n=n,
+            params=dict(branch.params),
+            extra={**req.extra, **branch.extra},
+        )
     model = branch.model
     if model.kind == "base":
-        return GenRequest(model=model.model, prompt=prompt, n=n, params=dict(branch.params), extra=dict(branch.extra))
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return GenRequest(model=model.model, messages=messages, n=n, params=dict(branch.params), extra=dict(branch.extra))
+        return GenRequest(
+            model=model.model,
+            prompt=prompt,
+            n=n,
+            params=dict(branch.params),
+            extra=dict(branch.extra),
+        )
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return GenRequest(
+        model=model.model,
+        messages=messages,
+        n=n,
+        params=dict(branch.params),
+        extra=dict(branch.extra),
+    )
 
 
 async def run_branches(
@@ -160,13 +185,18 @@ async def run_branches(
                 o.request_n, o.request_index = len(members), k
                 events.started(o)
             try:
-                async for chunk in backend.stream(request):
-                    _absorb(chunk, members, results, events)
+                # aclosing: an early exit closes the HTTP response now, not at loop shutdown.
+                async with contextlib.aclosing(backend.stream(request)) as chunks:
+                    async for chunk in chunks:
+                        _absorb(chunk, members, results, events)
                 for i in members:
                     o = results[i]
                     if o.ended is None:  # a branch the backend never closed
                         o.ended, o.incomplete = time.monotonic(), True
-                        o.error = o.error or "the provider ended the response without finishing this branch"
+                        o.error = (
+                            o.error
+                            or "the provider ended the response without finishing this branch"
+                        )
                         events.finished(o)
             except StreamCut as exc:
                 _fail(members, results, events, exc.message, incomplete=True)
@@ -194,14 +224,21 @@ def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], events: Ev
     if chunk.model:
         o.reported_model = chunk.model
     if chunk.usage:
-        o.usage = chunk.usage
+        if chunk.usage_scope == "request" and len(members) > 1:
+            # One request served several branches: its usage covers all of them.
+            for i in members:
+                results[i].usage = {**chunk.usage, "shared_by": len(members)}
+        else:
+            o.usage = chunk.usage
     if chunk.finish_reason and o.ended is None:
         o.finish_reason = chunk.finish_reason
         o.ended = time.monotonic()
         events.finished(o)
 
 
-def _fail(members: list[int], results: list[Outcome], events: Events, message: str, *, incomplete: bool) -> None:
+def _fail(
+    members: list[int], results: list[Outcome], events: Events, message: str, *, incomplete: bool
+) -> None:
     for i in members:
         o = results[i]
         if o.ended is None:
@@ -244,7 +281,9 @@ def record(outcome: Outcome, prompt: str, *, logprob_source: str = "post") -> di
         "finish_reason": o.finish_reason,
         "usage": o.usage,
         "latency_ms": None if o.ended is None else round((o.ended - o.started) * 1000),
-        "ttft_ms": None if o.first_token_at is None else round((o.first_token_at - o.started) * 1000),
+        "ttft_ms": None
+        if o.first_token_at is None
+        else round((o.first_token_at - o.started) * 1000),
         "request": {"n": o.request_n, "index": o.request_index},
     }
     if o.dropped:

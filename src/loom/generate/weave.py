@@ -10,6 +10,7 @@ that say where they came from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,20 @@ class Generation:
         failed = [o for o in self.outcomes if o.error]
         if not failed:
             return None
+        cut = [o for o in failed if o.incomplete and o.text]
+        lost = [o for o in failed if not (o.incomplete and o.text)]
+        total = len(self.outcomes)
+        parts: list[str] = []
+        if lost:
+            parts.append(
+                "generation failed"
+                if len(lost) == total
+                else f"{len(lost)} of {total} branch(es) failed"
+            )
+        if cut:
+            parts.append(f"{len(cut)} of {total} branch(es) cut off (text kept, marked incomplete)")
         reasons = list(dict.fromkeys(o.error for o in failed if o.error))
-        head = f"{len(failed)} of {len(self.outcomes)} branch(es) failed" if len(failed) < len(self.outcomes) else "generation failed"
-        return f"{head}: {'; '.join(reasons[:3])}"
+        return f"{'; '.join(parts)}: {'; '.join(reasons[:3])}"
 
 
 def plain_branches(models: Sequence[ModelConfig], n: int, params: dict[str, Any]) -> list[Branch]:
@@ -87,7 +99,9 @@ def generate(
         asyncio.run(_run(prompt, branches, result, events, concurrency, doc.system, backends))
     except KeyboardInterrupt:
         result.interrupted = True
-    result.nodes = _write(path, target.id, prompt, result.outcomes, keep_partial=keep_partial or False, cursor=cursor)
+    result.nodes = _write(
+        path, target.id, prompt, result.outcomes, keep_partial=keep_partial or False, cursor=cursor
+    )
     return result
 
 
@@ -114,14 +128,22 @@ async def _run(
             caps = backends[branch.model.name].capabilities
             if caps.logprobs and "logprobs" not in branch.params:
                 # Probabilities are what make a tree worth exploring: record them unless told not to.
-                branch.params["logprobs"] = min(DEFAULT_TOP_LOGPROBS, caps.max_top_logprobs or DEFAULT_TOP_LOGPROBS)
-        await run_branches(prompt, branches, backends, outcomes=result.outcomes, events=events, concurrency=concurrency, system=system)
+                branch.params["logprobs"] = min(
+                    DEFAULT_TOP_LOGPROBS, caps.max_top_logprobs or DEFAULT_TOP_LOGPROBS
+                )
+        await run_branches(
+            prompt,
+            branches,
+            backends,
+            outcomes=result.outcomes,
+            events=events,
+            concurrency=concurrency,
+            system=system,
+        )
     finally:
         for backend in made:
-            try:
+            with contextlib.suppress(Exception):  # closing must never hide the generation's outcome
                 await backend.aclose()
-            except Exception:  # closing must never hide the generation's own outcome
-                pass
 
 
 def _keep(o: Outcome, keep_partial: bool) -> bool:
@@ -132,7 +154,15 @@ def _keep(o: Outcome, keep_partial: bool) -> bool:
     return keep_partial or (o.incomplete and o.error is not None and o.error != "cancelled")
 
 
-def _write(path: str | os.PathLike[str], parent: str, prompt: str, outcomes: list[Outcome], *, keep_partial: bool, cursor: str) -> list[Node]:
+def _write(
+    path: str | os.PathLike[str],
+    parent: str,
+    prompt: str,
+    outcomes: list[Outcome],
+    *,
+    keep_partial: bool,
+    cursor: str,
+) -> list[Node]:
     kept = [o for o in outcomes if _keep(o, keep_partial)]
     if not kept:
         return []
@@ -144,7 +174,9 @@ def _write(path: str | os.PathLike[str], parent: str, prompt: str, outcomes: lis
             if anchor is None:
                 meta["orphan_of"] = parent  # the node was deleted while we generated
             text = o.text if anchor is not None else prompt + o.text
-            written.append(ops.add_child(doc, anchor, text, kind="model", meta=meta, move_cursor=False))
+            written.append(
+                ops.add_child(doc, anchor, text, kind="model", meta=meta, move_cursor=False)
+            )
         if written and cursor != "stay":
             ops.goto(doc, (written[0] if cursor == "first" else written[-1]).id)
     return written

@@ -56,6 +56,8 @@ class Chunk:
     tokens: list[Token] | None = None
     finish_reason: str | None = None  # set on the branch's last chunk
     usage: dict[str, Any] | None = None
+    # "branch": this usage is the branch's own; "request": it covers every branch of the request.
+    usage_scope: str = "branch"
     model: str | None = None  # the model the provider says answered
 
 

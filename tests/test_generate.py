@@ -1,0 +1,249 @@
+"""`loom gen` end to end: the CLI as a subprocess, a real local HTTP server as the provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Loom
+from fakeprovider import Fail, FakeProvider, Reply
+
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def woven(loom: Loom, fake_provider: FakeProvider) -> Loom:
+    """A document plus three models on the fake server: base completions, chat, and Anthropic."""
+    env = {"FAKE_KEY": KEY}
+    fake_provider.api_key = KEY
+    loom.ok("new", "s.loom.json", "--text", "Once upon a time")
+    loom.ok(
+        "models",
+        "add",
+        "base",
+        "--provider",
+        "openai",
+        "--base-url",
+        fake_provider.openai_url,
+        "--model",
+        "base-1",
+        "--key-env",
+        "FAKE_KEY",
+        "--kind",
+        "base",
+    )
+    loom.ok(
+        "models",
+        "add",
+        "chat",
+        "--provider",
+        "openai-chat",
+        "--base-url",
+        fake_provider.openai_url,
+        "--model",
+        "chat-1",
+        "--key-env",
+        "FAKE_KEY",
+        "--kind",
+        "chat",
+    )
+    loom.ok(
+        "models",
+        "add",
+        "claude",
+        "--provider",
+        "anthropic",
+        "--base-url",
+        fake_provider.anthropic_url,
+        "--model",
+        "claude-x",
+        "--key-env",
+        "FAKE_KEY",
+    )
+    loom.ok("models", "default", "base")
+    loom.env = env  # type: ignore[attr-defined]
+    return loom
+
+
+def gen(loom: Loom, *args: str, ok: bool = True) -> object:
+    result = loom("gen", *args, "--json", env=loom.env)  # type: ignore[attr-defined]
+    if ok:
+        assert result.code == 0, result.stderr
+        return result.json()
+    return result
+
+
+def test_base_model_children_share_one_request_with_n(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.script(Reply([" there was", " a fox"], finish_reason="stop"))
+    made = gen(woven, "-n", "2", "--max-tokens", "16", "--temperature", "0.7", "--seed", "3")
+    nodes = made["nodes"]  # type: ignore[index]
+    assert [n["text"] for n in nodes] == [" there was", " a fox"]
+    assert len(fake_provider.requests) == 1
+    body = fake_provider.requests[0].body
+    assert body["prompt"] == "Once upon a time" and body["n"] == 2 and body["stream"] is True
+    assert body["temperature"] == 0.7 and body["max_tokens"] == 16 and body["seed"] == 3
+    gen_record = nodes[0]["meta"]["gen"]
+    assert gen_record["model"] == "base" and gen_record["model_id"] == "base-1"
+    assert gen_record["sent"]["temperature"] == 0.7
+    assert gen_record["finish_reason"] == "stop"
+    assert gen_record["prompt"]["chars"] == len("Once upon a time")
+    assert gen_record["usage"]["shared_by"] == 2
+    assert gen_record["request"] == {"n": 2, "index": 0}
+    assert {"latency_ms", "ttft_ms", "base_url", "backend"} <= gen_record.keys()
+    probs = nodes[0]["meta"]["logprobs"]
+    assert "".join(probs["tokens"]) == " there was" and all(lp <= 0 for lp in probs["lp"])
+    assert nodes[0]["kind"] == "model" and nodes[0]["visited"] is False
+    # The document on disk has them as children of the root, and never the key.
+    text = (woven.cwd / "s.loom.json").read_text()
+    assert KEY not in text
+    assert woven.ok("ls", "--json").json()["children"][1]["text"] == " a fox"
+
+
+def test_chat_and_anthropic_models_and_several_m(woven: Loom, fake_provider: FakeProvider) -> None:
+    made = gen(woven, "-m", "chat", "-m", "claude", "-n", "2", "--max-tokens", "8")
+    nodes = made["nodes"]  # type: ignore[index]
+    assert len(nodes) == 4
+    assert [n["meta"]["gen"]["model"] for n in nodes] == ["chat", "chat", "claude", "claude"]
+    paths = sorted(r.path for r in fake_provider.requests)
+    assert paths.count("/v1/messages") == 2  # Anthropic has no n: one request per branch
+    assert paths.count("/v1/chat/completions") == 1
+    claude_bodies = [r.body for r in fake_provider.requests if r.path == "/v1/messages"]
+    assert all(
+        b["max_tokens"] == 8 and b["messages"][-1]["role"] in ("user", "assistant")
+        for b in claude_bodies
+    )
+
+
+def test_raw_output_is_just_the_texts(woven: Loom, fake_provider: FakeProvider) -> None:
+    fake_provider.script(Reply([" alpha", " beta"], finish_reason="stop"))
+    result = woven("gen", "-n", "2", "--raw", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 0 and result.stdout == " alpha\n\n beta"
+
+
+def test_retry_after_5xx_then_success(woven: Loom, fake_provider: FakeProvider) -> None:
+    fake_provider.script(Fail(503), Reply([" ok"], finish_reason="stop"))
+    made = gen(woven, "-n", "1")
+    assert [n["text"] for n in made["nodes"]] == [" ok"]  # type: ignore[index]
+    assert len(fake_provider.requests) == 2
+
+
+def test_bad_key_is_one_line_without_the_key_and_document_untouched(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    before = (woven.cwd / "s.loom.json").read_bytes()
+    result = woven("gen", "-n", "2", env={"FAKE_KEY": "sk-wrong-key-999"})
+    assert result.code == 1
+    assert result.stderr.count("\n") == 1 and "401" in result.stderr
+    assert "sk-wrong-key-999" not in result.stderr
+    assert (woven.cwd / "s.loom.json").read_bytes() == before
+    as_json = woven("gen", "--json", env={"FAKE_KEY": "sk-wrong-key-999"})
+    assert json.loads(as_json.stderr)["error"]["code"] == "backend"
+
+
+def test_missing_key_and_unknown_model(woven: Loom) -> None:
+    result = woven("gen", "-m", "anthropic:claude-x", env={"ANTHROPIC_API_KEY": ""})
+    assert result.code == 1 and "$ANTHROPIC_API_KEY is not set" in result.stderr
+    result = woven("gen", "-m", "nope", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1 and "unknown model 'nope'" in result.stderr
+
+
+def test_stream_cut_keeps_the_text_marked_incomplete(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.script(Reply([" one two three four"], cut_after=2))
+    result = woven("gen", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    message = json.loads(result.stderr)["error"]["message"]
+    assert (
+        result.code == 1
+        and "cut off (text kept, marked incomplete)" in message
+        and "lost mid-response" in message
+    )
+    kids = woven.ok("ls", "--json").json()["children"]
+    assert len(kids) == 1 and kids[0]["meta"]["incomplete"] is True
+    assert kids[0]["text"] and " one two three four".startswith(kids[0]["text"])
+
+
+def test_partial_failure_saves_the_successes(woven: Loom, fake_provider: FakeProvider) -> None:
+    fake_provider.script(
+        Reply([" good"], finish_reason="stop"), Fail(400, message="bad request for claude")
+    )
+    result = woven("gen", "-m", "base", "-m", "claude", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1
+    error = json.loads(result.stderr)["error"]
+    assert "1 of 2 branch(es) failed" in error["message"] and len(error["details"]["created"]) == 1
+    assert [c["text"] for c in woven.ok("ls", "--json").json()["children"]] == [" good"]
+
+
+def test_cursor_option(woven: Loom, fake_provider: FakeProvider) -> None:
+    made = gen(woven, "-n", "2", "--cursor", "last")
+    assert woven.ok("info", "--json").json()["document"]["cursor"] == made["nodes"][1]["id"]  # type: ignore[index]
+
+
+def test_concurrent_edit_during_generation_is_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """The lock is not held while models run; children are written on a fresh read."""
+    fake_provider.latency = 1.0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loom", "gen", "-n", "1", "--json"],
+        cwd=woven.cwd,
+        env={**os.environ, **woven.env},  # type: ignore[attr-defined]
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not fake_provider.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    woven.ok("bookmark", "--title", "set while generating")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    data = json.loads(woven.ok("show", "--json").stdout)
+    assert data["node"]["bookmark"] == {"title": "set while generating"}
+    assert len(data["node"]["children"]) == 1
+
+
+@pytest.mark.parametrize("keep_partial", [False, True])
+def test_ctrl_c_keeps_finished_branches(
+    woven: Loom, fake_provider: FakeProvider, keep_partial: bool
+) -> None:
+    # A model without `n`: one request per branch, so one can finish while the other streams.
+    models_toml = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models_toml.write_text(
+        models_toml.read_text()
+        + f'\n[models.single]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\nmodel = "m"\n'
+        + 'key_env = "FAKE_KEY"\n[models.single.options.capabilities]\nn = false\n'
+    )
+    fake_provider.script(
+        Reply([" fast and done"], finish_reason="stop"),
+        Reply([" slow " * 50], chunk_delay=0.2, finish_reason="stop"),
+    )
+    args = [sys.executable, "-m", "loom", "gen", "-n", "2", "-m", "single", "--concurrency", "2"]
+    args += ["--keep-partial"] if keep_partial else []
+    env = {**os.environ, **woven.env}  # type: ignore[attr-defined]
+    proc = subprocess.Popen(
+        args, cwd=woven.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    while len(fake_provider.requests) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    kids = woven.ok("ls", "--json").json()["children"]
+    texts = sorted(k["text"] for k in kids)
+    if keep_partial:
+        assert len(kids) == 2
+        partial = next(k for k in kids if k["text"] != " fast and done")
+        assert partial["meta"]["incomplete"] is True
+    else:
+        assert texts == [" fast and done"]
