@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
-
 from typing import Any
 
 from loom import ops, store
@@ -59,7 +58,7 @@ __all__ = [
 ]
 
 
-def open(path: str | os.PathLike[str]) -> Document:  # noqa: A001 - mirrors the builtin on purpose
+def open(path: str | os.PathLike[str]) -> Document:
     """Read a document (no lock held; use `edit` to change it)."""
     return store.load(path)
 

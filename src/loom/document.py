@@ -257,7 +257,9 @@ class Document:
         if ref is None or ref == CURSOR_REF:
             cur = self.cursor
             if cur is None:
-                raise NotFound("the document is empty: no current node (add one with `loom add TEXT`)")
+                raise NotFound(
+                    "the document is empty: no current node (add one with `loom add TEXT`)"
+                )
             return cur
         ref = ref.strip().lower()
         if ref in self.nodes:

@@ -72,7 +72,9 @@ def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transacti
         yield tx
     except BaseException:
         doc._tx = None
-        _apply(doc, [{"id": k, "old": v, "new": None} for k, v in tx.before.items()], "old", whole=True)
+        _apply(
+            doc, [{"id": k, "old": v, "new": None} for k, v in tx.before.items()], "old", whole=True
+        )
         raise
     doc._tx = None
     changes = tx.changes()

@@ -17,7 +17,9 @@ class Match:
     text: str  # the matched text
 
 
-def compile_pattern(pattern: str, *, regex: bool = False, ignore_case: bool = False) -> re.Pattern[str]:
+def compile_pattern(
+    pattern: str, *, regex: bool = False, ignore_case: bool = False
+) -> re.Pattern[str]:
     flags = re.IGNORECASE if ignore_case else 0
     try:
         return re.compile(pattern if regex else re.escape(pattern), flags)

@@ -78,7 +78,9 @@ def tree_window(
             child_budget = next_budget
             if budget is None and child not in path:
                 child_budget = 0  # a sibling of the path: one row, its subtree folded
-            stack.append((child, indent + 1, i == len(shown) - 1 and row.hidden_children == 0, child_budget))
+            stack.append(
+                (child, indent + 1, i == len(shown) - 1 and row.hidden_children == 0, child_budget)
+            )
     return rows
 
 

@@ -9,6 +9,7 @@ from loom.config import ModelConfig
 from loom.errors import ConfigError
 from loom.generate.backends.base import Backend
 
+
 def _http_options(model: ModelConfig) -> Any:
     from loom.generate.http import HttpOptions
 
@@ -27,7 +28,11 @@ def make_backend(model: ModelConfig) -> Backend:
     if model.provider in ("openai", "openai-chat"):
         from loom.generate.backends import openai_compat
 
-        cls = openai_compat.OpenAICompletions if model.provider == "openai" else openai_compat.OpenAIChat
+        cls = (
+            openai_compat.OpenAICompletions
+            if model.provider == "openai"
+            else openai_compat.OpenAIChat
+        )
         return cls(
             model.base_url,
             api_key=model.api_key(),

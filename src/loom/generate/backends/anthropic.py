@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from functools import partial
 from typing import Any
@@ -142,7 +142,7 @@ class AnthropicMessages(Backend):
 
     # -- requests -----------------------------------------------------------------
 
-    async def stream(self, request: GenRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: GenRequest) -> AsyncGenerator[Chunk, None]:
         if request.messages is None:
             raise BackendError("anthropic: needs request.messages (it has no raw-prompt endpoint)")
         if request.n < 1:

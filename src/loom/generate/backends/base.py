@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class Backend(abc.ABC):
         """Translate the canonical parameters of `request` into this backend's body fields."""
 
     @abc.abstractmethod
-    def stream(self, request: GenRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenRequest) -> AsyncGenerator[Chunk, None]:
         """Yield chunks for all `request.n` branches, interleaved, until every branch finished.
 
         Raises BackendError for failures before any output and StreamCut when a

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -235,7 +235,7 @@ class _OpenAIBackend(Backend):
     def _input(self, request: GenRequest) -> dict[str, Any]:
         """The prompt or messages part of the body."""
 
-    async def stream(self, request: GenRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: GenRequest) -> AsyncGenerator[Chunk, None]:
         if request.n < 1:
             raise BackendError(f"{self.name}: n must be at least 1, got {request.n}")
         wp = self.wire_params(request)
