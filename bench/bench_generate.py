@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fakeprovider import FakeProvider  # noqa: E402
 from loom.config import ModelConfig  # noqa: E402
 from loom.generate.backends.openai_compat import OpenAICompletions  # noqa: E402
 from loom.generate.engine import Branch, run_branches  # noqa: E402
+
+from fakeprovider import FakeProvider  # noqa: E402
 
 LATENCY = 0.2
 

@@ -14,17 +14,6 @@ from typing import Any
 
 import pytest
 
-from fakeprovider import (
-    ANTHROPIC_PREFILL_REJECTED,
-    ANTHROPIC_TEMPERATURE_DEPRECATED,
-    Drop,
-    Fail,
-    FakeProvider,
-    Hang,
-    Reply,
-    openai_error,
-    tokenize,
-)
 from loom.errors import BackendError, StreamCut
 from loom.generate.backends.anthropic import AnthropicMessages
 from loom.generate.backends.base import Backend, Chunk, GenRequest, Token
@@ -36,6 +25,18 @@ from loom.generate.http import (
     parse_retry_after,
     provider_message,
     safe_url,
+)
+
+from fakeprovider import (
+    ANTHROPIC_PREFILL_REJECTED,
+    ANTHROPIC_TEMPERATURE_DEPRECATED,
+    Drop,
+    Fail,
+    FakeProvider,
+    Hang,
+    Reply,
+    openai_error,
+    tokenize,
 )
 
 # Tiny backoff keeps the suite fast; Retry-After tests still wait what the server says.

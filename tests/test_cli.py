@@ -198,12 +198,24 @@ def test_new_refuses_to_overwrite(loom: Loom) -> None:
 
 
 def test_every_command_has_help_with_an_example(loom: Loom) -> None:
+    import click
+
     from loom.cli.main import cli
 
-    for name in cli.commands:
-        result = loom.ok(name, "--help")
-        assert "Example" in result.stdout, f"`loom {name} --help` has no example"
-        assert "--json" in result.stdout and "--file" in result.stdout
+    def paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        found = []
+        for name, cmd in group.commands.items():
+            found.append((*prefix, name))
+            if isinstance(cmd, click.Group):
+                found.extend(paths(cmd, (*prefix, name)))
+        return found
+
+    for path in paths(cli):
+        result = loom.ok(*path, "--help")
+        assert "Example" in result.stdout, f"`loom {' '.join(path)} --help` has no example"
+        assert "--json" in result.stdout and "--file" in result.stdout, (
+            f"`loom {' '.join(path)}` lacks --json/--file"
+        )
 
 
 def test_show_pipe_gets_exact_text_with_unicode(loom: Loom) -> None:

@@ -216,7 +216,7 @@ def get_model(name: str | None = None) -> ModelConfig:
 # ---- writing models.toml --------------------------------------------------------------------
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -224,28 +224,28 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise ConfigError(f"cannot write {value!r} to TOML")
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("-", "").replace("_", "").isalnum() else _toml_value(key)
+    return key if key.replace("-", "").replace("_", "").isalnum() else toml_value(key)
 
 
 def _write(data: dict[str, Any]) -> None:
     lines: list[str] = []
     if data.get("default"):
-        lines.append(f"default = {_toml_value(data['default'])}")
+        lines.append(f"default = {toml_value(data['default'])}")
     for name, table in data.get("models", {}).items():
         lines.append(f"\n[models.{_toml_key(name)}]")
         subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
         for key, value in table.items():
             if key not in subtables and value is not None:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+                lines.append(f"{_toml_key(key)} = {toml_value(value)}")
         for sub, values in subtables.items():
             if values:
                 lines.append(f"[models.{_toml_key(name)}.{_toml_key(sub)}]")
-                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items())
+                lines.extend(f"{_toml_key(k)} = {toml_value(v)}" for k, v in values.items())
     path = models_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -14,7 +14,9 @@ from loom.cli.common import (
     command,
     doc_path,
     emit,
+    file_option,
     json_mode,
+    json_option,
     out,
     read_doc,
     stdout_is_terminal,
@@ -150,6 +152,13 @@ def sampler_options(fn: Any) -> Any:
     show_default=True,
     help="Requests in flight at once.",
 )
+@click.option(
+    "--emulate",
+    type=click.Choice(["auto", "completion", "template", "prefill", "system", "fewshot", "off"]),
+    default="auto",
+    show_default=True,
+    help="How a chat model is made to continue text (auto: from its capabilities).",
+)
 def gen_cmd(
     node: str | None,
     count: int | None,
@@ -158,6 +167,7 @@ def gen_cmd(
     keep_partial: bool,
     cursor: str,
     concurrency: int,
+    emulate: str,
     **sampler: Any,
 ) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
@@ -190,6 +200,7 @@ def gen_cmd(
         keep_partial=keep_partial,
         concurrency=concurrency,
         cursor=cursor,
+        emulate=emulate,
     )
     if json_mode():
         if not result.error_summary():
@@ -324,10 +335,63 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
         out(f"{mark} {k:>2}. {row['token']!r:<20} p={row['prob']:.3f}")
 
 
+@command(cli, "probe")
+@click.argument("model")
+@click.option("--max-tokens", type=click.IntRange(min=4), default=24, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Score the methods without recording the winner.")
+def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
+    """Find how MODEL best continues raw text: try each emulation method, record the ranking.
+
+    Each method continues three short prompts (prose, a list, dialogue); cleanup
+    judges the outputs. The ranking goes into capabilities.toml in the loom config
+    dir, which later generations read.
+
+    \b
+    Examples:
+      loom probe claude
+      loom probe local-llama --dry-run --json
+    """
+    from loom.generate.probe import probe
+
+    scores = probe(config.get_model(model), max_tokens=max_tokens, record=not dry_run)
+    rows: list[dict[str, Any]] = [
+        {
+            "method": s.method,
+            "ok": s.ok,
+            "total": s.total,
+            "verdicts": s.verdicts,
+            "cut_chars": s.cut_chars,
+            "errors": s.errors[:3],
+        }
+        for s in scores
+    ]
+    winner = next((s.method for s in scores if s.ok), None)
+    if json_mode():
+        emit(
+            {
+                "command": "probe",
+                "model": model,
+                "winner": winner,
+                "methods": rows,
+                "recorded": not dry_run and winner is not None,
+            }
+        )
+        return
+    for r in rows:
+        out(f"{r['method']:<11} {r['ok']}/{r['total']} clean  {' '.join(r['verdicts'])}")
+    out(
+        f"best: {winner}" + ("" if dry_run or winner is None else " (recorded)")
+        if winner
+        else "no method produced a clean continuation"
+    )
+
+
 # ---- models ----------------------------------------------------------------------------------
 
 
 @cli.group("models", invoke_without_command=True)
+@json_option
+@file_option
 @click.pass_context
 def models_group(ctx: click.Context) -> None:
     """List the models loom knows and which can be used now; add, remove or set the default.

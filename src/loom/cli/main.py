@@ -54,7 +54,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Importing the modules registers their commands on `cli`, in this order.
-    from loom.cli import gen_cmds, tree_cmds  # noqa: F401
+    from loom.cli import gen_cmds, interop_cmds, tree_cmds  # noqa: F401
 
 
 _register()
@@ -106,4 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a bug, not a user error: one line, the details on request
+        if os.environ.get("LOOM_DEBUG"):
+            raise
+        message = f"internal error: {type(exc).__name__}: {exc} (please report it; LOOM_DEBUG=1 shows the traceback)"
+        return _fail(args, "internal", message, 70)
     return 0

@@ -34,9 +34,11 @@ class Branch:
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # modulator, index, preset… (recorded)
-    # Set by emulation for chat models: how the request was framed, recorded on the node.
+    # Set by emulation (loom.generate.weave): the framed request, its record, and the
+    # methods still to try if cleanup rejects the output.
     request: GenRequest | None = None
-    framing: dict[str, Any] = field(default_factory=dict)
+    framing: Any = None  # an emulate.Framing
+    methods: list[str] = field(default_factory=list)
 
     def group_key(self) -> tuple[Any, ...]:
         import orjson
@@ -74,9 +76,13 @@ class Outcome:
     first_token_at: float | None = None
     ended: float | None = None
     error: str | None = None
+    error_status: int | None = None  # the provider's HTTP status, when it refused
     incomplete: bool = False
     request_n: int = 1
     request_index: int = 0
+    raw_text: str | None = None  # the model's text before cleanup, when cleanup changed it
+    cleanup: dict[str, Any] | None = None  # verdict and operations (emulated output)
+    retried_from: dict[str, Any] | None = None  # the first method and its verdict, after a retry
 
     @property
     def done(self) -> bool:
@@ -201,7 +207,14 @@ async def run_branches(
             except StreamCut as exc:
                 _fail(members, results, events, exc.message, incomplete=True)
             except LoomError as exc:
-                _fail(members, results, events, exc.message, incomplete=False)
+                _fail(
+                    members,
+                    results,
+                    events,
+                    exc.message,
+                    incomplete=False,
+                    status=getattr(exc, "status", None),
+                )
             except asyncio.CancelledError:
                 _fail(members, results, events, "cancelled", incomplete=True)
                 raise
@@ -237,13 +250,20 @@ def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], events: Ev
 
 
 def _fail(
-    members: list[int], results: list[Outcome], events: Events, message: str, *, incomplete: bool
+    members: list[int],
+    results: list[Outcome],
+    events: Events,
+    message: str,
+    *,
+    incomplete: bool,
+    status: int | None = None,
 ) -> None:
     for i in members:
         o = results[i]
         if o.ended is None:
             o.ended = time.monotonic()
             o.error = message
+            o.error_status = status
             o.incomplete = incomplete or bool(o.text)
             events.finished(o)
 
@@ -290,8 +310,13 @@ def record(outcome: Outcome, prompt: str, *, logprob_source: str = "post") -> di
         gen["dropped"] = o.dropped
     if o.branch.provenance:
         gen["modulation"] = o.branch.provenance
-    if o.branch.framing:
-        gen["emulation"] = o.branch.framing
+    if o.branch.framing is not None:
+        emulation: dict[str, Any] = dict(o.branch.framing.to_record())
+        if o.cleanup:
+            emulation["cleanup"] = o.cleanup
+        if o.retried_from:
+            emulation["retried_from"] = o.retried_from
+        gen["emulation"] = emulation
     if o.error:
         gen["error"] = o.error
     meta: dict[str, Any] = {"gen": {k: v for k, v in gen.items() if v is not None}}

@@ -14,14 +14,17 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loom import ops, store
 from loom.config import ModelConfig, get_model
 from loom.document import Node
 from loom.errors import BackendError, InvalidOperation
-from loom.generate.backends.base import Backend
+from loom.generate.backends.base import Backend, Token
 from loom.generate.engine import Branch, Events, Outcome, record, run_branches
+from loom.workspace import loom_home
 
 CURSOR_CHOICES = ("stay", "first", "last")
 DEFAULT_TOP_LOGPROBS = 5
@@ -80,11 +83,15 @@ def generate(
     concurrency: int = 8,
     cursor: str = "stay",
     backends: dict[str, Backend] | None = None,
+    emulate: str = "auto",
+    rng_seed: int | None = None,
 ) -> Generation:
     """Generate continuations of `node` (default: the cursor) in the document at `path`.
 
     `branches` (from modulation) overrides `n`/`models`/`params`. Finished branches
     are always kept; cut-off ones only with `keep_partial` (marked incomplete).
+    `emulate` forces a base-model emulation method ("auto" lets each model's
+    capabilities decide; "off" sends the prompt untouched).
     """
     if cursor not in CURSOR_CHOICES:
         raise InvalidOperation(f"cursor must be one of {', '.join(CURSOR_CHOICES)}")
@@ -96,7 +103,8 @@ def generate(
         branches = plain_branches(chosen, n, {**doc.defaults.get("params", {}), **(params or {})})
     result = Generation(parent=target.id)
     try:
-        asyncio.run(_run(prompt, branches, result, events, concurrency, doc.system, backends))
+        plan = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed)
+        asyncio.run(_run(plan, result, backends))
     except KeyboardInterrupt:
         result.interrupted = True
     result.nodes = _write(
@@ -105,45 +113,234 @@ def generate(
     return result
 
 
-async def _run(
-    prompt: str,
-    branches: Sequence[Branch],
-    result: Generation,
-    events: Events | None,
-    concurrency: int,
-    system: str | None,
-    given: dict[str, Backend] | None,
-) -> None:
+@dataclass
+class _Plan:
+    prompt: str
+    branches: list[Branch]
+    events: Events | None
+    concurrency: int
+    emulate: str
+    rng_seed: int | None
+
+
+async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None) -> None:
     from loom.generate.factory import make_backend
 
     backends: dict[str, Backend] = dict(given or {})
     made: list[Backend] = []
     try:
-        for branch in branches:
+        for branch in plan.branches:
             if branch.model.name not in backends:
                 backend = make_backend(branch.model)
                 backends[branch.model.name] = backend
                 made.append(backend)
-        for branch in branches:
+        for branch in plan.branches:
             caps = backends[branch.model.name].capabilities
             if caps.logprobs and "logprobs" not in branch.params:
                 # Probabilities are what make a tree worth exploring: record them unless told not to.
                 branch.params["logprobs"] = min(
                     DEFAULT_TOP_LOGPROBS, caps.max_top_logprobs or DEFAULT_TOP_LOGPROBS
                 )
+        _frame_all(plan, backends)
         await run_branches(
-            prompt,
-            branches,
+            plan.prompt,
+            plan.branches,
             backends,
             outcomes=result.outcomes,
-            events=events,
-            concurrency=concurrency,
-            system=system,
+            events=plan.events,
+            concurrency=plan.concurrency,
         )
+        await _clean_and_retry(plan, result, backends)
     finally:
         for backend in made:
             with contextlib.suppress(Exception):  # closing must never hide the generation's outcome
                 await backend.aclose()
+
+
+# ---- emulation: frame each request by its method, clean what comes back -----------------------
+
+_HOSTS = {
+    "api.openai.com": "openai",
+    "api.anthropic.com": "anthropic",
+    "api.deepseek.com": "deepseek",
+    "openrouter.ai": "openrouter",
+    "api.together.xyz": "together",
+    "api.mistral.ai": "mistral",
+    "api.moonshot": "moonshot",
+    "dashscope": "dashscope",
+}
+
+
+def table_provider(model: ModelConfig) -> str:
+    """The capability table's name for who serves `model` (options.server overrides the guess)."""
+    if model.options.get("server"):
+        return str(model.options["server"])
+    if model.provider in ("embedded", "anthropic"):
+        return model.provider
+    host = urlsplit(model.base_url).hostname or ""
+    return next((name for needle, name in _HOSTS.items() if needle in host), "")
+
+
+def _frame_all(plan: _Plan, backends: dict[str, Backend]) -> None:
+    from loom.generate.capabilities import load_table
+    from loom.generate.emulate import choose_method, seed_phrase
+
+    table = load_table(user_capabilities_file())
+    forced = None if plan.emulate == "auto" else plan.emulate
+    siblings: dict[str, int] = {}
+    for branch in plan.branches:
+        siblings[branch.model.name] = siblings.get(branch.model.name, 0) + 1
+    seen: dict[str, int] = {}
+    for branch in plan.branches:
+        model = branch.model
+        entry = table.lookup(table_provider(model), model.model)
+        branch.methods = choose_method(backends[model.name].capabilities, model.kind, entry, forced)
+        index = seen.get(model.name, 0)
+        seen[model.name] = index + 1
+        phrase = None
+        if entry.fixed_sampling and siblings[model.name] > 1:
+            # The model ignores sampler settings: siblings differ through a hidden phrase instead.
+            phrase = seed_phrase(plan.rng_seed if plan.rng_seed is not None else 0, index)
+            branch.provenance = {**branch.provenance, "prompt_side_variety": True}
+        _frame(branch, branch.methods[0], plan.prompt, entry, phrase)
+
+
+def _frame(branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None) -> None:
+    from loom.generate.emulate import build_request
+
+    request, framing = build_request(
+        method, prompt, branch.model.model, 1, branch.params, seed_phrase=phrase, caps=entry
+    )
+    branch.request, branch.framing = request, framing
+
+
+def clean_outcome(o: Outcome, prompt: str) -> bool:
+    """Clean an emulated output in place; False when cleanup rejects it (preamble, refusal…)."""
+    from loom.generate.cleanup import clean
+
+    framing = o.branch.framing
+    if framing is None or (o.error and not o.text):
+        return True
+    cleaned = clean(prompt, o.text, framing.method, o.finish_reason, prepared=framing.prepared)
+    if cleaned.text != o.text:
+        o.tokens = realign_tokens(o.tokens, o.text, cleaned.text)
+        o.raw_text, o.text = o.text, cleaned.text
+    o.cleanup = cleaned.to_record()
+    return cleaned.ok or bool(o.error)
+
+
+SAMPLER_NAMES = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
+
+
+def _fallback(o: Outcome) -> tuple[list[str], dict[str, Any], str] | None:
+    """How to try again after a rejected output or a refused request; None when nothing will help.
+
+    Returns the method chain to continue with, the parameters to send, and why.
+    """
+    methods, params = o.branch.methods, dict(o.branch.params)
+    if o.error and not o.text:
+        if o.error_status != 400:
+            return None
+        message = o.error.lower()
+        if "prefill" in message or "final assistant" in message:
+            from loom.generate.emulate import METHODS
+
+            rest = [m for m in methods[1:] if not METHODS[m].open_turn]
+            return (rest, params, "prefill rejected") if rest else None
+        refused = [name for name in SAMPLER_NAMES if name in message and name in params]
+        if refused:
+            # Keep the first parameter of a refused pair ("temperature and top_p cannot both…").
+            drop = refused[1:] if len(refused) > 1 and "both" in message else refused
+            return (
+                methods,
+                {k: v for k, v in params.items() if k not in drop},
+                f"{', '.join(drop)} rejected",
+            )
+        return None
+    if len(methods) > 1:
+        return methods[1:], params, f"output rejected: {(o.cleanup or {}).get('verdict')}"
+    return None
+
+
+async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, Backend]) -> None:
+    """Clean every output, then try once more where the output was rejected or the request refused."""
+    retry: list[tuple[int, tuple[list[str], dict[str, Any], str]]] = []
+    for o in result.outcomes:
+        bad = not clean_outcome(o, plan.prompt) or (o.error is not None and not o.text)
+        step = _fallback(o) if bad else None
+        if step is not None:
+            retry.append((o.index, step))
+    if not retry:
+        return
+    from loom.generate.capabilities import load_table
+
+    table = load_table(user_capabilities_file())
+    again: list[Branch] = []
+    for i, (methods, params, _why) in retry:
+        old = result.outcomes[i].branch
+        branch = Branch(
+            model=old.model,
+            params=params,
+            extra=dict(old.extra),
+            provenance=dict(old.provenance),
+            methods=methods,
+        )
+        entry = table.lookup(table_provider(branch.model), branch.model.model)
+        _frame(
+            branch, methods[0], plan.prompt, entry, old.framing.seed_phrase if old.framing else None
+        )
+        again.append(branch)
+    redo: list[Outcome] = []
+    await run_branches(
+        plan.prompt, again, backends, outcomes=redo, events=None, concurrency=plan.concurrency
+    )
+    for (i, (_methods, _params, why)), fresh in zip(retry, redo, strict=True):
+        first = result.outcomes[i]
+        clean_outcome(fresh, plan.prompt)
+        fresh.index = i
+        fresh.retried_from = {
+            "method": first.branch.framing.method if first.branch.framing else None,
+            "reason": why,
+            "verdict": (first.cleanup or {}).get("verdict"),
+            "raw": first.raw_text or first.text or None,
+            "error": first.error,
+        }
+        fresh.retried_from = {k: v for k, v in fresh.retried_from.items() if v is not None}
+        result.outcomes[i] = fresh
+
+
+def realign_tokens(tokens: list[Token], raw: str, cleaned: str) -> list[Token]:
+    """Keep token probabilities aligned when cleanup only cut text from the front or the back."""
+    if not tokens:
+        return tokens
+    start = raw.find(cleaned) if cleaned else -1
+    if start < 0:
+        return []  # the text was rewritten (e.g. a space inserted): offsets would lie
+    end = start + len(cleaned)
+    out: list[Token] = []
+    pos = 0
+    for tok in tokens:
+        lo, hi = pos, pos + len(tok.text)
+        pos = hi
+        keep_lo, keep_hi = max(lo, start), min(hi, end)
+        if keep_hi <= keep_lo:
+            continue
+        text = tok.text[keep_lo - lo : keep_hi - lo]
+        out.append(Token(text, tok.logprob, tok.top if text == tok.text else []))
+    return out
+
+
+def user_capabilities_file() -> Path:
+    """The per-user capability overrides (written by `loom probe`, editable by hand)."""
+    return loom_home() / "capabilities.toml"
 
 
 def _keep(o: Outcome, keep_partial: bool) -> bool:

@@ -1,0 +1,795 @@
+"""Cleaning continuations produced by emulating a base model with a chat model.
+
+A chat model asked to continue a document answers like an assistant: it opens with
+"Sure, here's the continuation:", wraps the text in quotes or a code fence, repeats
+the end of the prompt, drops the leading space, and closes with "Let me know if…".
+This module turns such a reply into text that can be appended to the document as it
+stands, and says whether the reply is usable at all.
+
+The work is a pipeline of small pure steps. Each step takes the fixed facts about the
+seam (`Seam`) and the text so far (`Draft`) and returns a new `Draft`, recording what
+it changed. Which steps run is data: `PROFILES` maps each emulation method to step
+names from `STEPS`, and `CleanOptions.steps` replaces that list. After the steps the
+checks of the profile give a verdict, so the caller can retry with the next method.
+
+False positives are worse than misses (a stripped line of real dialogue is silently
+lost; a kept preamble is visible and the verdict flags it), so every pattern is
+anchored at the seam or the very end, and the weaker ones are switched off when the
+prompt shows dialogue or a speaker turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Verdict = Literal["ok", "preamble", "refusal", "empty", "mostly_overlap"]
+Op = dict[str, object]
+
+# Methods whose reply is a separate chat message rather than text produced in place.
+CHAT_METHODS = frozenset({"system", "fewshot"})
+LENGTH_REASONS = frozenset({"length", "max_tokens"})
+
+
+# ---------------------------------------------------------------------------
+# Before the request
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The prompt split for sending: `text + rewound + trailing` is the original."""
+
+    text: str  # what the model is asked to continue
+    trailing: str = ""  # whitespace cut from the end (it hurts tokenization), restored later
+    rewound: str = ""  # a partial last word held back, with the whitespace before it
+
+    @property
+    def original(self) -> str:
+        return self.text + self.rewound + self.trailing
+
+
+# The last word, whole: "don't" and "well-kno" are rewound entirely, not from the apostrophe.
+_REWIND_WORD = re.compile(r"(?<![\w'’-])(?:[^\W_]+['’-])*[^\W_]+\Z")
+
+
+def prepare_prompt(prompt: str, *, rewind: bool = False) -> Prepared:
+    """Strip trailing whitespace (remembered) and optionally hold back the last word.
+
+    Rewinding lets the model re-spell a word cut mid-way ("unbeliev"); cleanup drops
+    the repeated part. Nothing is rewound after whitespace, in scripts written without
+    spaces, or when the word is the whole prompt.
+    """
+    text = prompt.rstrip()
+    trailing = prompt[len(text) :]
+    if not rewind or trailing:
+        return Prepared(text, trailing)
+    m = _REWIND_WORD.search(text)
+    if m is None or any(_no_space_script(c) for c in m.group(0)):
+        return Prepared(text, trailing)
+    kept = text[: m.start()].rstrip()
+    if not kept:
+        return Prepared(text, trailing)
+    return Prepared(kept, trailing, text[len(kept) :])
+
+
+# ---------------------------------------------------------------------------
+# Character classes and context
+# ---------------------------------------------------------------------------
+
+# Scripts written without spaces between words: no seam space, no word trimming.
+_NO_SPACE_RANGES = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x2E80, 0x2FDF),  # CJK radicals
+    (0x3000, 0x303F),  # CJK punctuation
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3100, 0x31FF),  # Bopomofo, Katakana extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xF900, 0xFAFF),  # CJK compatibility
+    (0xFF00, 0xFFEF),  # full-width forms
+    (0x20000, 0x2FA1F),  # CJK extensions B-F
+)
+
+
+def _no_space_script(ch: str) -> bool:
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in _NO_SPACE_RANGES)
+
+
+_OPEN_AFTER = frozenset("([{“‘«「『-–—/\\@#$")  # no space after these
+_ATTACH_BEFORE = frozenset(".,;:!?)]}%…”’»」』-–—/")  # no space before these
+_CONTRACTION = re.compile(r"(?:['’](?:s|t|re|ve|ll|d|m)|n['’]t)(?![^\W_])", re.IGNORECASE)
+# A script or transcript line waiting for its speaker's words: "Assistant:", "Dr. Reyes:".
+_SPEAKER_TURN = re.compile(r"(?:\A|\n)[ \t]*[^\W\d][\w.'’()-]*(?:[ \t][\w.'’()-]+){0,3}:\Z")
+
+
+def quote_open(text: str) -> bool:
+    """Whether the last line of `text` leaves a quotation open."""
+    line = text[text.rfind("\n") + 1 :]
+    return (
+        line.count('"') % 2 == 1
+        or line.count("“") > line.count("”")
+        or line.count("«") > line.count("»")
+        or line.count("「") > line.count("」")
+    )
+
+
+def in_dialogue(prompt: str) -> bool:
+    """Whether the prompt ends inside speech: an open quote or a speaker label ("Bob:").
+
+    There a reply such as "Sure, I'll be there." is the story, not an assistant.
+    """
+    text = prompt.rstrip()
+    return quote_open(text) or bool(_SPEAKER_TURN.search(text))
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+# ---------------------------------------------------------------------------
+# The pipeline's data
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    min_overlap_chars: int = 12  # an echo of the prompt's end counts from this length…
+    min_overlap_words: int = 3  # …or from this many words…
+    sentence_overlap_words: int = 2  # …or this many when it starts a sentence of the prompt
+    mostly_overlap: float = 0.8  # share of the reply that was echo before it is rejected
+    trim_on_length: bool = False  # cut a word left unfinished by the token limit
+    steps: tuple[str, ...] | None = None  # replaces the method's step list
+
+
+@dataclass(frozen=True)
+class Seam:
+    """Fixed facts about where the continuation joins the document."""
+
+    prompt: str  # the document text up to the seam, as the user has it
+    prepared: Prepared
+    method: str
+    finish_reason: str | None = None
+    options: CleanOptions = field(default_factory=CleanOptions)
+    dialogue: bool = False
+
+
+@dataclass(frozen=True)
+class Draft:
+    text: str
+    ops: tuple[Op, ...] = ()
+
+    def did(self, op: str) -> bool:
+        return any(o["op"] == op for o in self.ops)
+
+    def then(self, op: str, text: str, **details: object) -> Draft:
+        return Draft(text, (*self.ops, {"op": op, **details}))
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    text: str  # what to append to the document
+    raw: str  # what the model sent
+    ops: tuple[Op, ...]  # what was changed, in order
+    verdict: Verdict
+    method: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+    def to_record(self) -> dict[str, object]:
+        """The cleanup part of a node's generation record (raw kept only if it differs)."""
+        out: dict[str, object] = {"verdict": self.verdict, "ops": [dict(o) for o in self.ops]}
+        if self.raw != self.text:
+            out["raw"] = self.raw
+        return out
+
+
+Step = Callable[[Seam, Draft], Draft]
+Check = Callable[[Seam, Draft], Verdict | None]
+
+
+# ---------------------------------------------------------------------------
+# Preambles
+# ---------------------------------------------------------------------------
+
+_A = "['’]"
+_ACK = (
+    r"(?:sure(?:\s+thing)?|certainly|of\s+course|absolutely|okay|ok|alright|all\s+right"
+    r"|got\s+it|gladly|no\s+problem|understood|yes|great|perfect)"
+)
+_FILLER_CORE = (
+    rf"(?:(?:i{_A}d|i\s+would)\s+(?:be\s+)?(?:happy|glad|delighted|love)\s+to(?:\s+help)?"
+    r"|(?:happy|glad)\s+to\s+help|what\s+an?\s+[^.!?\n]{1,60}"
+    r"|(?:this\s+is\s+)?(?:an?\s+|such\s+an?\s+)?(?:great|lovely|wonderful|intriguing"
+    r"|interesting|fascinating|beautiful|compelling)\s+(?:start|opening|premise|story|passage"
+    r"|piece|text|scene|beginning)[^.!?\n]{0,60})"
+)
+# Possessive whitespace (`*+`, `++`): a failed match must not retry every split of a
+# long run of spaces, which is quadratic.
+_HEAD = rf"\A\s*+(?:{_ACK}[,.!]*\s++)?(?:{_FILLER_CORE}[.!]+\s++){{0,2}}"
+_HERE = rf"(?:here{_A}s|here\s+is|here\s+are|below\s+is|this\s+is)\s+"
+_ADJ = (
+    r"(?:(?:a|an|the|your|my|one)\s+)?(?:(?:possible|natural|seamless|short|brief|quick"
+    r"|suggested|potential|creative|smooth)\s+)*"
+)
+_NOUN_CONT = r"(?:continuation|continued\s+(?:text|story|version|passage|draft))"
+_NOUN_NEXT = (
+    r"(?:rest\s+of\b[^\n:]{0,60}?"
+    r"|next\s+(?:part|section|paragraph|passage|chapter|scene|bit|lines?|few\s+lines|portion))"
+)
+_NOUN_WEAK = r"(?:story|text|passage|excerpt|draft|completion|version|piece|response|output)"
+_CONT = r"(?:continu(?:ing|ation|ed)|resuming|picking\s+up)"
+_CONT_TAIL = (
+    r"(?:\s+(?:of|from|with|where|on|after)\b[^\n:.…]{0,80}"
+    r"|\s+(?:the|your|my|this)\s+(?:story|text|passage|narrative|document|piece|poem|essay"
+    r"|scene|chapter|tale|draft|thread)\b[^\n:.…]{0,60})?"
+)
+_WILL_LEAD = (
+    rf"(?:i{_A}ll|i\s+will|let\s+me|let{_A}s|i\s+can|i{_A}m\s+going\s+to|i{_A}ve|i\s+have"
+    rf"|(?:i{_A}d|i\s+would)\s+(?:be\s+)?(?:happy|glad|delighted|love)\s+to)"
+)
+_WILL_VERB = (
+    r"(?:continu\w*|pick\s+up|carry\s+on|keep\s+going|extend|resume"
+    r"|write\s+(?:the\s+)?(?:next|rest|more|a\s+continuation))"
+)
+_RULE = r"(?:[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*(?:\n|\Z)\s*)?"
+_FLAGS = re.IGNORECASE
+
+
+def _rx(body: str) -> re.Pattern[str]:
+    return re.compile(body + _RULE, _FLAGS)
+
+
+_ENDS = r"\b[^\n:]{0,120}?(?:[:：]|\.{3}|…|[.!](?=[ \t]*\n))[ \t]*\s*"
+
+# Strong: a label or "here's the continuation"; stripped even when the prompt is dialogue.
+_PREAMBLE_STRONG = (
+    _rx(_HEAD + rf"[#>*_\s\[(]*{_CONT}{_CONT_TAIL}[*_\])]*\s*(?:[:：]|\.{{3}}|…)[*_\])]*[ \t]*\s*"),
+    _rx(rf"\A\s*+[\[(]\s*{_CONT}[^\])\n]{{0,60}}[\])][ \t]*\n\s*"),
+    _rx(rf"\A\s*+#{{1,6}}[ \t]*{_CONT}\b[^\n]{{0,60}}\n\s*"),
+    # A title line marked as continued: "**The Lighthouse (continued)**".
+    _rx(
+        r"\A\s*+(?:\*\*|__|#{1,6}[ \t]*)[^\n]{1,80}?[(\[](?:continued|cont(?:['’]d|\.))[)\]][*_]*[ \t]*\n\s*"
+    ),
+    _rx(_HEAD + _HERE + _ADJ + _NOUN_CONT + _ENDS),
+    # Chinese: "好的,以下是续写:" (续写 means "continued writing", never story text).
+    _rx(r"\A\s*+(?:好的|当然|没问题|可以)?[,，!！。]?\s*+[^\n:：]{0,12}续写[^\n:：]{0,20}[:：]\s*"),
+)
+# Weak: plausible as speech ("Here's the rest of it: we ran."), so off in dialogue, and
+# most need a colon or a line break after them.
+_PREAMBLE_WEAK = (
+    _rx(_HEAD + _HERE + _ADJ + _NOUN_NEXT + _ENDS),
+    _rx(
+        _HEAD
+        + _HERE
+        + r"(?:how|what)\b[^\n:]{0,60}?\b(?:continu\w*|next|unfold\w*)\b[^\n:]{0,40}[:：…][ \t]*\s*"
+    ),
+    _rx(_HEAD + _HERE + _ADJ + _NOUN_WEAK + r"\b[^\n:]{0,120}?[:：][ \t]*\n\s*"),
+    _rx(_HEAD + r"here\s+(?:you\s+go|it\s+is|goes|we\s+go)[!.:…]*[ \t]*\n\s*"),
+    _rx(
+        _HEAD + _WILL_LEAD + rf"\s+[^\n.!?:]{{0,80}}?\b{_WILL_VERB}\b[^\n.!?:]{{0,120}}"
+        r"(?:[:：][ \t]*|[.!…]+[ \t]*\n)\s*"
+    ),
+    _rx(rf"\A\s*+{_ACK}[,.!]*(?:[ \t]+{_FILLER_CORE}[.!]+)*[ \t]*\n\s*"),
+    # Japanese: "はい、続きです:" / "以下は続きです。" on its own line.
+    _rx(
+        r"\A\s*+(?:はい|もちろん|承知しました|わかりました)?[、,!！。]?\s*+(?:以下は|こちらは)?"
+        r"[^\n:：。]{0,12}続き(?:です|になります)?[^\n:：。]{0,12}[:：。][ \t]*\n\s*"
+    ),
+)
+# Left over at the start after cleaning, these mean the reply is still an assistant talking.
+_ASSISTANT_VOICE = re.compile(
+    rf"\A\s*+(?:(?:sure|certainly|of\s+course|absolutely|gladly|okay|alright)!\s"
+    rf"|(?:{_ACK}[,.!]*\s+)?(?:(?:i{_A}d|i\s+would)\s+(?:be\s+)?(?:happy|glad|love)\s+to\b"
+    rf"|i\s+can\s+(?:help|continue|do\s+that)\b|i{_A}ll\s+(?:continue|pick\s+up|write)\b))",
+    _FLAGS,
+)
+
+
+def find_preamble(text: str, *, dialogue: bool, strong_only: bool = False) -> re.Match[str] | None:
+    """The assistant preamble at the start of `text`, if any."""
+    patterns = _PREAMBLE_STRONG if dialogue or strong_only else _PREAMBLE_STRONG + _PREAMBLE_WEAK
+    for rx in patterns:
+        m = rx.match(text)
+        if m and m.end() > 0:
+            return m
+    return None
+
+
+def strip_preamble(seam: Seam, draft: Draft) -> Draft:
+    """Drop "Sure, here's the continuation:" and its kin, repeatedly, at the start only."""
+    text, removed = draft.text, ""
+    for _ in range(4):  # "Sure!\n\n**Continuation:**\n\n---\n" comes in layers
+        m = find_preamble(text, dialogue=seam.dialogue)
+        if m is None:
+            break
+        removed += m.group(0)
+        text = text[m.end() :]
+    if not removed:
+        return draft
+    # The reply's own leading whitespace belonged to the preamble's layout.
+    stripped = text.lstrip()
+    removed += text[: len(text) - len(stripped)]
+    return draft.then("strip_preamble", stripped, removed=removed)
+
+
+# ---------------------------------------------------------------------------
+# Wrappers: tags, code fences, quotes
+# ---------------------------------------------------------------------------
+
+_TAG = re.compile(
+    r"\A\s*+<(continuation|document|text|output|response)>\n?(.*?)\n?(?:</\1>\s*)?\Z",
+    re.DOTALL | re.IGNORECASE,
+)
+_STRAY_CLOSE_TAG = re.compile(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
+
+
+def strip_tags(seam: Seam, draft: Draft) -> Draft:
+    """Unwrap <continuation>…</continuation>: the fewshot framing shows replies in tags."""
+    if "<" in seam.prompt[-500:]:
+        return draft  # markup in the document: its tags are content
+    if (m := _TAG.match(draft.text)) is not None:
+        return draft.then("strip_tags", m.group(2), tag=m.group(1).lower())
+    if (m2 := _STRAY_CLOSE_TAG.search(draft.text)) is not None:
+        return draft.then("strip_tags", draft.text[: m2.start()], removed=m2.group(0))
+    return draft
+
+
+_FENCE_OPEN = re.compile(r"\A\s*+```[\w+#.-]*[ \t]*\n")
+
+
+def strip_fences(seam: Seam, draft: Draft) -> Draft:
+    """Remove a code fence wrapped around the whole reply.
+
+    Kept when the document itself uses fenced blocks and is outside one: there a
+    reply that is one fenced block is likely what the document wants next.
+    """
+    opened = _FENCE_OPEN.match(draft.text)
+    if opened is None:
+        return draft
+    fences = seam.prompt.count("```")
+    inside_block = fences % 2 == 1
+    if fences and not inside_block and not draft.did("strip_preamble"):
+        return draft
+    body = draft.text[opened.end() :]
+    if body.rstrip().endswith("```"):
+        body = body.rstrip()[:-3].rstrip(" \t")
+        body = body[:-1] if body.endswith("\n") else body
+    elif not inside_block and fences:
+        return draft
+    return draft.then("strip_fences", body, lang=opened.group(0).strip().strip("`") or None)
+
+
+_WRAP_PAIRS = (('"', '"'), ("“", "”"))
+_SPEECH_END = re.compile(
+    r"(?:[:,;—–-]|\b(?:said|says|say|asked|asks|replied|replies|whispered|whispers|shouted"
+    r"|shouts|called|cried|wrote|writes|read|reads|answered|added|muttered|began|continued"
+    r"|yelled|murmured|exclaimed|declared|announced|sang|prayed|typed|texted))\s*\Z",
+    _FLAGS,
+)
+
+
+def strip_quotes(seam: Seam, draft: Draft) -> Draft:
+    """Remove quotation marks wrapped around the whole reply.
+
+    A reply that is one quoted span is often legitimate ("He whispered" → "Run."), so
+    it is unwrapped only after a stripped preamble, or when it is long and the prompt
+    does not lead into speech.
+    """
+    text = draft.text.strip()
+    for open_q, close_q in _WRAP_PAIRS:
+        if len(text) < 3 or text[0] != open_q or text[-1] != close_q:
+            continue
+        inner = text[1:-1]
+        if open_q in inner or close_q in inner:
+            return draft
+        after_preamble = draft.did("strip_preamble")
+        leads_to_speech = seam.dialogue or bool(_SPEECH_END.search(seam.prompt.rstrip()[-40:]))
+        if after_preamble or (not leads_to_speech and len(inner) >= 40):
+            return draft.then("strip_quotes", inner, quote=open_q + close_q)
+    return draft
+
+
+# ---------------------------------------------------------------------------
+# Closing chatter
+# ---------------------------------------------------------------------------
+
+# Whole-line sign-offs: only these exact forms, so a letter's "I hope this helps you
+# decide." survives.
+_SIGNOFF = (
+    r"(?:i\s+)?hope\s+(?:this|that|it)\s+(?:helps|works(?:\s+for\s+you)?"
+    r"|is\s+what\s+you\s+(?:wanted|were\s+looking\s+for))"
+    r"(?:\s+with\s+your\s+(?:story|writing|project|piece|text))?"
+    r"|happy\s+(?:writing|reading)"
+    r"|[(\[]\s*end\s+of\s+(?:the\s+)?(?:continuation|excerpt|passage|text)\s*[)\]]"
+)
+# Assistant phrasings that are sign-offs only when they talk about the writing itself
+# ("I've kept the letter all these years." is a story's last line).
+_OFFER = (
+    r"(?:let\s+me\s+know|would\s+you\s+like|do\s+you\s+want|shall\s+i|should\s+i|want\s+me\s+to"
+    r"|if\s+you(?:['’]d|\s+would)?\s+like|i\s+can\s+(?:also|continue|keep)|feel\s+free\s+to"
+    r"|i(?:['’]ve|\s+have)?\s+(?:aimed|tried|sought|attempted|kept|maintained|preserved|focused)"
+    r"|i\s+hope\s+you\s+(?:enjoy|like)|note:|this\s+continuation|the\s+continuation)"
+)
+_META = (
+    r"(?:continu\w*|more|further|expand\w*|adjust\w*|chang\w*|revis\w*|modif\w*|tweak\w*"
+    r"|next\s+(?:part|chapter|section|scene)|another\s+(?:version|take|direction)"
+    r"|rest\s+of\s+the\s+\w+|keep\s+going|different\s+direction|tone|style|voice"
+    r"|atmosphere|pacing|original\s+(?:text|story|passage)"
+    r"|(?:your|the)\s+(?:story|text|passage|writing|piece|draft))"
+)
+_CHATTER = re.compile(
+    r"\n[ \t]*+(?:(?:-{3,}|\*{3,}|_{3,})[ \t]*\n\s*+)?[*_(\[]*"
+    rf"(?:(?:{_SIGNOFF})[!.…]*[*_)\]]*|{_OFFER}\b[^\n\"“”]{{0,160}}?\b{_META}\b[^\n\"“”]*+)"
+    r"[ \t]*+\s*+\Z",
+    _FLAGS,
+)
+_TRAILING_RULE = re.compile(r"\n[ \t]*+(?:-{3,}|\*{3,}|_{3,})\s*+\Z")
+
+
+_GLUED_ELLIPSIS = re.compile(r"\A(?:\.{3}|…)(?=[^\W\d_])")
+
+
+def strip_ellipsis(seam: Seam, draft: Draft) -> Draft:
+    """Drop the "..." chat models glue to the front of a continuation ("...he found").
+
+    Only when glued to a letter: "... and then laughed" is the writer's own pause.
+    """
+    m = _GLUED_ELLIPSIS.match(draft.text)
+    if m is None:
+        return draft
+    return draft.then("strip_ellipsis", draft.text[m.end() :], removed=m.group(0))
+
+
+def strip_closing(seam: Seam, draft: Draft) -> Draft:
+    """Drop assistant sign-offs ("Let me know if you'd like more!") in their own paragraph."""
+    text = draft.text
+    for _ in range(3):  # sign-offs come in several paragraphs, sometimes after a rule
+        m = _CHATTER.search(text) or (_TRAILING_RULE.search(text) if text != draft.text else None)
+        if m is None or not text[: m.start()].strip():
+            break
+        text = text[: m.start()].rstrip()
+    if text == draft.text:
+        return draft
+    return draft.then("strip_closing", text, removed=draft.text[len(text) :])
+
+
+# ---------------------------------------------------------------------------
+# The seam: echoes, rewound words, whitespace
+# ---------------------------------------------------------------------------
+
+_FOLD = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "\u00a0": " "})
+
+
+def _fold(text: str) -> tuple[str, list[int]]:
+    """Whitespace runs as one space and curly quotes as straight, with each char's origin."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text.translate(_FOLD)):
+        if ch.isspace():
+            if out and out[-1] == " ":
+                continue
+            ch = " "
+        out.append(ch)
+        origin.append(i)
+    return "".join(out), origin
+
+
+def overlap(prompt: str, output: str, options: CleanOptions = CleanOptions()) -> int:
+    """How many leading characters of `output` repeat the end of `prompt`.
+
+    The repeated part must end exactly at the prompt's end and start at a word
+    boundary of the prompt; whitespace and quote style may differ. Returns 0 below the
+    minimum length, so short coincidences ("and the") survive.
+    """
+    p, p_origin = _fold(prompt.rstrip())
+    lead = len(output) - len(output.lstrip())
+    o, o_origin = _fold(output[lead:])
+    if not p or not o:
+        return 0
+    # Smallest start first = longest overlap; startswith stops at the first difference.
+    for start in range(max(0, len(p) - len(o)), len(p)):
+        if p[start] != o[0] or (start and p[start - 1].isalnum()):
+            continue
+        if not o.startswith(p[start:]):
+            continue
+        echoed = prompt.rstrip()[p_origin[start] :]
+        words = _words(echoed)
+        at_sentence = start == 0 or re.search(
+            r"(?:[.!?][\"')\]]*\s|\n)\Z", prompt[: p_origin[start]]
+        )
+        if (
+            len(echoed) >= options.min_overlap_chars
+            or words >= options.min_overlap_words
+            or (at_sentence and words >= options.sentence_overlap_words)
+        ):
+            matched = len(p) - start
+            end = o_origin[matched] if matched < len(o) else len(output) - lead
+            return lead + end
+    return 0
+
+
+def drop_overlap(seam: Seam, draft: Draft) -> Draft:
+    """Remove the reply's repetition of the prompt's last words."""
+    n = overlap(seam.prepared.text, draft.text, seam.options)
+    if not n:
+        return draft
+    return draft.then("drop_overlap", draft.text[n:], removed=draft.text[:n])
+
+
+def drop_rewound(seam: Seam, draft: Draft) -> Draft:
+    """Drop the part of the reply that re-spells the word held back by `prepare_prompt`."""
+    word = seam.prepared.rewound.lstrip()
+    if not word:
+        return draft
+    body = draft.text.lstrip()
+    if body[: len(word)].lower() == word.lower():
+        removed = draft.text[: len(draft.text) - len(body) + len(word)]
+        return draft.then("drop_rewound", draft.text[len(removed) :], removed=removed)
+    # The model chose another word; the held-back fragment stays in the document.
+    return draft.then("rewind_mismatch", draft.text, rewound=seam.prepared.rewound)
+
+
+def restore_trailing(seam: Seam, draft: Draft) -> Draft:
+    """Reconcile the reply's leading whitespace with what the prompt ended in.
+
+    The document keeps its trailing whitespace, so a reply that starts with the same
+    whitespace (the usual completion " word" after "Hello ") must not double it.
+    """
+    trailing = seam.prepared.trailing
+    if not trailing or not draft.text[:1].isspace():
+        return draft
+    body = draft.text.lstrip()
+    lead = draft.text[: len(draft.text) - len(body)]
+    if lead.startswith(trailing):
+        keep = lead[len(trailing) :]
+    elif lead.count("\n") > trailing.count("\n"):
+        # A stronger break than the prompt's (a new paragraph after "word "): keep the rest.
+        keep = "\n" * (lead.count("\n") - trailing.count("\n")) + lead[lead.rfind("\n") + 1 :]
+    elif trailing.endswith("\n") and "\n" not in lead and seam.method in CHAT_METHODS:
+        keep = lead  # a chat model saw the newline: this is the new line's indentation
+    else:
+        keep = ""
+    if keep == lead:
+        return draft
+    return draft.then("restore_trailing", keep + body, replaced=lead, kept=keep)
+
+
+def _needs_space(prompt: str, text: str) -> bool:
+    """Whether `text` starts a new word after `prompt`, which ends in a non-space."""
+    prev, nxt = prompt[-1], text[0]
+    if _no_space_script(prev) or _no_space_script(nxt) or prev in _OPEN_AFTER:
+        return False
+    if prev in "\"'":
+        before = prompt[-2] if len(prompt) > 1 else " "
+        if before.isspace() or before in _OPEN_AFTER or (prev == '"' and quote_open(prompt)):
+            return False  # the prompt ends on an opening quote
+    if nxt in _ATTACH_BEFORE or _CONTRACTION.match(text):
+        return False
+    # A straight double quote opens speech unless the prompt left one open.
+    return not (nxt == '"' and quote_open(prompt))
+
+
+def seam_space(seam: Seam, draft: Draft) -> Draft:
+    """Insert the space chat replies lose when the prompt ended mid-line on a word."""
+    text, prompt = draft.text, seam.prompt
+    if not text or not prompt or text[0].isspace() or prompt[-1].isspace():
+        return draft
+    if draft.did("drop_rewound") or not _needs_space(prompt, text):
+        return draft
+    return draft.then("insert_space", " " + text)
+
+
+# ---------------------------------------------------------------------------
+# The end
+# ---------------------------------------------------------------------------
+
+_PARTIAL_WORD = re.compile(r"(?<=\S)(\s+)[^\W_]+\Z")
+
+
+def trim_length(seam: Seam, draft: Draft) -> Draft:
+    """On a token-limit stop, cut the last word, which may be unfinished (opt-in)."""
+    if not seam.options.trim_on_length or seam.finish_reason not in LENGTH_REASONS:
+        return draft
+    m = _PARTIAL_WORD.search(draft.text)
+    if m is None or _no_space_script(draft.text[-1]):
+        return draft
+    return draft.then("trim_length", draft.text[: m.start()], removed=draft.text[m.start() :])
+
+
+# ---------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------
+
+_APOLOGY = (
+    rf"(?:(?:i{_A}m\s+|i\s+am\s+)?sorry|i\s+apologi[sz]e|unfortunately|apologies)"
+    r"[,.!]?\s*(?:but\s+)?"
+)
+_I_CANNOT = (
+    rf"i(?:\s+(?:can{_A}?t|cannot|can\s+not|won{_A}t|will\s+not|must\s+decline\s+to"
+    rf"|(?:do\s+not|don{_A}t)\s+feel\s+comfortable|am\s+(?:not\s+able\s+to|unable\s+to"
+    rf"|not\s+comfortable))|{_A}m\s+(?:not\s+able\s+to|unable\s+to|not\s+comfortable))"
+)
+# "I can't continue this story": a refusal verb aimed at the task, at the very start.
+_REFUSAL_TASK = re.compile(
+    rf"\A\s*+(?:{_APOLOGY})?{_I_CANNOT}\s+(?:\w+\s+){{0,2}}?"
+    r"(?:help(?:\s+you)?\s+with|assist(?:\s+you)?\s+with|continu\w*|writ\w*|generat\w*"
+    r"|creat\w*|produc\w*|complet\w*|engag\w*(?:\s+with)?|provid\w*|fulfil\w*|comply\s+with)"
+    r"\b[^.!?\n]{0,80}?\b(?:(?:this|that|the|your|such)\s+(?:\w+\s+)?)?(?:request|story|text"
+    r"|content|passage|prompt|scene|continuation|material|task|document|narrative)\b",
+    _FLAGS,
+)
+# Openers an assistant uses to decline; in a story they are usually speech, so these
+# count only for chat methods outside dialogue.
+_REFUSAL_OPENER = re.compile(
+    rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+but|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
+    rf"|{_I_CANNOT}\s+(?:help|assist|continue|do\s+that|comply|fulfil)"
+    rf"|i\s+won{_A}t\s+be\s+able\s+to|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model)",
+    _FLAGS,
+)
+_AI_META = re.compile(
+    r"\bas\s+an\s+ai\s+(?:language\s+model|assistant)\b|\bcontent\s+polic(?:y|ies)\b"
+    r"|\busage\s+polic(?:y|ies)\b|\b(?:my|anthropic['’]s|openai['’]s)\s+guidelines\b",
+    _FLAGS,
+)
+_FIRST_SENTENCE = re.compile(r"[^.!?\n]*[.!?]*.?")
+_CLOSING_QUOTES = frozenset('"”»」』')
+
+
+def _spoken(text: str) -> bool:
+    """Whether the first sentence of `text` is speech ('…this request, sir."')."""
+    m = _FIRST_SENTENCE.match(text.lstrip())
+    return m is not None and any(c in _CLOSING_QUOTES for c in m.group(0))
+
+
+def check_refusal(seam: Seam, draft: Draft) -> Verdict | None:
+    text = draft.text
+    if _REFUSAL_TASK.match(text) and not (seam.dialogue and _spoken(text)):
+        return "refusal"
+    chat = seam.method in CHAT_METHODS
+    if chat and not seam.dialogue and (_REFUSAL_OPENER.match(text) or _AI_META.search(text[:300])):
+        return "refusal"
+    return None
+
+
+def check_preamble(seam: Seam, draft: Draft) -> Verdict | None:
+    """A reply that is only a preamble, or still speaks as an assistant."""
+    if draft.did("strip_preamble") and not draft.text.strip():
+        return "preamble"
+    if seam.dialogue:
+        return None
+    if seam.method in CHAT_METHODS:
+        return "preamble" if _ASSISTANT_VOICE.match(draft.text) else None
+    # Instruct weights on a raw prompt can slip into assistant voice.
+    return "preamble" if find_preamble(draft.text, dialogue=False, strong_only=True) else None
+
+
+def check_overlap(seam: Seam, draft: Draft) -> Verdict | None:
+    echoed = sum(len(str(o["removed"])) for o in draft.ops if o["op"] == "drop_overlap")
+    if not echoed:
+        return None
+    rest = len(draft.text.strip())
+    return "mostly_overlap" if echoed >= seam.options.mostly_overlap * (echoed + rest) else None
+
+
+def check_empty(seam: Seam, draft: Draft) -> Verdict | None:
+    return "empty" if not draft.text.strip() else None
+
+
+# ---------------------------------------------------------------------------
+# Profiles and the entry point
+# ---------------------------------------------------------------------------
+
+STEPS: Mapping[str, Step] = {
+    "strip_preamble": strip_preamble,
+    "strip_tags": strip_tags,
+    "strip_closing": strip_closing,
+    "strip_fences": strip_fences,
+    "strip_quotes": strip_quotes,
+    "strip_ellipsis": strip_ellipsis,
+    "drop_overlap": drop_overlap,
+    "drop_rewound": drop_rewound,
+    "restore_trailing": restore_trailing,
+    "seam_space": seam_space,
+    "trim_length": trim_length,
+}
+CHECKS: Mapping[str, Check] = {
+    "refusal": check_refusal,
+    "preamble": check_preamble,
+    "mostly_overlap": check_overlap,
+    "empty": check_empty,
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    steps: tuple[str, ...]
+    checks: tuple[str, ...]  # first verdict found wins
+
+
+# A chat reply is a separate message: unwrap it, then join it to the document.
+CHAT_PROFILE = Profile(
+    steps=(
+        "strip_preamble",
+        "strip_tags",
+        "strip_closing",
+        "strip_fences",
+        "strip_quotes",
+        "strip_ellipsis",
+        "drop_overlap",
+        "drop_rewound",
+        "restore_trailing",
+        "seam_space",
+        "trim_length",
+    ),
+    checks=("refusal", "preamble", "mostly_overlap", "empty"),
+)
+# Text produced in place (raw prompt, open assistant turn): the model's own spacing and
+# wording are the continuation, so only the seam bookkeeping runs.
+IN_PLACE_PROFILE = Profile(
+    steps=("drop_rewound", "restore_trailing", "trim_length"),
+    checks=("refusal", "preamble", "empty"),
+)
+# No emulation: the reply is kept exactly as sent.
+OFF_PROFILE = Profile(steps=(), checks=("empty",))
+
+PROFILES: Mapping[str, Profile] = {
+    "completion": IN_PLACE_PROFILE,
+    "template": IN_PLACE_PROFILE,
+    "prefill": IN_PLACE_PROFILE,
+    "system": CHAT_PROFILE,
+    "fewshot": CHAT_PROFILE,
+    "off": OFF_PROFILE,
+}
+
+
+def run_steps(seam: Seam, draft: Draft, steps: Sequence[str]) -> Draft:
+    for name in steps:
+        draft = STEPS[name](seam, draft)
+    return draft
+
+
+def judge(seam: Seam, draft: Draft, checks: Sequence[str]) -> Verdict:
+    for name in checks:
+        verdict = CHECKS[name](seam, draft)
+        if verdict is not None:
+            return verdict
+    return "ok"
+
+
+def clean(
+    prompt: str,
+    raw: str,
+    method: str,
+    finish_reason: str | None = None,
+    options: CleanOptions | None = None,
+    *,
+    prepared: Prepared | None = None,
+) -> Cleaned:
+    """Turn a model's reply into text to append after `prompt`, with a verdict.
+
+    `prompt` is the document text up to the seam exactly as the user has it;
+    `prepared` is what `prepare_prompt` made of it for the request (recomputed
+    without rewinding when omitted).
+    """
+    if method not in PROFILES:
+        raise ValueError(f"unknown emulation method {method!r}")
+    options = options or CleanOptions()
+    prepared = prepared or prepare_prompt(prompt)
+    if prepared.original != prompt:
+        raise ValueError("prepared prompt does not belong to this prompt")
+    profile = PROFILES[method]
+    steps = profile.steps if options.steps is None else options.steps
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown cleanup steps: {', '.join(unknown)}")
+    seam = Seam(prompt, prepared, method, finish_reason, options, in_dialogue(prompt))
+    draft = run_steps(seam, Draft(raw), steps)
+    return Cleaned(draft.text, raw, draft.ops, judge(seam, draft, profile.checks), method)

@@ -1,0 +1,149 @@
+"""`loom probe`: try every emulation method a model can run on a few short prompts, keep the winner.
+
+Each method continues the same prompts; cleanup judges every output (ok, preamble,
+refusal, empty, mostly overlap). Methods are ranked by their share of clean
+outputs, then by how little cleanup had to cut, then by the default order. The
+ranking is written to the per-user capability file as this model's `methods`, so
+later generations use it without asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loom.config import ModelConfig, toml_value
+from loom.errors import ConfigError
+from loom.generate.engine import Branch, run_branches
+
+PROMPTS = (
+    "The lighthouse keeper climbed the stairs for the last time, and",
+    "Ingredients:\n- 2 cups flour\n- 1 cup sugar\n-",
+    '"Are you coming?" she asked.\n"',
+)
+
+
+@dataclass
+class MethodScore:
+    method: str
+    ok: int = 0
+    total: int = 0
+    cut_chars: int = 0  # characters cleanup removed across outputs
+    verdicts: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.ok / self.total if self.total else 0.0
+
+
+async def _probe(
+    model: ModelConfig, prompts: tuple[str, ...], max_tokens: int
+) -> list[MethodScore]:
+    from loom.generate.capabilities import load_table
+    from loom.generate.emulate import METHODS, build_request, why_not
+    from loom.generate.factory import make_backend
+    from loom.generate.weave import clean_outcome, table_provider, user_capabilities_file
+
+    backend = make_backend(model)
+    try:
+        entry = load_table(user_capabilities_file()).lookup(table_provider(model), model.model)
+        methods = [
+            m for m in METHODS if m != "off" and why_not(m, backend.capabilities, entry) is None
+        ]
+        scores: list[MethodScore] = []
+        for method in methods:
+            score = MethodScore(method)
+            for prompt in prompts:
+                branch = Branch(
+                    model=model,
+                    params={**model.params, "max_tokens": max_tokens, "temperature": 0.7},
+                )
+                branch.request, branch.framing = build_request(
+                    method, prompt, model.model, 1, branch.params, caps=entry
+                )
+                [outcome] = await run_branches(prompt, [branch], {model.name: backend})
+                score.total += 1
+                if outcome.error and not outcome.text:
+                    score.errors.append(outcome.error)
+                    score.verdicts.append("error")
+                    continue
+                ok = clean_outcome(outcome, prompt)
+                score.ok += ok
+                score.verdicts.append(str((outcome.cleanup or {}).get("verdict", "ok")))
+                score.cut_chars += max(0, len(outcome.raw_text or outcome.text) - len(outcome.text))
+            scores.append(score)
+        return scores
+    finally:
+        with contextlib.suppress(Exception):
+            await backend.aclose()
+
+
+def rank(scores: list[MethodScore]) -> list[MethodScore]:
+    order = {s.method: i for i, s in enumerate(scores)}
+    return sorted(scores, key=lambda s: (-s.share, s.cut_chars, order[s.method]))
+
+
+def probe(
+    model: ModelConfig,
+    *,
+    prompts: tuple[str, ...] = PROMPTS,
+    max_tokens: int = 24,
+    record: bool = True,
+) -> list[MethodScore]:
+    """Score every runnable method on `model`; with `record`, save the ranking for later use."""
+    scores = rank(asyncio.run(_probe(model, prompts, max_tokens)))
+    if not scores:
+        raise ConfigError(f"model {model.name!r}: no emulation method can run on this backend")
+    usable = [s for s in scores if s.ok]
+    if record and usable:
+        from loom.generate.weave import table_provider, user_capabilities_file
+
+        save_methods(
+            user_capabilities_file(),
+            table_provider(model) or "*",
+            model.model,
+            [s.method for s in usable],
+        )
+    return scores
+
+
+def save_methods(path: Path, provider: str, model_id: str, methods: list[str]) -> None:
+    """Write (or replace) this model's row in the user capability file, keeping other rows."""
+    import tomllib
+
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot update: {exc}") from None
+    rows = [
+        r
+        for r in data.get("models", [])
+        if not (r.get("provider") == provider and r.get("match") == model_id)
+    ]
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    rows.append(
+        {
+            "provider": provider,
+            "match": model_id,
+            "methods": methods,
+            "notes": f"ranked by `loom probe` on {stamp}",
+        }
+    )
+    lines = [
+        "# Written by `loom probe`; rows here override loom's shipped capability table.",
+        "version = 1",
+    ]
+    for row in rows:
+        lines.append("\n[[models]]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in row.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
