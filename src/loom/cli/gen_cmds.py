@@ -114,6 +114,167 @@ def sampler_options(fn: Any) -> Any:
     return fn
 
 
+MODULATION_OPTIONS = [
+    click.option(
+        "-p",
+        "--preset",
+        "presets",
+        multiple=True,
+        metavar="NAME",
+        help="Apply a preset (repeatable; later wins). See `loom presets`.",
+    ),
+    click.option(
+        "--param",
+        "param_items",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any sampler parameter, or family.key for one backend (repeatable).",
+    ),
+    click.option(
+        "--sweep",
+        multiple=True,
+        metavar="P=LO:HI[:log]",
+        help="Spread the children evenly over a range.",
+    ),
+    click.option(
+        "--grid",
+        multiple=True,
+        metavar="P=A,B,...",
+        help="Cartesian product of values; N is split across cells.",
+    ),
+    click.option(
+        "--per-cell",
+        type=click.IntRange(min=1),
+        help="Children per grid cell (instead of splitting N).",
+    ),
+    click.option(
+        "--jitter",
+        multiple=True,
+        metavar="P=X±D",
+        help="Sample each child's value uniformly in X±D (seeded).",
+    ),
+    click.option(
+        "--mix",
+        multiple=True,
+        metavar="K@MODEL:PRESET,...",
+        help="Split children across models and/or presets.",
+    ),
+    click.option(
+        "--schedule",
+        multiple=True,
+        metavar="P=A->B@DEPTH",
+        help="Vary a parameter with the node's depth.",
+    ),
+    click.option(
+        "--random-preset", is_flag=True, help="Give each child a different preset, drawn at random."
+    ),
+    click.option(
+        "--rng-seed", type=int, help="Seed for jitter and random presets (recorded on every child)."
+    ),
+    click.option(
+        "--strict", is_flag=True, help="Refuse to run if a parameter would be dropped or changed."
+    ),
+]
+
+
+def modulation_options(fn: Any) -> Any:
+    for option in reversed(MODULATION_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def plan_branches(
+    doc: Any,
+    node_id: str,
+    *,
+    n: int | None,
+    models: tuple[str, ...],
+    sampler: dict[str, Any],
+    presets: tuple[str, ...],
+    param_items: tuple[str, ...],
+    sweep: tuple[str, ...],
+    grid: tuple[str, ...],
+    per_cell: int | None,
+    jitter: tuple[str, ...],
+    mix: tuple[str, ...],
+    schedule: tuple[str, ...],
+    random_preset: bool,
+    rng_seed: int | None,
+) -> list[Any]:
+    """Flags → one Branch per child, through the layered parameters and the modulators."""
+    from loom.generate.capabilities import load_table
+    from loom.generate.modulate import ModulationSpecs, plan
+    from loom.generate.params import LayerInputs, parse_assignments
+    from loom.generate.weave import table_provider, user_capabilities_file
+
+    flags = {**_params_from_flags(**sampler), **parse_assignments(param_items)}
+    inputs = LayerInputs.from_doc(doc, node_id, presets=presets, flags=flags)
+    specs = ModulationSpecs.parse(
+        sweep=sweep,
+        grid=grid,
+        per_cell=per_cell,
+        jitter=jitter,
+        mix=mix,
+        schedule=schedule,
+        random_preset=random_preset,
+    )
+    table = load_table(user_capabilities_file())
+    chosen = [config.get_model(m) for m in models] if models else [config.get_model(None)]
+    return plan(
+        n,
+        chosen,
+        inputs,
+        specs,
+        rng_seed=rng_seed,
+        model_lookup=config.get_model,
+        caps_lookup=lambda model: table.lookup(table_provider(model), model.model),
+    )
+
+
+def _render_generation(result: Any, raw: bool, command_name: str) -> None:
+    for warning in result.warnings:
+        if not json_mode():
+            sys.stderr.write(f"loom: warning: {warning}\n")
+    if json_mode():
+        if not result.error_summary():
+            emit(
+                {
+                    "command": command_name,
+                    "parent": result.parent,
+                    "nodes": [made.to_dict() for made in result.nodes],
+                    "interrupted": result.interrupted,
+                    "warnings": result.warnings,
+                }
+            )
+    elif raw or not stdout_is_terminal():
+        sys.stdout.write(
+            "\n\n".join(made.text for made in result.nodes)
+            if raw
+            else "".join(f"{made.id}\n" for made in result.nodes)
+        )
+        sys.stdout.flush()
+    else:
+        from loom.cli import render
+
+        shorts = read_doc().short_ids([made.id for made in result.nodes])
+        for i, made in enumerate(result.nodes, 1):
+            out(render.node_line(made, shorts[made.id], number=i))
+    if result.interrupted:
+        raise click.exceptions.Exit(130)
+    from loom.generate.weave import check
+
+    check(result)
+
+
+EMULATE = click.option(
+    "--emulate",
+    type=click.Choice(["auto", "completion", "template", "prefill", "system", "fewshot", "off"]),
+    default="auto",
+    show_default=True,
+    help="How a chat model is made to continue text (auto: from its capabilities).",
+)
+
+
 @command(cli, "gen")
 @click.argument("node", required=False, metavar="[NODE]")
 @click.option(
@@ -121,16 +282,17 @@ def sampler_options(fn: Any) -> Any:
     "count",
     type=click.IntRange(min=1, max=256),
     default=None,
-    help="Branches per model (default 4, or the document's).",
+    help="Children per model (default 4, or the document's `n`).",
 )
 @click.option(
     "-m",
     "--model",
     "models",
     multiple=True,
-    help="Model name (repeatable: N branches from each). See `loom models`.",
+    help="Model name (repeatable: N children from each). See `loom models`.",
 )
 @sampler_options
+@modulation_options
 @click.option(
     "--raw", is_flag=True, help="Print only the generated texts, separated by a blank line."
 )
@@ -152,13 +314,7 @@ def sampler_options(fn: Any) -> Any:
     show_default=True,
     help="Requests in flight at once.",
 )
-@click.option(
-    "--emulate",
-    type=click.Choice(["auto", "completion", "template", "prefill", "system", "fewshot", "off"]),
-    default="auto",
-    show_default=True,
-    help="How a chat model is made to continue text (auto: from its capabilities).",
-)
+@EMULATE
 def gen_cmd(
     node: str | None,
     count: int | None,
@@ -168,66 +324,302 @@ def gen_cmd(
     cursor: str,
     concurrency: int,
     emulate: str,
+    presets: tuple[str, ...],
+    param_items: tuple[str, ...],
+    sweep: tuple[str, ...],
+    grid: tuple[str, ...],
+    per_cell: int | None,
+    jitter: tuple[str, ...],
+    mix: tuple[str, ...],
+    schedule: tuple[str, ...],
+    random_preset: bool,
+    rng_seed: int | None,
+    strict: bool,
     **sampler: Any,
 ) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
 
     With no -m, uses the default model (`loom models default NAME`), else the
-    embedded local model, which needs no key and no network. Each child records
-    the model, the parameters sent, finish reason, usage, timing and logprobs.
+    embedded local model, which needs no key and no network. Parameters come in
+    layers (model < presets < document < sticky overrides on ancestors < flags;
+    see `loom params --explain`), and modulators vary them across the children.
+    Each child records the model, the parameters sent and where they came from,
+    finish reason, usage, timing, logprobs and how a chat model was framed.
 
     \b
     Examples:
-      loom gen                        # 4 branches from the default model
-      loom gen -n 2 -m embedded --max-tokens 32 --temperature 0.8
-      loom gen -m gpt -m claude -n 3  # 3 from each
+      loom gen                                  # 4 children from the default model
+      loom gen -n 2 --max-tokens 32 -t 0.8
+      loom gen -n 5 --sweep temperature=0.6:1.4 # 0.6, 0.8, 1.0, 1.2, 1.4
+      loom gen --grid temperature=0.8,1.2 min_p=0.02,0.1 --per-cell 2
+      loom gen -n 4 --jitter temperature=1.0±0.2 --rng-seed 7
+      loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
     """
-    from loom.generate.weave import check, generate
+    from loom.generate.weave import generate
 
-    params = _params_from_flags(**sampler)
     doc = read_doc()
-    n = count or int(doc.defaults.get("n", 4))
-    total = n * max(1, len(models))
-    view = LiveView(total) if (sys.stderr.isatty() and not json_mode()) else None
+    target = doc.resolve(node)
+    n = count if count is not None else (None if (grid or mix) else int(doc.defaults.get("n", 4)))
+    branches = plan_branches(
+        doc,
+        target.id,
+        n=n,
+        models=models,
+        sampler=sampler,
+        presets=presets,
+        param_items=param_items,
+        sweep=sweep,
+        grid=grid,
+        per_cell=per_cell,
+        jitter=jitter,
+        mix=mix,
+        schedule=schedule,
+        random_preset=random_preset,
+        rng_seed=rng_seed,
+    )
+    view = LiveView(len(branches)) if (sys.stderr.isatty() and not json_mode()) else None
     result = generate(
         doc_path(),
-        node,
-        n=n,
-        models=list(models) or None,
-        params=params,
+        target.id,
+        branches=branches,
         events=view,  # type: ignore[arg-type]
         keep_partial=keep_partial,
         concurrency=concurrency,
         cursor=cursor,
         emulate=emulate,
+        rng_seed=rng_seed,
+        strict=strict,
     )
-    if json_mode():
-        if not result.error_summary():
-            emit(
-                {
-                    "command": "gen",
-                    "parent": result.parent,
-                    "nodes": [n.to_dict() for n in result.nodes],
-                    "interrupted": result.interrupted,
-                }
-            )
-    elif raw or not stdout_is_terminal():
-        sys.stdout.write(
-            "\n\n".join(n.text for n in result.nodes)
-            if raw
-            else "".join(f"{n.id}\n" for n in result.nodes)
-        )
-        sys.stdout.flush()
-    else:
-        from loom.cli import render
+    _render_generation(result, raw, "gen")
 
-        shorts = read_doc().short_ids([made.id for made in result.nodes])
-        for i, made in enumerate(result.nodes, 1):
-            out(render.node_line(made, shorts[made.id], number=i))
-    if result.interrupted:
-        raise click.exceptions.Exit(130)
-    check(result)
+
+@command(cli, "regen")
+@click.argument("node", metavar="NODE")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="How many new siblings.",
+)
+@sampler_options
+@click.option(
+    "--param",
+    "param_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recorded parameter.",
+)
+@click.option("-m", "--model", "model_name", help="Use another model than the recorded one.")
+@click.option("--raw", is_flag=True, help="Print only the generated texts.")
+@click.option(
+    "--cursor",
+    "cursor",
+    type=click.Choice(["stay", "first", "last"]),
+    default="stay",
+    show_default=True,
+)
+@EMULATE
+def regen_cmd(
+    node: str,
+    count: int,
+    param_items: tuple[str, ...],
+    model_name: str | None,
+    raw: bool,
+    cursor: str,
+    emulate: str,
+    **sampler: Any,
+) -> None:
+    """Re-run the generation that made NODE, with its recorded parameters: new sibling(s).
+
+    Overrides given as flags replace the recorded values; the rest is exactly
+    what was sent before (including the emulation method, unless --emulate).
+
+    \b
+    Examples:
+      loom regen a1b2
+      loom regen a1b2 -n 3 --temperature 1.2
+    """
+    from loom.generate.engine import Branch
+    from loom.generate.params import parse_assignments, validate
+    from loom.generate.weave import generate
+
+    doc = read_doc()
+    target = doc.resolve(node)
+    gen = target.record.get("meta", {}).get("gen")
+    if not gen:
+        raise click.UsageError(
+            f"node {target.id[:8]} was not generated: nothing to re-run (use `loom gen`)"
+        )
+    if target.parent_id is None:
+        raise click.UsageError(f"node {target.id[:8]} is a root: it has no prompt to re-run")
+    model = config.get_model(model_name or gen.get("model"))
+    params = {
+        **gen.get("params", {}),
+        **validate({**_params_from_flags(**sampler), **parse_assignments(param_items)}),
+    }
+    provenance = {"regen_of": target.id}
+    branches = [
+        Branch(model=model, params=dict(params), provenance=dict(provenance)) for _ in range(count)
+    ]
+    method = (gen.get("emulation") or {}).get("method")
+    result = generate(
+        doc_path(),
+        target.parent_id,
+        branches=branches,
+        cursor=cursor,
+        emulate=emulate if emulate != "auto" or not method else method,
+    )
+    _render_generation(result, raw, "regen")
+
+
+@command(cli, "params")
+@click.argument("node", required=False, metavar="[NODE]")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Show every effective value for generating from NODE and the layer that set it.",
+)
+@click.option(
+    "-m", "--model", "model_name", help="The model to explain for (default: the default model)."
+)
+@click.option(
+    "-p",
+    "--preset",
+    "presets",
+    multiple=True,
+    metavar="NAME",
+    help="Presets to include in the explanation.",
+)
+@click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Sticky override on NODE, inherited by its subtree.",
+)
+@click.option(
+    "--unset",
+    "unset_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Remove a sticky override from NODE.",
+)
+def params_cmd(
+    node: str | None,
+    explain: bool,
+    model_name: str | None,
+    presets: tuple[str, ...],
+    set_items: tuple[str, ...],
+    unset_keys: tuple[str, ...],
+) -> None:
+    """Show what made a generated NODE, explain the parameters in effect, or set sticky ones.
+
+    \b
+    Examples:
+      loom params a1b2                  # the recorded generation of a1b2
+      loom params --explain -p creative # what `loom gen -p creative` would send from here
+      loom params --set temperature=0.7 # sticky for the cursor's whole subtree
+      loom params --unset temperature
+    """
+    from loom.generate.params import (
+        LayerInputs,
+        clear_sticky,
+        format_explain,
+        parse_assignments,
+        resolve,
+        set_sticky,
+        validate,
+    )
+
+    if set_items or unset_keys:
+        with write_doc() as wdoc:
+            target = wdoc.resolve(node)
+            if set_items:
+                set_sticky(wdoc, target.id, validate(parse_assignments(set_items, flag="--set")))
+            if unset_keys:
+                clear_sticky(wdoc, target.id, list(unset_keys))
+            sticky = target.record.get("meta", {}).get("sticky_params", {})
+        if json_mode():
+            emit({"command": "params", "node": target.id, "sticky": sticky})
+        else:
+            out("sticky: " + (", ".join(f"{k}={v}" for k, v in sticky.items()) or "(none)"))
+        return
+    doc = read_doc()
+    target = doc.resolve(node)
+    gen = target.record.get("meta", {}).get("gen")
+    if gen and not explain:
+        if json_mode():
+            emit({"command": "params", "node": target.id, "generation": gen})
+            return
+        out(f"model:    {gen.get('model')} ({gen.get('backend')} {gen.get('model_id')})")
+        for key, value in gen.get("params", {}).items():
+            out(f"  {key} = {value}")
+        modulation = gen.get("modulation") or {}
+        if modulation.get("modulators"):
+            out(
+                f"modulation: {', '.join(modulation['modulators'])} (child {modulation.get('index')})"
+            )
+        if gen.get("emulation"):
+            out(
+                f"emulation: {gen['emulation'].get('method')} (framing {gen['emulation'].get('framing')})"
+            )
+        if gen.get("dropped"):
+            out(f"dropped:  {gen['dropped']}")
+        return
+    model = config.get_model(model_name)
+    inputs = LayerInputs.from_doc(doc, target.id, presets=presets)
+    resolved = resolve(inputs.layers(model))
+    rows = resolved.explain()
+    if json_mode():
+        emit(
+            {
+                "command": "params",
+                "node": target.id,
+                "model": model.name,
+                "values": resolved.values,
+                "explain": [r.to_dict() for r in rows],
+            }
+        )
+    else:
+        out(format_explain(rows))
+
+
+@command(cli, "presets")
+def presets_cmd() -> None:
+    """List sampler presets (built-in and your own presets.toml), with what each sets.
+
+    \b
+    Example:
+      loom presets
+      loom gen -p creative -p single-line
+    """
+    from loom.generate.presets import list_presets
+
+    infos = list_presets()
+    if json_mode():
+        emit(
+            {
+                "command": "presets",
+                "presets": [
+                    {
+                        "name": i.name,
+                        "description": i.description,
+                        "source": i.source,
+                        "params": i.params,
+                    }
+                    for i in infos
+                ],
+            }
+        )
+        return
+    for i in infos:
+        settings = ", ".join(f"{k}={v}" for k, v in i.params.items())
+        out(
+            f"{i.name:<12} {style(i.source, dim=True):<8} {i.description}  {style(settings, dim=True)}"
+        )
 
 
 def _probability_colour(logprob: float) -> str:

@@ -288,7 +288,9 @@ _PREAMBLE_WEAK = (
 _ASSISTANT_VOICE = re.compile(
     rf"\A\s*+(?:(?:sure|certainly|of\s+course|absolutely|gladly|okay|alright)!\s"
     rf"|(?:{_ACK}[,.!]*\s+)?(?:(?:i{_A}d|i\s+would)\s+(?:be\s+)?(?:happy|glad|love)\s+to\b"
-    rf"|i\s+can\s+(?:help|continue|do\s+that)\b|i{_A}ll\s+(?:continue|pick\s+up|write)\b))",
+    rf"|i\s+can\s+(?:help|continue|do\s+that)\b|i{_A}ll\s+(?:continue|pick\s+up|write|help|assist)\b"
+    # Small instruct models answer a system-framed document with a service greeting.
+    rf"|(?:i{_A}m|i\s+am)\s+here\s+to\s+(?:help|assist)\b|how\s+(?:can|may)\s+i\s+(?:help|assist)\b))",
     _FLAGS,
 )
 

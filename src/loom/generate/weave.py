@@ -38,6 +38,7 @@ class Generation:
     nodes: list[Node] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)  # parameters dropped or changed, once each
 
     @property
     def failures(self) -> list[Outcome]:
@@ -63,13 +64,6 @@ class Generation:
         return f"{'; '.join(parts)}: {'; '.join(reasons[:3])}"
 
 
-def plain_branches(models: Sequence[ModelConfig], n: int, params: dict[str, Any]) -> list[Branch]:
-    """`n` children from each model, with the model's defaults under the given parameters."""
-    if n < 1:
-        raise InvalidOperation("-n must be at least 1")
-    return [Branch(model=m, params={**m.params, **params}) for m in models for _ in range(n)]
-
-
 def generate(
     path: str | os.PathLike[str],
     node: str | None = None,
@@ -85,13 +79,16 @@ def generate(
     backends: dict[str, Backend] | None = None,
     emulate: str = "auto",
     rng_seed: int | None = None,
+    strict: bool = False,
 ) -> Generation:
     """Generate continuations of `node` (default: the cursor) in the document at `path`.
 
     `branches` (from modulation) overrides `n`/`models`/`params`. Finished branches
     are always kept; cut-off ones only with `keep_partial` (marked incomplete).
     `emulate` forces a base-model emulation method ("auto" lets each model's
-    capabilities decide; "off" sends the prompt untouched).
+    capabilities decide; "off" sends the prompt untouched). Parameters a backend or
+    model will not take are dropped with a warning, or refused before any request
+    with `strict`.
     """
     if cursor not in CURSOR_CHOICES:
         raise InvalidOperation(f"cursor must be one of {', '.join(CURSOR_CHOICES)}")
@@ -99,12 +96,19 @@ def generate(
     target = doc.resolve(node)
     prompt = doc.full_text(target.id)
     if branches is None:
+        from loom.generate.modulate import plan
+        from loom.generate.params import LayerInputs
+
+        if n < 1:
+            raise InvalidOperation("-n must be at least 1")
         chosen = [get_model(name) for name in (models or [None])]  # type: ignore[list-item]
-        branches = plain_branches(chosen, n, {**doc.defaults.get("params", {}), **(params or {})})
+        branches = plan(
+            n, chosen, LayerInputs.from_doc(doc, target.id, flags=params or {}), rng_seed=rng_seed
+        )
     result = Generation(parent=target.id)
     try:
-        plan = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed)
-        asyncio.run(_run(plan, result, backends))
+        job = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed, strict)
+        asyncio.run(_run(job, result, backends))
     except KeyboardInterrupt:
         result.interrupted = True
     result.nodes = _write(
@@ -121,6 +125,7 @@ class _Plan:
     concurrency: int
     emulate: str
     rng_seed: int | None
+    strict: bool = False
 
 
 async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None) -> None:
@@ -142,6 +147,7 @@ async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None
                     DEFAULT_TOP_LOGPROBS, caps.max_top_logprobs or DEFAULT_TOP_LOGPROBS
                 )
         _frame_all(plan, backends)
+        result.warnings = _check_dropped(plan, backends)
         await run_branches(
             plan.prompt,
             plan.branches,
@@ -197,12 +203,29 @@ def _frame_all(plan: _Plan, backends: dict[str, Backend]) -> None:
         branch.methods = choose_method(backends[model.name].capabilities, model.kind, entry, forced)
         index = seen.get(model.name, 0)
         seen[model.name] = index + 1
-        phrase = None
-        if entry.fixed_sampling and siblings[model.name] > 1:
+        phrase = branch.provenance.get("seed_phrase")
+        if phrase is None and entry.fixed_sampling and siblings[model.name] > 1:
             # The model ignores sampler settings: siblings differ through a hidden phrase instead.
             phrase = seed_phrase(plan.rng_seed if plan.rng_seed is not None else 0, index)
             branch.provenance = {**branch.provenance, "prompt_side_variety": True}
         _frame(branch, branch.methods[0], plan.prompt, entry, phrase)
+
+
+def _check_dropped(plan: _Plan, backends: dict[str, Backend]) -> list[str]:
+    """Every parameter that will not reach a model as asked, once each; an error with `strict`."""
+    notes: dict[str, None] = {}
+    for branch in plan.branches:
+        backend = backends[branch.model.name]
+        request = branch.request
+        dropped = dict(backend.wire_params(request).dropped) if request is not None else {}
+        if branch.framing is not None:
+            dropped.update(branch.framing.adjusted)
+        for name, why in dropped.items():
+            if name in branch.params:
+                notes[f"{branch.model.name}: {name} not sent as asked ({why})"] = None
+    if notes and plan.strict:
+        raise InvalidOperation("--strict: " + "; ".join(notes))
+    return list(notes)
 
 
 def _frame(branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None) -> None:
