@@ -395,6 +395,28 @@ class Document:
         else:
             self.data[key] = value
 
+    def settle_cursor(self) -> None:
+        """Keep the invariant: with any live node, the cursor is on a live node.
+
+        A cursor inside a deleted subtree moves to the nearest live ancestor; a
+        missing one goes to the first live root.
+        """
+        cursor = self.cursor_id
+        if cursor is not None and not self.is_archived(cursor):
+            return
+        if cursor is not None:
+            path = self.path_ids(cursor)
+            hidden = next(
+                i for i, node_id in enumerate(path) if self.nodes[node_id].get("archived")
+            )
+            if hidden > 0:
+                self._set_header("cursor", path[hidden - 1])
+                return
+        live = [r for r in self.root_ids if not self.nodes[r].get("archived")]
+        target = live[0] if live else None
+        if self.data.get("cursor") != target:
+            self._set_header("cursor", target)
+
     def header(self) -> Record:
         """The undoable top-level fields (everything but nodes and the journal)."""
         return {k: v for k, v in self.data.items() if k not in _NOT_HEADER}

@@ -105,30 +105,25 @@ def redo_entries(doc: Document) -> list[dict[str, Any]]:
 
 def undo(doc: Document) -> dict[str, Any]:
     """Reverse the last operation; returns its journal entry."""
-    journal = _journal(doc)
-    stack = journal.get("undo", [])
-    if not stack:
-        raise InvalidOperation("nothing to undo")
-    entry = stack[-1]
-    _apply(doc, entry["changes"], "old")
-    journal["undo"] = stack[:-1]
-    journal["redo"] = [*journal.get("redo", []), entry]
-    _repair_cursor(doc, entry["changes"], "old")
-    doc.dirty = True
-    return dict(entry)
+    return _step(doc, "undo", "redo", "old")
 
 
 def redo(doc: Document) -> dict[str, Any]:
     """Re-apply the last undone operation; returns its journal entry."""
+    return _step(doc, "redo", "undo", "new")
+
+
+def _step(doc: Document, source: str, target: str, side: str) -> dict[str, Any]:
+    """Move the newest entry of one stack to the other, applying its `side` of each change."""
     journal = _journal(doc)
-    stack = journal.get("redo", [])
+    stack = journal.get(source, [])
     if not stack:
-        raise InvalidOperation("nothing to redo")
+        raise InvalidOperation(f"nothing to {source}")
     entry = stack[-1]
-    _apply(doc, entry["changes"], "new")
-    journal["redo"] = stack[:-1]
-    journal["undo"] = [*journal.get("undo", []), entry]
-    _repair_cursor(doc, entry["changes"], "new")
+    _apply(doc, entry["changes"], side)
+    journal[source] = stack[:-1]
+    journal[target] = [*journal.get(target, []), entry]
+    _repair_cursor(doc, entry["changes"], side)
     doc.dirty = True
     return dict(entry)
 
@@ -171,21 +166,18 @@ def _apply(doc: Document, changes: list[dict[str, Any]], side: str, *, whole: bo
 
 
 def _repair_cursor(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
-    """After undo/redo the cursor must point at a live node; prefer the nearest survivor."""
+    """After undo/redo the cursor must point at a live node; prefer where the lost one was."""
     cursor = doc.data.get("cursor")
-    if cursor in doc.nodes and not doc.is_archived(cursor):
-        return
-    for change in changes:
-        gone = change["old"] if side == "new" else change["new"]
-        if change["id"] == cursor and isinstance(gone, dict):
-            parent = gone.get("parent")
-            while parent is not None and parent in doc.nodes:
-                if not doc.is_archived(parent):
-                    doc.data["cursor"] = parent
-                    return
-                parent = doc.nodes[parent].get("parent")
-    live = [r for r in doc.root_ids if not doc.nodes[r].get("archived")]
-    if live:
-        doc.data["cursor"] = live[0]
-    else:
-        doc.data.pop("cursor", None)
+    if cursor is not None and cursor not in doc.nodes:
+        for change in changes:
+            gone = change["old"] if side == "new" else change["new"]
+            if (
+                change["id"] == cursor
+                and isinstance(gone, dict)
+                and gone.get("parent") in doc.nodes
+            ):
+                doc.data["cursor"] = gone["parent"]
+                break
+        else:
+            doc.data.pop("cursor", None)
+    doc.settle_cursor()

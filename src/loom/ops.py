@@ -99,7 +99,7 @@ def add_child(
         if move_cursor:
             goto(doc, new)
         else:
-            _ensure_cursor(doc, new)
+            doc.settle_cursor()
     return Node(doc, new)
 
 
@@ -282,6 +282,7 @@ def move(doc: Document, node: str, new_parent: str | None, *, index: int | None 
     with transaction(doc, "move", f"move {node} under {new_parent or 'the roots'}"):
         _detach(doc, node)
         _attach(doc, node, new_parent, index)
+        doc.settle_cursor()  # moving into a deleted subtree hides what it carries
     return Node(doc, node)
 
 
@@ -294,7 +295,7 @@ def archive(doc: Document, node: str) -> Node:
     with transaction(doc, "rm", f"archive {node}"):
         doc._set(node, "archived", True)
         doc._set(node, "modified", now())
-        _move_cursor_out_of(doc, node)
+        doc.settle_cursor()
     return Node(doc, node)
 
 
@@ -305,7 +306,7 @@ def restore(doc: Document, node: str) -> Node:
     with transaction(doc, "restore", f"restore {node}"):
         doc._set(node, "archived", None)
         doc._set(node, "modified", now())
-        _ensure_cursor(doc, node)
+        doc.settle_cursor()
     return Node(doc, node)
 
 
@@ -314,12 +315,13 @@ def purge(doc: Document, node: str) -> list[str]:
     doc.node(node)
     gone = doc.subtree_ids(node)
     with transaction(doc, "purge", f"purge {node} ({len(gone)} nodes)"):
-        _move_cursor_out_of(doc, node)
+        if doc.cursor_id in gone:
+            doc._set(node, "archived", True)  # purged just below: lets the cursor step out first
+            doc.settle_cursor()
         _detach(doc, node)
         for node_id in gone:
             doc._remove(node_id)
-        if doc.cursor_id in gone:
-            doc._set_header("cursor", None)
+        doc.settle_cursor()
     return gone
 
 
@@ -332,26 +334,6 @@ def purge_archived(doc: Document) -> list[str]:
             if top in doc.nodes:
                 gone.extend(purge(doc, top))
     return gone
-
-
-def _ensure_cursor(doc: Document, candidate: str) -> None:
-    """A document with live nodes always has a cursor: give it `candidate` if it has none."""
-    if doc.cursor_id is None and not doc.is_archived(candidate):
-        doc._set_header("cursor", candidate)
-
-
-def _move_cursor_out_of(doc: Document, node: str) -> None:
-    cursor = doc.cursor_id
-    if cursor is None or not doc.is_descendant(cursor, node):
-        return
-    parent = doc.nodes[node].get("parent")
-    while parent is not None and doc.is_archived(parent):
-        parent = doc.nodes[parent].get("parent")
-    if parent is not None:
-        doc._set_header("cursor", parent)
-        return
-    live = [r for r in doc.root_ids if r != node and not doc.nodes[r].get("archived")]
-    doc._set_header("cursor", live[0] if live else None)
 
 
 # ---- marking --------------------------------------------------------------------------

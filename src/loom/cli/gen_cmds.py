@@ -183,6 +183,20 @@ def modulation_options(fn: Any) -> Any:
     return fn
 
 
+MODULATION_KEYS = (
+    "presets",
+    "param_items",
+    "sweep",
+    "grid",
+    "per_cell",
+    "jitter",
+    "mix",
+    "schedule",
+    "random_preset",
+    "rng_seed",
+)
+
+
 def plan_branches(
     doc: Any,
     node_id: str,
@@ -190,16 +204,7 @@ def plan_branches(
     n: int | None,
     models: tuple[str, ...],
     sampler: dict[str, Any],
-    presets: tuple[str, ...],
-    param_items: tuple[str, ...],
-    sweep: tuple[str, ...],
-    grid: tuple[str, ...],
-    per_cell: int | None,
-    jitter: tuple[str, ...],
-    mix: tuple[str, ...],
-    schedule: tuple[str, ...],
-    random_preset: bool,
-    rng_seed: int | None,
+    modulation: dict[str, Any],
 ) -> list[Any]:
     """Flags → one Branch per child, through the layered parameters and the modulators."""
     from loom.generate.capabilities import load_table
@@ -207,16 +212,17 @@ def plan_branches(
     from loom.generate.params import LayerInputs, parse_assignments
     from loom.generate.weave import table_provider, user_capabilities_file
 
-    flags = {**_params_from_flags(**sampler), **parse_assignments(param_items)}
-    inputs = LayerInputs.from_doc(doc, node_id, presets=presets, flags=flags)
+    m = modulation
+    flags = {**_params_from_flags(**sampler), **parse_assignments(m["param_items"])}
+    inputs = LayerInputs.from_doc(doc, node_id, presets=m["presets"], flags=flags)
     specs = ModulationSpecs.parse(
-        sweep=sweep,
-        grid=grid,
-        per_cell=per_cell,
-        jitter=jitter,
-        mix=mix,
-        schedule=schedule,
-        random_preset=random_preset,
+        sweep=m["sweep"],
+        grid=m["grid"],
+        per_cell=m["per_cell"],
+        jitter=m["jitter"],
+        mix=m["mix"],
+        schedule=m["schedule"],
+        random_preset=m["random_preset"],
     )
     table = load_table(user_capabilities_file())
     chosen = [config.get_model(m) for m in models] if models else [config.get_model(None)]
@@ -225,7 +231,7 @@ def plan_branches(
         chosen,
         inputs,
         specs,
-        rng_seed=rng_seed,
+        rng_seed=m["rng_seed"],
         model_lookup=config.get_model,
         caps_lookup=lambda model: table.lookup(table_provider(model), model.model),
     )
@@ -324,18 +330,8 @@ def gen_cmd(
     cursor: str,
     concurrency: int,
     emulate: str,
-    presets: tuple[str, ...],
-    param_items: tuple[str, ...],
-    sweep: tuple[str, ...],
-    grid: tuple[str, ...],
-    per_cell: int | None,
-    jitter: tuple[str, ...],
-    mix: tuple[str, ...],
-    schedule: tuple[str, ...],
-    random_preset: bool,
-    rng_seed: int | None,
     strict: bool,
-    **sampler: Any,
+    **flags: Any,
 ) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
 
@@ -360,23 +356,14 @@ def gen_cmd(
 
     doc = read_doc()
     target = doc.resolve(node)
-    n = count if count is not None else (None if (grid or mix) else int(doc.defaults.get("n", 4)))
+    n = (
+        count
+        if count is not None
+        else (None if (flags["grid"] or flags["mix"]) else int(doc.defaults.get("n", 4)))
+    )
+    modulation = {key: flags.pop(key) for key in MODULATION_KEYS}
     branches = plan_branches(
-        doc,
-        target.id,
-        n=n,
-        models=models,
-        sampler=sampler,
-        presets=presets,
-        param_items=param_items,
-        sweep=sweep,
-        grid=grid,
-        per_cell=per_cell,
-        jitter=jitter,
-        mix=mix,
-        schedule=schedule,
-        random_preset=random_preset,
-        rng_seed=rng_seed,
+        doc, target.id, n=n, models=models, sampler=flags, modulation=modulation
     )
     view = LiveView(len(branches)) if (sys.stderr.isatty() and not json_mode()) else None
     result = generate(
@@ -388,7 +375,7 @@ def gen_cmd(
         concurrency=concurrency,
         cursor=cursor,
         emulate=emulate,
-        rng_seed=rng_seed,
+        rng_seed=modulation["rng_seed"],
         strict=strict,
     )
     _render_generation(result, raw, "gen")

@@ -25,7 +25,18 @@ def make_backend(model: ModelConfig) -> Backend:
         raise ConfigError(f"model {model.name!r} cannot be used: {why}")
     options = model.options
     capabilities = options.get("capabilities")
-    if model.provider in ("openai", "openai-chat"):
+    if model.provider in ("openai", "openai-chat", "anthropic"):
+        http = {
+            "api_key": model.api_key(),
+            "model": model.model,
+            "stream": bool(options.get("stream", True)),
+            "options": _http_options(model),
+            "capabilities": capabilities,
+        }
+        if model.provider == "anthropic":
+            from loom.generate.backends.anthropic import AnthropicMessages
+
+            return AnthropicMessages(model.base_url, **http)
         from loom.generate.backends import openai_compat
 
         cls = (
@@ -33,25 +44,7 @@ def make_backend(model: ModelConfig) -> Backend:
             if model.provider == "openai"
             else openai_compat.OpenAIChat
         )
-        return cls(
-            model.base_url,
-            api_key=model.api_key(),
-            model=model.model,
-            stream=bool(options.get("stream", True)),
-            options=_http_options(model),
-            capabilities=capabilities,
-        )
-    if model.provider == "anthropic":
-        from loom.generate.backends.anthropic import AnthropicMessages
-
-        return AnthropicMessages(
-            model.base_url,
-            api_key=model.api_key(),
-            model=model.model,
-            stream=bool(options.get("stream", True)),
-            options=_http_options(model),
-            capabilities=capabilities,
-        )
+        return cls(model.base_url, **http)
     if model.provider == "embedded":
         from loom.generate.backends.embedded import EmbeddedLlama, ensure_default_model
 
