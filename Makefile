@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 run: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(TEST_STAMP)
+# Headless Chromium (Debian) for the HTML export test; installed when we may (root, apt).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
+	  echo "note: chromium not installed; the HTML browser test will be skipped"
+
+test: $(TEST_STAMP) chromium
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q

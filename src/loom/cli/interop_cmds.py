@@ -1,0 +1,335 @@
+"""Trading with the outside: import other looms' trees, export documents, ingest texts and pages.
+
+Format modules, trafilatura, pypdf and httpx2 load inside the commands, so other
+commands never pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from loom import store, workspace
+from loom.cli.common import (
+    command,
+    doc_path,
+    emit,
+    json_mode,
+    out,
+    read_doc,
+    stdout_is_terminal,
+    write_doc,
+)
+from loom.cli.main import cli
+from loom.document import Document
+from loom.errors import StorageError
+
+# Kept here (not imported from loom.formats) so registering the commands stays cheap.
+IMPORT_FORMATS = (
+    "openloom",
+    "pyloom",
+    "loomsidian",
+    "basemode",
+    "miniloom",
+    "exoloom",
+    "bonsai",
+    "nanoloom",
+    "loom",
+    "jsonl",
+)
+EXPORT_FORMATS = (
+    "openloom",
+    "pyloom",
+    "loomsidian",
+    "basemode",
+    "jsonl",
+    "loom",
+    "html",
+    "text",
+    "markdown",
+)
+CHUNK_MODES = ("paragraphs", "headings")
+MAX_BYTES = 20 * 1024 * 1024
+# What -o's name says about the format, when --format is not given (longest suffix first).
+_SUFFIX_FORMATS = (
+    (".openloom.json", "openloom"),
+    (".loom.json", "loom"),
+    (".jsonl", "jsonl"),
+    (".html", "html"),
+    (".htm", "html"),
+    (".md", "markdown"),
+    (".markdown", "markdown"),
+    (".txt", "text"),
+)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        sys.stderr.write(f"loom: note: {note}\n")
+
+
+# ---- import ---------------------------------------------------------------------------------
+
+
+@command(cli, "import")
+@click.argument("source", metavar="FILE")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(IMPORT_FORMATS),
+    help="The file's format (default: detected).",
+)
+@click.option(
+    "-p", "--parent", metavar="NODE", help="Graft the trees under NODE (default: as new roots)."
+)
+@click.option(
+    "--new", "new_path", metavar="OUT.loom.json", help="Create a new document holding the import."
+)
+@click.option("--force", is_flag=True, help="With --new: replace OUT if it exists.")
+@click.option(
+    "--responses",
+    multiple=True,
+    metavar="FILE",
+    help="A pyloom model-responses backup to join (repeatable); model_responses-*.json files beside FILE are found without it.",
+)
+@click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
+def import_cmd(
+    source: str,
+    fmt: str | None,
+    parent: str | None,
+    new_path: str | None,
+    force: bool,
+    responses: tuple[str, ...],
+    stay: bool,
+) -> None:
+    """Bring another loom tool's tree (FILE, or '-' for standard input) into the document.
+
+    The format is detected from the file's structure: OpenLoom, the original Python
+    loom (with its model-response backups), Loomsidian (data.json or one note),
+    basemode-loom (JSON export or its SQLite store), MiniLoom, Exoloom, Bonsai,
+    nanoloom, or another loom document / JSONL export. The import is one undoable
+    step; fields loom has no place for are kept in each node's meta.import. A file
+    that cannot be read changes nothing.
+
+    \b
+    Examples:
+      loom import chat.openloom.json --new chat.loom.json
+      loom import tree.json --parent a1b2            # graft under a node
+      loom import teleology.json --responses backups/model_responses-2023-02-14.json
+      loom import data.json --format loomsidian --json
+    """
+    from loom import formats
+    from loom.formats.base import graft
+
+    if new_path is not None and parent is not None:
+        raise click.UsageError(
+            "--parent cannot be combined with --new (a new document has no nodes yet)"
+        )
+    if source == "-":
+        forest = formats.read_bytes(
+            sys.stdin.buffer.read(), "standard input", format=fmt, responses=responses
+        )
+    else:
+        forest = formats.read(source, format=fmt, responses=responses)
+    if new_path is not None:
+        doc = Document.new()
+        roots = graft(doc, forest, header=True)
+        store.create(new_path, doc, overwrite=force)
+        workspace.remember(new_path)
+        target = Path(new_path)
+    else:
+        with write_doc() as doc:
+            under = doc.resolve(parent).id if parent else None
+            roots = graft(doc, forest, under, move_cursor=not stay)
+        target = doc_path()
+    if json_mode():
+        emit(
+            {
+                "command": "import",
+                "format": forest.format,
+                "source": source,
+                "file": str(target.resolve()),
+                "nodes": len(forest),
+                "roots": roots,
+                "cursor": doc.cursor_id,
+                "notes": forest.notes,
+            }
+        )
+        return
+    _notes(forest.notes)
+    if stdout_is_terminal():
+        out(
+            f"imported {len(forest)} node(s) in {len(roots)} tree(s) from {source} ({forest.format}) into {target}"
+        )
+    else:
+        for root in roots:
+            out(root)
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def _format_for(output: str | None, fmt: str | None) -> str:
+    if fmt is not None:
+        return fmt
+    name = (output or "").lower()
+    for suffix, guessed in _SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return guessed
+    raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+@command(cli, "export")
+@click.argument("node", required=False, metavar="[NODE]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    help="Output format (default: from -o's name).",
+)
+@click.option("-o", "--output", metavar="PATH", help="Write to PATH instead of standard output.")
+def export_cmd(node: str | None, fmt: str | None, output: str | None) -> None:
+    """Write the document (or part of it) in another format.
+
+    text and markdown write the branch ending at NODE (default: the cursor). The
+    tree formats write the whole forest, or NODE's subtree together with the chain
+    of its ancestors: openloom, pyloom, loomsidian (one note), basemode (JSON),
+    jsonl (one node per line), loom (a standalone document) and html (one
+    self-contained page to browse the tree, with no network access). Formats
+    that hold one tree need NODE when the document has several.
+
+    \b
+    Examples:
+      loom export --format text > story.txt
+      loom export -o tree.html                 # format from the name
+      loom export --format openloom a1b2 -o chat.openloom.json
+      loom export --format jsonl | jq -r .text
+    """
+    from loom import formats
+
+    kind = _format_for(output, fmt)
+    doc = read_doc()
+    target = doc.resolve(node).id if node is not None else None
+    payload = formats.export(doc, kind, target)
+    if output is None or output == "-":
+        if kind == "html" and stdout_is_terminal() and not json_mode():
+            raise click.UsageError(
+                "refusing to print HTML to the terminal: pass -o FILE.html or redirect the output"
+            )
+        if json_mode():
+            emit(
+                {
+                    "command": "export",
+                    "format": kind,
+                    "node": target,
+                    "bytes": len(payload),
+                    "content": payload.decode("utf-8"),
+                }
+            )
+            return
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    _write_atomic(path, payload)
+    if json_mode():
+        emit(
+            {
+                "command": "export",
+                "format": kind,
+                "node": target,
+                "bytes": len(payload),
+                "output": str(path.resolve()),
+            }
+        )
+    elif stdout_is_terminal():
+        out(f"wrote {output} ({kind}, {len(payload)} bytes)")
+
+
+# ---- ingest ---------------------------------------------------------------------------------
+
+
+@command(cli, "ingest")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option(
+    "-p",
+    "--parent",
+    metavar="NODE",
+    help="Add under NODE ('@' for the cursor) instead of as new roots.",
+)
+@click.option(
+    "--chunk", type=click.Choice(CHUNK_MODES), help="Split each source into a chain of nodes."
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=MAX_BYTES,
+    show_default="20 MB",
+    help="Refuse sources larger than this.",
+)
+@click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
+def ingest_cmd(
+    sources: tuple[str, ...], parent: str | None, chunk: str | None, max_bytes: int, stay: bool
+) -> None:
+    """Bring in text: files, directories (recursively), '-' (standard input) or URLs.
+
+    Text and Markdown must be UTF-8; HTML pages are reduced to their readable
+    text, PDFs to their text. Each source becomes a new root (or a child of
+    --parent), or with --chunk a chain of nodes split at paragraphs or headings.
+    Every node records its source in meta.source. All sources are read before the
+    document changes: one bad source stops the ingest and nothing is written.
+    Directories skip hidden entries and files that are not text, with a note.
+
+    \b
+    Examples:
+      loom ingest notes.md
+      loom ingest https://example.com/essay --chunk headings
+      loom ingest drafts/ --parent a1b2
+      pbpaste | loom ingest - --chunk paragraphs
+    """
+    from loom import ingest
+
+    gathered = ingest.gather(sources, max_bytes=max_bytes)
+    with write_doc() as doc:
+        under = doc.resolve(parent).id if parent else None
+        chains = ingest.add(doc, gathered.sources, parent=under, chunk=chunk, move_cursor=not stay)
+    if json_mode():
+        emit(
+            {
+                "command": "ingest",
+                "sources": [
+                    {**s.meta(), "nodes": chain}
+                    for s, chain in zip(gathered.sources, chains, strict=True)
+                ],
+                "skipped": gathered.skipped,
+                "cursor": doc.cursor_id,
+            }
+        )
+        return
+    _notes(gathered.skipped)
+    count = sum(len(c) for c in chains)
+    if stdout_is_terminal():
+        out(f"ingested {len(chains)} source(s) as {count} node(s)")
+    else:
+        for chain in chains:
+            out(chain[0])

@@ -1,0 +1,193 @@
+"""`loom import` and `loom export` as real subprocesses on the real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interop_support import cli, fixture, imported, write_json
+from loom import formats
+
+
+def test_import_each_real_file_into_a_new_document(tmp_path: Path) -> None:
+    tree = tmp_path / "teleology.json"
+    shutil.copy(fixture("pyloom_teleology.json"), tree)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    shutil.copy(
+        fixture("pyloom_teleology_model_responses_1.json"),
+        backups / "model_responses-2023-02-14-17.03.35.json",
+    )
+    shutil.copy(
+        fixture("pyloom_teleology_model_responses_2.json"),
+        tmp_path / "model_responses-2023-02-14-18.46.35.json",
+    )
+    cases = [
+        (fixture("openloom_existence_of_claude.json"), "openloom", 81),
+        (fixture("pyloom_loom_demo.json"), "pyloom", 764),
+        (tree, "pyloom", 18),
+    ]
+    for i, (source, fmt, count) in enumerate(cases):
+        out = f"doc{i}.loom.json"
+        result = cli(tmp_path, "import", str(source), "--new", out, "--json")
+        assert result.code == 0, result.stderr
+        report = result.json()
+        assert (report["format"], report["nodes"]) == (fmt, count)
+        expected = imported(source)
+        shown = cli(tmp_path, "-f", out, "show", "--raw")
+        assert shown.stdout == expected.full_text(expected.cursor_id or "")
+    info = cli(tmp_path, "-f", "doc2.loom.json", "info", "--json").json()
+    assert info["document"]["title"] == "teleology"
+    saved = json.loads((tmp_path / "doc2.loom.json").read_text(encoding="utf-8"))
+    assert sum(1 for r in saved["nodes"].values() if "logprobs" in r.get("meta", {})) == 11
+
+
+def test_import_into_the_current_document_is_one_undo(tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "story.loom.json", "--text", "Before: ").code == 0
+    result = cli(tmp_path, "import", str(fixture("exoloom_tree.json")), "--parent", "@", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    tree = cli(tmp_path, "tree", "--json").json()
+    assert len(tree["nodes"]) == 1 + 3  # the pruned node is archived (hidden)
+    assert tree["cursor"] == report["cursor"]
+    # Exoloom keeps no current node: the cursor goes to the imported root.
+    assert cli(tmp_path, "show", "--raw").stdout == "Before: In the tidepool,"
+    assert cli(tmp_path, "undo").code == 0
+    assert len(cli(tmp_path, "tree", "--json").json()["nodes"]) == 1
+
+
+def test_import_from_standard_input(tmp_path: Path) -> None:
+    data = fixture("nanoloom_tapestry.json").read_bytes()
+    result = cli(tmp_path, "import", "-", "--new", "n.loom.json", input=data)
+    assert result.code == 0, result.stderr
+    assert (
+        cli(tmp_path, "-f", "n.loom.json", "show", "--raw").stdout
+        == "The shuttle flew across the warp."
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            json.dumps(
+                {"rootNodeId": "A", "nodes": {"A": {"id": "A", "text": "x", "childrenIds": ["B"]}}}
+            ).encode(),
+            'openloom: node "A" lists child "B" that does not exist',
+        ),
+        (fixture("pyloom_teleology.json").read_bytes()[:3000], "not valid JSON at byte"),
+        (b'{"something": "else"}', "not a tree format loom knows (loom, jsonl, openloom"),
+        (b"\x00\x01\x02binary", "binary data"),
+    ],
+)
+def test_a_bad_file_changes_nothing(tmp_path: Path, content: bytes, message: str) -> None:
+    assert cli(tmp_path, "new", "story.loom.json", "--text", "keep").code == 0
+    target = tmp_path / "story.loom.json"
+    before = target.read_bytes()
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    result = cli(tmp_path, "import", "bad.json")
+    assert result.code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loom: error: ") and message in lines[0], (
+        result.stderr
+    )
+    failed = cli(tmp_path, "import", "bad.json", "--json")
+    error = failed.error()
+    assert error["ok"] is False and error["error"]["code"] == "bad_document"
+    assert target.read_bytes() == before
+
+
+def test_new_refuses_to_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "x.loom.json").write_text("precious", encoding="utf-8")
+    result = cli(tmp_path, "import", str(fixture("loomsidian_note.json")), "--new", "x.loom.json")
+    assert result.code == 1 and "already exists" in result.stderr
+    assert (tmp_path / "x.loom.json").read_text(encoding="utf-8") == "precious"
+
+
+def test_export_formats(tmp_path: Path) -> None:
+    assert (
+        cli(
+            tmp_path,
+            "import",
+            str(fixture("openloom_existence_of_claude.json")),
+            "--new",
+            "c.loom.json",
+        ).code
+        == 0
+    )
+    text = cli(tmp_path, "export", "--format", "text")
+    assert text.code == 0 and text.stdout == cli(tmp_path, "show", "--raw").stdout
+    html = cli(tmp_path, "export", "-o", "tree.html")
+    assert html.code == 0 and (tmp_path / "tree.html").read_text(encoding="utf-8").startswith(
+        "<!DOCTYPE html>"
+    )
+    assert cli(tmp_path, "export", "--format", "openloom", "-o", "back.json").code == 0
+    again = json.loads((tmp_path / "back.json").read_text(encoding="utf-8"))
+    original = json.loads(fixture("openloom_existence_of_claude.json").read_text(encoding="utf-8"))
+    assert again["currentNodeId"] == original["currentNodeId"] and set(again["nodes"]) == set(
+        original["nodes"]
+    )
+    report = cli(tmp_path, "export", "--format", "markdown", "--json").json()
+    assert report["ok"] and report["content"].startswith("# The Existence of Claude")
+    lines = cli(tmp_path, "export", "--format", "jsonl").stdout.splitlines()
+    assert len(lines) == 81 and all(json.loads(line)["id"] for line in lines)
+    unknown = cli(tmp_path, "export", "-o", "out.xyz")
+    assert unknown.code == 2 and "--format" in unknown.stderr
+
+
+def test_export_of_a_subtree(tmp_path: Path) -> None:
+    assert (
+        cli(tmp_path, "import", str(fixture("loomsidian_data.json")), "--new", "l.loom.json").code
+        == 0
+    )
+    roots = cli(tmp_path, "tree", "--json").json()["roots"]
+    many = cli(tmp_path, "export", "--format", "loomsidian")
+    assert many.code == 1 and "name the tree to export with NODE" in many.stderr
+    note = cli(tmp_path, "export", "--format", "loomsidian", roots[1][:6])
+    assert note.code == 0 and json.loads(note.stdout)["searchTerm"] == "owl"
+
+
+def test_help_has_examples(tmp_path: Path) -> None:
+    for command in ("import", "export", "ingest"):
+        result = cli(tmp_path, command, "--help")
+        assert result.code == 0 and "Example" in result.stdout and "--json" in result.stdout
+
+
+def test_show_does_not_load_format_or_ingest_libraries(tmp_path: Path) -> None:
+    """Other commands must not pay for trafilatura, pypdf, sqlite3 or the format modules."""
+    doc = tmp_path / "d.loom.json"
+    doc.write_bytes(formats.export(imported(fixture("nanoloom_tapestry.json")), "loom"))
+    script = (
+        "import sys\n"
+        "from loom.cli.main import main\n"
+        f"code = main(['-f', {str(doc)!r}, 'show', '--raw'])\n"
+        "heavy = [m for m in ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'lxml', 'loom.formats.base', 'loom.ingest') if m in sys.modules]\n"
+        "print('\\nHEAVY', heavy, code)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("HEAVY [] 0"), proc.stdout
+
+
+def test_bad_response_backup_is_named(tmp_path: Path) -> None:
+    broken = write_json(tmp_path / "r.json", {"cmpl-x": "not a response"})
+    result = cli(
+        tmp_path,
+        "import",
+        str(fixture("pyloom_teleology.json")),
+        "--responses",
+        str(broken),
+        "--new",
+        "t.loom.json",
+    )
+    assert result.code == 1 and "r.json" in result.stderr and "model-responses" in result.stderr
+    assert not (tmp_path / "t.loom.json").exists()
