@@ -330,18 +330,29 @@ _TAG = re.compile(
     r"\A\s*+<(continuation|document|text|output|response)>\n?(.*?)\n?(?:</\1>\s*)?\Z",
     re.DOTALL | re.IGNORECASE,
 )
+_ANY_FRAMING_TAG = re.compile(
+    r"[ \t]*</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS
+)
 _STRAY_CLOSE_TAG = re.compile(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
 def strip_tags(seam: Seam, draft: Draft) -> Draft:
-    """Unwrap <continuation>…</continuation>: the fewshot framing shows replies in tags."""
+    """Unwrap <continuation>…</continuation>: the framings show documents and replies in tags.
+
+    Any framing tag left elsewhere is cut out too; never when the document itself has
+    markup, where tags are content.
+    """
     if "<" in seam.prompt[-500:]:
-        return draft  # markup in the document: its tags are content
-    if (m := _TAG.match(draft.text)) is not None:
-        return draft.then("strip_tags", m.group(2), tag=m.group(1).lower())
-    if (m2 := _STRAY_CLOSE_TAG.search(draft.text)) is not None:
-        return draft.then("strip_tags", draft.text[: m2.start()], removed=m2.group(0))
-    return draft
+        return draft
+    text, tag = draft.text, None
+    if (m := _TAG.match(text)) is not None:
+        text, tag = m.group(2), m.group(1).lower()
+    if (m2 := _STRAY_CLOSE_TAG.search(text)) is not None:
+        text = text[: m2.start()]
+    text = _ANY_FRAMING_TAG.sub("", text)
+    if text == draft.text:
+        return draft
+    return draft.then("strip_tags", text, tag=tag) if tag else draft.then("strip_tags", text)
 
 
 _FENCE_OPEN = re.compile(r"\A\s*+```[\w+#.-]*[ \t]*\n")
@@ -471,7 +482,8 @@ _FOLD = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "\u00a0":
 
 
 def _fold(text: str) -> tuple[str, list[int]]:
-    """Whitespace runs as one space and curly quotes as straight, with each char's origin."""
+    """Whitespace runs as one space, curly quotes as straight, letters in lower case
+    (an echo may re-capitalise: "The Soup was hot."), with each char's origin."""
     out: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text.translate(_FOLD)):
@@ -479,9 +491,14 @@ def _fold(text: str) -> tuple[str, list[int]]:
             if out and out[-1] == " ":
                 continue
             ch = " "
+        elif len(lower := ch.lower()) == 1:
+            ch = lower
         out.append(ch)
         origin.append(i)
     return "".join(out), origin
+
+
+_OPEN_QUOTES = frozenset("\"'“‘«")
 
 
 def overlap(prompt: str, output: str, options: CleanOptions = CleanOptions()) -> int:
@@ -493,6 +510,8 @@ def overlap(prompt: str, output: str, options: CleanOptions = CleanOptions()) ->
     """
     p, p_origin = _fold(prompt.rstrip())
     lead = len(output) - len(output.lstrip())
+    if output[lead : lead + 1] in _OPEN_QUOTES and prompt.rstrip()[-1:] not in _OPEN_QUOTES:
+        lead += 1  # '"The storm had passed…' wraps an echo in a quote the prompt did not open
     o, o_origin = _fold(output[lead:])
     if not p or not o:
         return 0
@@ -502,6 +521,8 @@ def overlap(prompt: str, output: str, options: CleanOptions = CleanOptions()) ->
             continue
         if not o.startswith(p[start:]):
             continue
+        if prompt.rstrip()[p_origin[start]] != output[lead + o_origin[0]]:
+            continue  # "merrily, merrily," after "Merrily, merrily," is a refrain, not a re-typed echo
         echoed = prompt.rstrip()[p_origin[start] :]
         words = _words(echoed)
         at_sentence = start == 0 or re.search(
@@ -519,11 +540,18 @@ def overlap(prompt: str, output: str, options: CleanOptions = CleanOptions()) ->
 
 
 def drop_overlap(seam: Seam, draft: Draft) -> Draft:
-    """Remove the reply's repetition of the prompt's last words."""
-    n = overlap(seam.prepared.text, draft.text, seam.options)
-    if not n:
-        return draft
-    return draft.then("drop_overlap", draft.text[n:], removed=draft.text[:n])
+    """Remove the reply's repetition of the prompt's last words (again, if it echoed twice)."""
+    for _ in range(3):
+        n = overlap(seam.prepared.text, draft.text, seam.options)
+        if not n:
+            break
+        # Cut inside a word ("…unexpec|ted"): the echo shows the word goes on, so no seam space.
+        mid_word = draft.text[n - 1].isalnum() and draft.text[n : n + 1].isalnum()
+        details: dict[str, object] = {"removed": draft.text[:n]}
+        if mid_word:
+            details["mid_word"] = True
+        draft = draft.then("drop_overlap", draft.text[n:], **details)
+    return draft
 
 
 def drop_rewound(seam: Seam, draft: Draft) -> Draft:
@@ -586,6 +614,8 @@ def seam_space(seam: Seam, draft: Draft) -> Draft:
         return draft
     if draft.did("drop_rewound") or not _needs_space(prompt, text):
         return draft
+    if any(o["op"] == "drop_overlap" and o.get("mid_word") for o in draft.ops):
+        return draft
     return draft.then("insert_space", " " + text)
 
 
@@ -638,6 +668,7 @@ _REFUSAL_OPENER = re.compile(
 )
 _AI_META = re.compile(
     r"\bas\s+an\s+ai\s+(?:language\s+model|assistant)\b|\bcontent\s+polic(?:y|ies)\b"
+    r"|\bi(?:['’]m|\s+am)\s+an\s+ai\b"
     r"|\busage\s+polic(?:y|ies)\b|\b(?:my|anthropic['’]s|openai['’]s)\s+guidelines\b",
     _FLAGS,
 )
@@ -719,8 +750,8 @@ class Profile:
 # A chat reply is a separate message: unwrap it, then join it to the document.
 CHAT_PROFILE = Profile(
     steps=(
+        "strip_tags",  # first: a preamble can sit inside the framing's tags
         "strip_preamble",
-        "strip_tags",
         "strip_closing",
         "strip_fences",
         "strip_quotes",
