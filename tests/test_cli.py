@@ -202,9 +202,15 @@ def test_every_command_has_help_with_an_example(loom: Loom) -> None:
 
     from loom.cli.main import cli
 
+    ctx = click.Context(cli)
+
     def paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         found = []
-        for name, cmd in group.commands.items():
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None, (
+                f"`loom {' '.join((*prefix, name))}` is listed but cannot be loaded"
+            )
             found.append((*prefix, name))
             if isinstance(cmd, click.Group):
                 found.extend(paths(cmd, (*prefix, name)))
@@ -216,6 +222,29 @@ def test_every_command_has_help_with_an_example(loom: Loom) -> None:
         assert "--json" in result.stdout and "--file" in result.stdout, (
             f"`loom {' '.join(path)}` lacks --json/--file"
         )
+
+
+def test_command_registry_matches_the_modules() -> None:
+    """Every command a module defines is in the lazy registry, under that module (fresh process)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, json\n"
+        "from loom.cli.main import COMMANDS, cli\n"
+        "found = {}\n"
+        "for module in COMMANDS:\n"
+        "    before = set(cli.commands)\n"
+        "    importlib.import_module(module)\n"
+        "    found[module] = sorted(set(cli.commands) - before)\n"
+        "print(json.dumps({'found': found, 'registry': {m: sorted(n) for m, n in COMMANDS.items()}}))\n"
+    )
+    out = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert out["found"] == out["registry"]
 
 
 def test_show_pipe_gets_exact_text_with_unicode(loom: Loom) -> None:

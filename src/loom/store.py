@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from loom import jsonio
 from loom.document import FORMAT, SCHEMA_VERSION, Document
 from loom.errors import DocumentError, LockTimeout, StorageError
 
@@ -68,14 +67,11 @@ def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
     if not raw.strip():
         raise DocumentError(f"{name}: the file is empty, not a loom document")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        where = f" at byte {exc.pos}" if getattr(exc, "pos", None) is not None else ""
-        hint = (
-            " (the file looks truncated)"
-            if exc.pos is not None and exc.pos >= len(raw.rstrip()) - 1
-            else ""
-        )
+        data = jsonio.loads(raw)
+    except jsonio.DecodeError as exc:
+        where = f" at byte {exc.pos}" if exc.pos is not None else ""
+        truncated = exc.pos is not None and exc.pos >= len(raw.rstrip()) - 1
+        hint = " (the file looks truncated)" if truncated else ""
         raise DocumentError(f"{name}: not valid JSON{where}{hint}: {exc.msg}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DocumentError(
@@ -179,7 +175,7 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
 
 
 def encode(doc: Document) -> bytes:
-    return orjson.dumps(doc.data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    return jsonio.dump_document(doc.data)
 
 
 def save(doc: Document, path: str | os.PathLike[str]) -> None:

@@ -10,8 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-import orjson
-
+from loom import jsonio
 from loom.errors import LoomError
 
 
@@ -35,8 +34,8 @@ def _state_file() -> Path:
 
 def _recent() -> dict[str, str]:
     try:
-        data = orjson.loads(_state_file().read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        data = jsonio.loads(_state_file().read_bytes())
+    except (OSError, jsonio.DecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -53,7 +52,7 @@ def remember(path: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
     with contextlib.suppress(OSError):  # remembering is a convenience; never fail a command over it
         state.parent.mkdir(parents=True, exist_ok=True)
         tmp = state.with_name(f".{state.name}.{os.getpid()}")
-        tmp.write_bytes(orjson.dumps(recent, option=orjson.OPT_INDENT_2))
+        tmp.write_bytes(jsonio.dump_document(recent))
         os.replace(tmp, state)
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 
-from loom import store, workspace
+from loom import jsonio, store, workspace
 from loom.document import Document
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -104,7 +103,7 @@ def json_mode() -> bool:
 
 def emit(payload: dict[str, Any]) -> None:
     """Print the success object of a command in --json mode."""
-    sys.stdout.buffer.write(orjson.dumps({"ok": True, **payload}, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.buffer.write(jsonio.dump_line({"ok": True, **payload}))
     sys.stdout.flush()
 
 

@@ -11,18 +11,37 @@ import sys
 from typing import Any
 
 import click
-import orjson
 
-from loom import __version__
+from loom import __version__, jsonio
 from loom.cli.common import file_option, json_option
 from loom.errors import LoomError
 
+# Which module defines each command, in the order `loom --help` lists them. A command's
+# module is imported only when that command runs, so `loom show` never loads generation.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "loom.cli.tree_cmds": (
+        "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
+        "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
+        "tag", "note", "search", "history", "undo", "redo", "log", "check",
+    ),
+    "loom.cli.gen_cmds": ("gen", "regen", "params", "presets", "alts", "probe", "models"),
+    "loom.cli.interop_cmds": ("import", "export", "ingest"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
+
 
 class LoomGroup(click.Group):
-    """Lists commands in the order they were registered (grouped by purpose), not alphabetically."""
+    """Loads command modules on demand and lists commands grouped by purpose."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return list(_MODULE_OF)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _MODULE_OF:
+            import importlib
+
+            importlib.import_module(_MODULE_OF[cmd_name])  # registers its commands on `cli`
+        return self.commands.get(cmd_name)
 
 
 @click.group(
@@ -52,14 +71,6 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    # Importing the modules registers their commands on `cli`, in this order.
-    from loom.cli import gen_cmds, interop_cmds, tree_cmds  # noqa: F401
-
-
-_register()
-
-
 def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
@@ -71,9 +82,7 @@ def _fail(
         error: dict[str, Any] = {"code": code, "message": message}
         if details:
             error["details"] = details
-        sys.stderr.buffer.write(
-            orjson.dumps({"ok": False, "error": error}, option=orjson.OPT_APPEND_NEWLINE)
-        )
+        sys.stderr.buffer.write(jsonio.dump_line({"ok": False, "error": error}))
     else:
         sys.stderr.write(f"loom: error: {message}\n")
     sys.stderr.flush()
