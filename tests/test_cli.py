@@ -272,3 +272,54 @@ def test_concurrent_cli_adds_are_all_kept(loom: Loom) -> None:
         assert p.returncode == 0
     roots = loom.ok("tree", "--json").json()["nodes"]
     assert sorted(n["text"] for n in roots) == [f"p{i}" for i in range(8)]
+
+
+def test_tree_json_nodes_have_the_documented_shape(story: Loom) -> None:
+    nodes = story.ok("tree", "--json").json()["nodes"]
+    shown = story.ok("show", "--json").json()["node"]
+    assert set(nodes[-1]) == set(shown)
+
+
+@pytest.mark.parametrize(
+    "args", [["tree", "--all"], ["search", "e"], ["show"], ["ls", "@"], ["log"]]
+)
+def test_a_closed_pipe_is_not_an_error(story: Loom, args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    import loom
+    from loom import ops
+
+    with loom.edit(story.cwd / "story.loom.json") as doc:
+        for i in range(300):
+            ops.add_child(doc, None, f"line {i} " * 5, move_cursor=False)
+    cmd = (
+        f"{sys.executable} -m loom {' '.join(args)} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", cmd], cwd=story.cwd, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip() == "0", proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_undecodable_bytes_are_data_errors(story: Loom) -> None:
+    bad = story("add", "-", input=b"caf\xe9")
+    assert bad.code == 1 and "not UTF-8" in bad.stderr
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "loom", "add", b"bad\xff".decode("utf-8", "surrogateescape")],
+        cwd=story.cwd,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "not valid UTF-8" in proc.stderr
+
+
+def test_show_a_deleted_node(story: Loom) -> None:
+    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    story.ok("rm", leaf)
+    assert story.ok("show", leaf).stdout == "The sea went out."
+    assert story.ok("show", leaf, "--json").json()["node"]["archived"] is True

@@ -191,3 +191,122 @@ def test_bad_response_backup_is_named(tmp_path: Path) -> None:
     )
     assert result.code == 1 and "r.json" in result.stderr and "model-responses" in result.stderr
     assert not (tmp_path / "t.loom.json").exists()
+
+
+def test_export_never_writes_over_the_document_or_its_sidecars(tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "x.loom.json", "--text", "precious").code == 0
+    assert cli(tmp_path, "add", " words").code == 0  # a save: the backup sidecar exists
+    doc = tmp_path / "x.loom.json"
+    before = doc.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.txt").symlink_to(doc)
+    (tmp_path / "hard.txt").hardlink_to(doc)
+    names = [
+        "x.loom.json",
+        "./x.loom.json",
+        "sub/../x.loom.json",
+        str(doc),
+        "link.txt",
+        "hard.txt",
+        ".x.loom.json.lock",
+        ".x.loom.json.bak1",
+        ".x.loom.json.bak3",
+    ]
+    cases: list[tuple[str, tuple[str, ...]]] = [(name, ()) for name in names]
+    cases += [(name, extra) for name in names[::7] for extra in (("--force",), ("--json",))]
+    for name, extra in cases:
+        result = cli(
+            tmp_path, "-f", "x.loom.json", "export", "--format", "text", "-o", name, *extra
+        )
+        assert result.code != 0, (name, extra)
+        if "--json" in extra:
+            assert result.error()["ok"] is False
+        else:
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("loom: error: "), result.stderr
+            assert "document being exported" in lines[0]
+        assert doc.read_bytes() == before, (name, extra)
+    assert cli(tmp_path, "-f", "x.loom.json", "show", "--raw").stdout == "precious words"
+    sidecars = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".x.loom.json."))
+    assert not any(".tmp" in name for name in sidecars), sidecars
+
+
+def test_export_replaces_another_document_only_with_force(tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "x.loom.json", "--text", "mine").code == 0
+    other = tmp_path / "other.loom.json"
+    assert cli(tmp_path, "new", "other.loom.json", "--text", "theirs").code == 0
+    kept = other.read_bytes()
+    refused = cli(tmp_path, "-f", "x.loom.json", "export", "--format", "loom", "-o", other.name)
+    assert refused.code == 1 and refused.stderr.startswith("loom: error: ")
+    assert "already exists (pass --force to replace it)" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1 and other.read_bytes() == kept
+    # Also when the format comes from the name, and for any format written to such a name.
+    assert cli(tmp_path, "-f", "x.loom.json", "export", "-o", other.name).code == 1
+    assert cli(tmp_path, "-f", "x.loom.json", "export", "--format", "text", "-o", other.name).code
+    assert other.read_bytes() == kept
+    forced = cli(
+        tmp_path, "-f", "x.loom.json", "export", "--format", "loom", "-o", other.name, "--force"
+    )
+    assert forced.code == 0, forced.stderr
+    assert cli(tmp_path, "-f", other.name, "show", "--raw").stdout == "mine"
+    # A new document file, and existing files of other kinds, need no --force.
+    assert cli(tmp_path, "-f", "x.loom.json", "export", "-o", "fresh.loom.json").code == 0
+    (tmp_path / "old.txt").write_text("old", encoding="utf-8")
+    assert (
+        cli(tmp_path, "-f", "x.loom.json", "export", "--format", "text", "-o", "old.txt").code == 0
+    )
+    assert (tmp_path / "old.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_export_writes_through_a_symlink_and_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    from loom.cli import interop_cmds
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str | Path) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(interop_cmds.os, "fsync", fsync)
+    monkeypatch.setattr(interop_cmds.os, "replace", replace)
+    target = tmp_path / "real.txt"
+    target.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    interop_cmds._write_atomic(
+        interop_cmds._output_path(str(link), False, tmp_path / "doc.loom.json"), b"new"
+    )
+    assert events == ["fsync-file", "replace", "fsync-dir"]
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
+def test_interop_commands_load_their_libraries_only_when_run(tmp_path: Path) -> None:
+    """`loom --help` registers import/export/ingest (and with them loom.ingest's limits),
+    but trafilatura, pypdf, httpx2, lxml and the format modules wait for a command to run."""
+    script = (
+        "import sys\n"
+        "from loom.cli.main import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'loom.cli.interop_cmds' in sys.modules\n"
+        "heavy = ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'httpx', 'lxml', 'asyncio', 'loom.formats.base', 'loom.generate')\n"
+        "print('\\nHEAVY', [m for m in heavy if m in sys.modules])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("HEAVY []"), proc.stdout

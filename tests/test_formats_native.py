@@ -130,6 +130,40 @@ def test_graft_refuses_a_broken_forest_without_changes() -> None:
     assert json.dumps(doc.data, sort_keys=True) == before
 
 
+def test_graft_without_moving_the_cursor_still_gives_a_document_a_cursor() -> None:
+    def forest() -> ImportedForest:
+        out = ImportedForest("test", source="t")
+        out.nodes = {
+            "gone": ImportedNode("gone", text="deleted", archived=True),
+            "a": ImportedNode("a", text="Root", children=["b"]),
+            "b": ImportedNode("b", text=" leaf"),
+        }
+        out.roots = ["gone", "a"]
+        out.cursor = "b"
+        return out
+
+    doc = Document.new()
+    graft(doc, forest(), move_cursor=False)
+    ids = by_source_id(doc)
+    assert doc.cursor_id == ids["a"]  # the first live root: the import's cursor was not wanted
+    store.validate(doc.data)
+    journal.undo(doc)
+    assert len(doc) == 0 and doc.cursor_id is None
+    journal.redo(doc)
+    assert doc.cursor_id is not None and not doc.is_archived(doc.cursor_id)
+    # A document that already has a cursor keeps it.
+    other = Document.new()
+    keep = ops.add_child(other, None, "mine").id
+    graft(other, forest(), move_cursor=False)
+    assert other.cursor_id == keep
+    # A document whose nodes are all deleted gets one too.
+    gone = Document.new()
+    ops.add_child(gone, None, "x")
+    ops.archive(gone, gone.cursor_id or "")
+    graft(gone, forest(), move_cursor=False)
+    assert gone.cursor_id is not None and not gone.is_archived(gone.cursor_id)
+
+
 def test_loom_document_grafts_into_another(tmp_path: Path) -> None:
     source = imported(fixture("pyloom_teleology.json"))
     version = ops.edit(
@@ -208,7 +242,11 @@ def test_timestamps() -> None:
 
 
 def test_cli_lists_match_the_library() -> None:
-    """interop_cmds keeps its own copies (so other commands start fast); they must not drift."""
+    """interop_cmds keeps its own format lists (so other commands start fast); they must not
+    drift. The ingest limits have one home, loom.ingest, which the CLI imports."""
+    import ast
+    import inspect
+
     from loom import ingest
     from loom.cli import interop_cmds
     from loom.formats import detect
@@ -216,8 +254,19 @@ def test_cli_lists_match_the_library() -> None:
     assert interop_cmds.IMPORT_FORMATS == formats.IMPORT_FORMATS
     assert set(detect.KNOWN) == set(formats.IMPORT_FORMATS)
     assert interop_cmds.EXPORT_FORMATS == formats.EXPORT_FORMATS
-    assert interop_cmds.CHUNK_MODES == ingest.CHUNK_MODES
-    assert interop_cmds.MAX_BYTES == ingest.MAX_BYTES
+    assert interop_cmds.CHUNK_MODES is ingest.CHUNK_MODES
+    assert interop_cmds.MAX_BYTES is ingest.MAX_BYTES
+    assigned = {
+        target.id
+        for node in ast.walk(ast.parse(inspect.getsource(interop_cmds)))
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert not assigned & {"CHUNK_MODES", "MAX_BYTES"}
+    params = {p.name: p for p in interop_cmds.ingest_cmd.params}  # type: ignore[attr-defined]
+    assert params["max_bytes"].default == ingest.MAX_BYTES
+    assert tuple(params["chunk"].type.choices) == ingest.CHUNK_MODES
 
 
 def test_response_backups_only_go_with_pyloom() -> None:

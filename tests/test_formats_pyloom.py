@@ -393,3 +393,31 @@ def test_bad_explicit_response_file(tmp_path: Path) -> None:
     bad.write_text("[1, 2, 3]", encoding="utf-8")
     with pytest.raises(DocumentError, match="not a pyloom model-responses file"):
         formats.read(TELEOLOGY, responses=[bad])
+
+
+def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One implementation of a prompt's hash: imports record what loom's engine records."""
+    import subprocess
+    import sys
+
+    import loom.generate
+    from loom.formats.base import prompt_fingerprint
+
+    prompt = "Once upon a time \ud800"  # a lone surrogate must not break the hash
+    assert prompt_fingerprint(prompt) == {"prompt": loom.generate.prompt_digest(prompt)}
+    sentinel = {"sha256": "sentinel", "chars": -1}
+    monkeypatch.setattr(loom.generate, "prompt_digest", lambda _prompt: sentinel)
+    assert prompt_fingerprint(prompt) == {"prompt": sentinel}
+    # Hashing a prompt on import loads no network or async machinery.
+    script = (
+        "import sys\n"
+        "from loom import formats\n"
+        "from loom.formats.base import prompt_fingerprint\n"
+        f"formats.read({str(TELEOLOGY)!r})\n"
+        "prompt_fingerprint('x')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'httpx', 'httpx2')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -247,3 +247,108 @@ def test_ctrl_c_keeps_finished_branches(
         assert partial["meta"]["incomplete"] is True
     else:
         assert texts == [" fast and done"]
+
+
+def test_one_generation_is_one_undo_step(woven: Loom, fake_provider: FakeProvider) -> None:
+    gen(woven, "-n", "3")
+    assert len(woven.ok("ls", "--json").json()["children"]) == 3
+    woven.ok("undo")
+    assert woven.ok("ls", "--json").json()["children"] == []
+
+
+def test_credentials_in_a_base_url_are_never_stored(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.api_key = None  # httpx sends URL userinfo as Basic auth, not our Bearer key
+    url = fake_provider.openai_url.replace("http://", "http://user:s3cretpw@")
+    woven.ok(
+        "models",
+        "add",
+        "creds",
+        "--provider",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "m",
+        "--kind",
+        "base",
+    )
+    made = gen(woven, "-m", "creds", "-n", "1")
+    assert made["nodes"][0]["meta"]["gen"]["base_url"] == fake_provider.openai_url.rstrip("/")  # type: ignore[index]
+    assert "s3cretpw" not in (woven.cwd / "s.loom.json").read_text()
+    assert "s3cretpw" not in woven.ok("models", "--json").stdout
+
+
+def test_the_document_system_message_frames_chat_models(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    woven.ok("set", "system", "SYSTEM-MARKER: continue in the voice of a ship's log.")
+    gen(woven, "-m", "chat", "-n", "1", "--emulate", "system")
+    messages = fake_provider.requests[0].body["messages"]
+    assert messages[0]["role"] == "system" and "SYSTEM-MARKER" in messages[0]["content"]
+
+
+def test_pass_through_fields_are_sent_recorded_and_reused(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    made = gen(woven, "-n", "1", "--param", "openai.user=abc")
+    assert fake_provider.requests[0].body["user"] == "abc"
+    record = made["nodes"][0]["meta"]["gen"]  # type: ignore[index]
+    assert record["sent"]["user"] == "abc" and record["extra"] == {"user": "abc"}
+    fake_provider.clear()
+    woven.ok("regen", made["nodes"][0]["id"], env=woven.env)  # type: ignore[attr-defined,index]
+    assert fake_provider.requests[0].body["user"] == "abc"
+
+
+def test_pass_through_cannot_swap_the_model(woven: Loom, fake_provider: FakeProvider) -> None:
+    result = woven("gen", "-n", "1", "--param", "openai.model=expensive", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1 and "cannot set model" in result.stderr
+    assert fake_provider.requests == []
+
+
+def test_a_crashing_backend_does_not_lose_the_other_branches(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    woven.ok(
+        "models",
+        "add",
+        "broken",
+        "--provider",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:99999/v1",
+        "--model",
+        "m",
+        "--kind",
+        "base",
+    )
+    result = woven("gen", "-m", "base", "-m", "broken", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    assert (
+        result.code == 1
+        and "1 of 2 branch(es) failed" in json.loads(result.stderr)["error"]["message"]
+    )
+    assert len(woven.ok("ls", "--json").json()["children"]) == 1
+
+
+def test_children_of_a_node_edited_during_generation_become_orphans(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.latency = 1.0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loom", "gen", "-n", "1", "--json"],
+        cwd=woven.cwd,
+        env={**os.environ, **woven.env},  # type: ignore[attr-defined]
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not fake_provider.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    woven.ok("edit", "--text", "Twice upon a time")  # a leaf: edited in place
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    roots = woven.ok("tree", "--json").json()["roots"]
+    assert len(roots) == 2
+    orphan = woven.ok("show", roots[1], "--json").json()["node"]
+    assert orphan["text"].startswith("Once upon a time") and orphan["meta"]["orphan_of"] == roots[0]

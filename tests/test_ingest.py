@@ -95,7 +95,9 @@ ROUTES: dict[str, tuple[int, dict[str, str], bytes]] = {
         make_pdf(["Hello from a PDF", "Second line"]),
     ),
     "/redirect": (302, {"Location": "/article.html"}, b""),
+    "/redirect-secret": (302, {"Location": "/article.html?session=REDIRECT-SECRET#frag"}, b""),
 }
+SEEN_AUTH: list[str] = []  # Authorization headers the server received
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -105,7 +107,9 @@ class Handler(BaseHTTPRequestHandler):
             self._respond()
 
     def _respond(self) -> None:
-        if self.path == "/stream":  # no Content-Length: the cap must hold while reading
+        SEEN_AUTH.append(self.headers.get("Authorization", ""))
+        path = self.path.split("?", 1)[0]
+        if path == "/stream":  # no Content-Length: the cap must hold while reading
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Transfer-Encoding", "chunked")
@@ -115,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
             return
-        status, headers, body = ROUTES.get(self.path, (404, {}, b""))
+        status, headers, body = ROUTES.get(path, (404, {}, b""))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -190,8 +194,71 @@ def test_unreachable_server() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(IngestError, match="cannot fetch"):
-        ingest.read_url(f"http://127.0.0.1:{port}/")
+    with pytest.raises(IngestError, match="cannot fetch") as caught:
+        ingest.read_url(f"http://user:PW-SECRET@127.0.0.1:{port}/x?key=Q-SECRET")
+    assert caught.value.message.startswith(f"http://127.0.0.1:{port}/x: cannot fetch")
+    assert "SECRET" not in caught.value.message
+
+
+# ---- credentials in URLs ----------------------------------------------------------------------
+
+
+def _secret_url(server: str, path: str) -> str:
+    """`server`/`path` with a user, a password, a query key and a fragment."""
+    return server.replace("http://", "http://user:PW-SECRET@") + path + "?key=Q-SECRET&x=1#F-SECRET"
+
+
+def test_urls_are_recorded_without_credentials_or_query(server: str) -> None:
+    SEEN_AUTH.clear()
+    source = ingest.read_url(_secret_url(server, "/article.html"))
+    assert SEEN_AUTH and SEEN_AUTH[-1].startswith("Basic ")  # the request used them
+    assert "breakwater" in source.text
+    assert source.uri == f"{server}/article.html"
+    assert "final_uri" not in source.meta()
+    redirected = ingest.read_url(_secret_url(server, "/redirect-secret"))
+    assert redirected.meta()["uri"] == f"{server}/redirect-secret"
+    assert redirected.meta()["final_uri"] == f"{server}/article.html"
+    for meta in (source.meta(), redirected.meta()):
+        assert "SECRET" not in json.dumps(meta) and "user" not in json.dumps(meta)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/missing", "HTTP 404 Not Found"),
+        ("/image.png", "binary content (image/png), not text"),
+        ("/huge.txt", "over the 1000 bytes limit"),
+        ("/stream", "more than the 1000 bytes limit"),
+        ("/latin1.txt", "not UTF-8 text"),
+    ],
+)
+def test_url_errors_never_show_credentials(server: str, path: str, message: str) -> None:
+    with pytest.raises(IngestError) as caught:
+        ingest.read_url(_secret_url(server, path), max_bytes=1000)
+    assert caught.value.message.startswith(f"{server}{path}: ")
+    assert message in caught.value.message
+    assert "SECRET" not in caught.value.message and "user" not in caught.value.message
+
+
+def test_cli_ingest_never_stores_or_prints_credentials(tmp_path: Path, server: str) -> None:
+    assert cli(tmp_path, "new", "doc.loom.json").code == 0
+    doc = tmp_path / "doc.loom.json"
+    good = cli(tmp_path, "ingest", _secret_url(server, "/redirect-secret"), "--json")
+    assert good.code == 0, good.stderr
+    assert good.json()["sources"][0]["uri"] == f"{server}/redirect-secret"
+    human = cli(tmp_path, "ingest", _secret_url(server, "/notes.md"), "--chunk", "headings")
+    assert human.code == 0, human.stderr
+    bad = cli(tmp_path, "ingest", _secret_url(server, "/missing"))
+    assert bad.stderr.strip() == f"loom: error: {server}/missing: HTTP 404 Not Found"
+    bad_json = cli(tmp_path, "ingest", _secret_url(server, "/image.png"), "--json")
+    assert bad_json.error()["error"]["code"] == "bad_source"
+    log = cli(tmp_path, "log", "--json")
+    assert log.code == 0, log.stderr
+    for run in (good, human, bad, bad_json, log):
+        assert "SECRET" not in run.stdout + run.stderr
+    saved = doc.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob(".doc.loom.json.*"))
+    assert b"SECRET" not in saved and b"user:" not in saved
+    assert b"Marguerite" in doc.read_bytes()
 
 
 # ---- files, directories, standard input ---------------------------------------------------------

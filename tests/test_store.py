@@ -72,6 +72,27 @@ def test_round_trip_keeps_unknown_fields(tmp_path: Path) -> None:
             b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "cursor": "zz"}',
             "cursor",
         ),
+        (b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": [["a"]]}', "node ids"),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "cursor": ["a"]}',
+            "cursor",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {"parent": ["x"]}}, "roots": []}',
+            "non-id",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {"tags": "abc"}}, "roots": ["a"]}',
+            "'tags'",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {"meta": [1]}}, "roots": ["a"]}',
+            "'meta'",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "journal": {"undo": [{"bad": 1}]}}',
+            "journal",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:
@@ -81,6 +102,30 @@ def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: bytes, fra
         store.load(path)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_symlinked_document_is_saved_through_the_link(tmp_path: Path) -> None:
+    """Saving must update the real file (not replace the link), and both paths share one lock."""
+    real = tmp_path / "real" / "s.loom.json"
+    real.parent.mkdir()
+    make_doc(real, 1)
+    link = tmp_path / "link.loom.json"
+    link.symlink_to(real)
+    with loom.edit(link) as doc:
+        ops.add_child(doc, doc.cursor_id, " more")
+    assert link.is_symlink()
+    assert len(store.load(real)) == 2
+    assert store.lock_path(store.real(link)) == store.lock_path(real)
+
+
+def test_text_that_cannot_be_saved_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "u.loom.json"
+    make_doc(path, 1)
+    before = path.read_bytes()
+    with pytest.raises(DocumentError) as info, loom.edit(path) as doc:
+        ops.add_child(doc, doc.cursor_id, "bad \udcff byte")  # what undecodable argv bytes become
+    assert "cannot be saved" in str(info.value)
+    assert path.read_bytes() == before
 
 
 def test_migration_steps_apply_in_order() -> None:

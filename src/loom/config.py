@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import ConfigError
+from loom.redact import safe_url
 from loom.workspace import loom_home
 
 PROVIDERS = ("openai", "openai-chat", "anthropic", "embedded")
@@ -94,7 +95,7 @@ class ModelConfig:
         if self.provider == EMBEDDED:
             return True, "local model, no key needed"
         if self.key_env and not self.api_key():
-            if self.base_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+            if is_local(self.base_url):
                 return True, f"local server; ${self.key_env} not set (sent without a key)"
             return False, f"${self.key_env} is not set"
         return True, "ready"
@@ -105,13 +106,21 @@ class ModelConfig:
             "name": self.name,
             "provider": self.provider,
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": safe_url(self.base_url) if self.base_url else "",
             "key_env": self.key_env,
             "kind": self.kind,
             "context": self.context,
             "params": self.params,
             "builtin": self.builtin,
         }
+
+
+def is_local(url: str) -> bool:
+    """A server on this machine (often run without a key)."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return url.startswith("http://") and (host in ("localhost", "::1") or host.startswith("127."))
 
 
 def models_file() -> Path:

@@ -28,6 +28,12 @@ class UsageError(LoomError):
     exit_code = 2
 
 
+class BadInput(LoomError):
+    """Input that is not what loom can store: undecodable text, a value out of range."""
+
+    code = "bad_input"
+
+
 class NotFound(LoomError):
     code = "not_found"
 

@@ -7,7 +7,8 @@ text (as Markdown) with trafilatura; PDFs are read with pypdf. Directories are
 walked in sorted order, skipping hidden entries, binary files and files that are
 not text, with a note for each. A source can become one node or a chain of nodes
 (by paragraphs or by Markdown headings) whose joined text is exactly the source's
-text. Each node records where it came from in `meta.source`.
+text. Each node records where it came from in `meta.source`; a URL is recorded
+(and named in messages) without its credentials, query or fragment.
 
 trafilatura, pypdf and httpx2 are imported only when a source needs them.
 """
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import parse_qsl, urlsplit
 
 from loom import ops
 from loom.document import Document, now
 from loom.errors import LoomError
 from loom.journal import transaction
+from loom.redact import redact, safe_url
 
 if TYPE_CHECKING:
     import httpx2
@@ -183,11 +186,16 @@ def read_stream(
 def read_url(
     url: str, *, max_bytes: int = MAX_BYTES, client: httpx2.Client | None = None
 ) -> Source:
-    """GET a URL (following redirects) with a size cap, and reduce it to text."""
+    """GET a URL (following redirects) with a size cap, and reduce it to text.
+
+    The request uses the URL as given (credentials and all); everything recorded or
+    printed uses `safe_url`, without userinfo, query or fragment.
+    """
     import httpx2  # only when a URL is ingested
 
     from loom import __version__
 
+    shown = safe_url(url)
     own = client is None
     session = client or httpx2.Client(
         follow_redirects=True,
@@ -198,35 +206,51 @@ def read_url(
         with session.stream("GET", url) as response:
             if response.status_code >= 400:
                 reason = response.reason_phrase or ""
-                raise IngestError(f"{url}: HTTP {response.status_code} {reason}".rstrip())
+                raise IngestError(f"{shown}: HTTP {response.status_code} {reason}".rstrip())
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise _too_big(url, int(declared), max_bytes)
+                raise _too_big(shown, int(declared), max_bytes)
             body = bytearray()
             for piece in response.iter_bytes():
                 body.extend(piece)
                 if len(body) > max_bytes:
                     raise IngestError(
-                        f"{url}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
+                        f"{shown}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
                     )
             content_type = response.headers.get("content-type", "")
             charset = response.charset_encoding
-            final = str(response.url)
+            final = safe_url(str(response.url))
     except httpx2.TimeoutException:
-        raise IngestError(f"{url}: timed out after {TIMEOUT:.0f}s") from None
+        raise IngestError(f"{shown}: timed out after {TIMEOUT:.0f}s") from None
     except httpx2.TooManyRedirects:
-        raise IngestError(f"{url}: too many redirects") from None
+        raise IngestError(f"{shown}: too many redirects") from None
     except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as exc:
-        raise IngestError(f"{url}: not a URL loom can fetch ({exc})") from None
+        reason = _without_secrets(str(exc), url)
+        raise IngestError(f"{shown}: not a URL loom can fetch ({reason})") from None
     except httpx2.HTTPError as exc:
-        raise IngestError(f"{url}: cannot fetch: {exc or type(exc).__name__}") from None
+        reason = _without_secrets(str(exc) or type(exc).__name__, url)
+        raise IngestError(f"{shown}: cannot fetch: {reason}") from None
     finally:
         if own:
             session.close()
     media = content_type.split(";", 1)[0].strip().lower()
-    source = _to_source(url, url, bytes(body), media, charset=charset)
+    source = _to_source(shown, shown, bytes(body), media, charset=charset)
     source.final_uri = final
     return source
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """An error message from the HTTP client with the URL's credentials and query masked."""
+    text = text.replace(url, safe_url(url))
+    try:
+        parts = urlsplit(url)
+        pieces = [parts.username, parts.password, parts.query, parts.fragment]
+        pieces += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return text
+    # Longest first, so a query is masked whole before its values are.
+    secrets = sorted({p for p in pieces if p and len(p) > 1}, key=len, reverse=True)
+    return redact(text, secrets)
 
 
 # ---- bytes to text -------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transacti
     doc._tx = tx
     try:
         yield tx
+        if tx.changes():  # stamp real changes only: a no-op must leave no journal entry
+            doc._set_header("modified", now())
     except BaseException:
         doc._tx = None
         _apply(

@@ -199,18 +199,36 @@ def split_at_marker(doc: Document, node: str, marker: str, *, after: bool = Fals
 
 
 def split_logprobs(logprobs: dict[str, Any], at: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Partition token records at character offset `at` (a token straddling it goes to the head)."""
-    tokens = logprobs.get("tokens", [])
+    """Partition token records at character offset `at`, keeping each half aligned with its text.
+
+    A token straddling the cut is cut too: both pieces keep its log-probability and lose
+    its alternatives (which were alternatives to the whole token).
+    """
+    tokens = list(logprobs.get("tokens", []))
+    lps = list(logprobs.get("lp", []))
+    tops = list(logprobs.get("top", [])) if "top" in logprobs else None
     offset = 0
-    cut = len(tokens)
     for i, tok in enumerate(tokens):
-        if offset >= at:
-            cut = i
+        if offset + len(tok) > at:
+            cut = at - offset
+            if cut > 0:  # straddles: split this token in two
+                tokens[i : i + 1] = [tok[:cut], tok[cut:]]
+                lps[i : i + 1] = [lps[i], lps[i]]
+                if tops is not None:
+                    tops[i : i + 1] = [[], []]
+                i += 1
             break
         offset += len(tok)
-    head = {k: (v[:cut] if isinstance(v, list) else v) for k, v in logprobs.items()}
-    tail = {k: (v[cut:] if isinstance(v, list) else v) for k, v in logprobs.items()}
-    return head, tail
+    else:
+        i = len(tokens)
+
+    def part(sl: slice) -> dict[str, Any]:
+        out = {**logprobs, "tokens": tokens[sl], "lp": lps[sl]}
+        if tops is not None:
+            out["top"] = tops[sl]
+        return out
+
+    return part(slice(0, i)), part(slice(i, None))
 
 
 def merge(doc: Document, node: str) -> Node:
@@ -232,25 +250,23 @@ def merge(doc: Document, node: str) -> Node:
         if parent.get("children") == [node]:
             target = parent_id
             meta = dict(parent.get("meta", {}))
-            meta["merged_from"] = [
-                *meta.get("merged_from", []),
-                {"id": node, "meta": rec.get("meta", {})},
-            ]
+            meta["merged_from"] = [*meta.get("merged_from", []), _merged_record(node, rec)]
             meta.pop("logprobs", None)  # no longer aligned with the joined text
             doc._set(parent_id, "text", joined)
             doc._set(parent_id, "meta", meta)
             doc._set(parent_id, "modified", now())
             tags = sorted(set(parent.get("tags", [])) | set(rec.get("tags", [])))
             doc._set(parent_id, "tags", tags or None)
+            if rec.get("note"):  # notes are the user's words: both survive the join
+                doc._set(
+                    parent_id, "note", "\n\n".join(filter(None, [parent.get("note"), rec["note"]]))
+                )
             if "bookmark" in rec and "bookmark" not in parent:
                 doc._set(parent_id, "bookmark", rec["bookmark"])
             doc._set(parent_id, "children", children or None)
             doc._set(parent_id, "last_child", rec.get("last_child"))
         else:
-            meta = {
-                "version_of": parent_id,
-                "merged_from": [{"id": node, "meta": rec.get("meta", {})}],
-            }
+            meta = {"version_of": parent_id, "merged_from": [_merged_record(node, rec)]}
             target = add_sibling(
                 doc,
                 parent_id,
@@ -268,6 +284,12 @@ def merge(doc: Document, node: str) -> Node:
         if was_cursor or doc.cursor_id is None:
             goto(doc, target)
     return Node(doc, target)
+
+
+def _merged_record(node: str, rec: Record) -> dict[str, Any]:
+    """What a merged-away node leaves behind: everything but its text and links."""
+    keep = ("meta", "note", "history", "bookmark", "tags", "kind", "created")
+    return {"id": node, **{k: rec[k] for k in keep if k in rec}}
 
 
 def move(doc: Document, node: str, new_parent: str | None, *, index: int | None = None) -> Node:

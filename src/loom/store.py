@@ -33,6 +33,12 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 _MIGRATIONS: dict[int, Migration] = {}
 
 
+def real(path: str | os.PathLike[str]) -> Path:
+    """The file a path names, through symlinks: saves replace the target, never the link,
+    and every writer takes the same lock whichever path it was given."""
+    return Path(os.path.realpath(path))
+
+
 def _sidecar(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}")
 
@@ -51,15 +57,17 @@ def backup_paths(path: Path) -> list[Path]:
 def load(path: str | os.PathLike[str]) -> Document:
     """Read and validate a document. Raises DocumentError with one clear line."""
     path = Path(path)
+    shown = path
+    path = real(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DocumentError(f"{path}: no such file (create it with `loom new {path}`)") from None
+        raise DocumentError(f"{shown}: no such file (create it with `loom new {shown}`)") from None
     except IsADirectoryError:
-        raise DocumentError(f"{path}: is a directory, not a loom document") from None
+        raise DocumentError(f"{shown}: is a directory, not a loom document") from None
     except OSError as exc:
-        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return Document(parse(raw, str(path)))
+        raise StorageError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    return Document(parse(raw, str(shown)))
 
 
 def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
@@ -122,6 +130,11 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
         raise bad('"nodes" is not an object')
     if not isinstance(roots, list):
         raise bad('"roots" is not a list')
+    if not all(type(r) is str for r in roots):
+        raise bad('"roots" must list node ids (strings)')
+    cursor = data.get("cursor")
+    if cursor is not None and type(cursor) is not str:
+        raise bad('"cursor" must be a node id (a string)')
     parents_seen = 0
     for node_id, rec in nodes.items():
         if type(rec) is not dict:
@@ -129,8 +142,16 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
         text = rec.get("text", "")
         if type(text) is not str:
             raise bad(f'node {node_id!r} has non-text "text"')
+        for key, kind in _FIELD_TYPES:
+            value = rec.get(key)
+            if value is not None and type(value) is not kind:
+                raise bad(
+                    f"node {node_id!r} has a {type(value).__name__} for {key!r} (expected {kind.__name__})"
+                )
         parent = rec.get("parent")
         if parent is not None:
+            if type(parent) is not str:
+                raise bad(f'node {node_id!r} has a non-id "parent"')
             parents_seen += 1
             prec = nodes.get(parent)
             if prec is None:
@@ -142,6 +163,8 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
             if type(children) is not list:
                 raise bad(f'node {node_id!r} has non-list "children"')
             for child in children:
+                if type(child) is not str:
+                    raise bad(f"node {node_id!r} lists a child that is not an id")
                 crec = nodes.get(child)
                 if crec is None or crec.get("parent") != node_id:
                     raise bad(
@@ -166,21 +189,54 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
         raise bad(
             f"{len(nodes) - reachable} node(s) are unreachable from the roots (a parent cycle)"
         )
-    cursor = data.get("cursor")
     if cursor is not None and cursor not in nodes:
         raise bad(f"the cursor points at a missing node {cursor!r}")
+    _validate_journal(data.get("journal"), bad)
+
+
+_FIELD_TYPES: tuple[tuple[str, type], ...] = (
+    ("tags", list),
+    ("history", list),
+    ("meta", dict),
+    ("bookmark", dict),
+    ("note", str),
+    ("kind", str),
+)
+
+
+def _validate_journal(journal: Any, bad: Callable[[str], DocumentError]) -> None:
+    if journal is None:
+        return
+    if type(journal) is not dict:
+        raise bad('"journal" is not an object')
+    for stack in ("undo", "redo"):
+        entries = journal.get(stack, [])
+        if type(entries) is not list:
+            raise bad(f'"journal.{stack}" is not a list')
+        for entry in entries:
+            changes = entry.get("changes") if type(entry) is dict else None
+            if type(changes) is not list or not all(
+                type(c) is dict and type(c.get("id")) is str and "old" in c and "new" in c
+                for c in changes
+            ):
+                raise bad(f'a "journal.{stack}" entry is malformed')
 
 
 # ---- writing --------------------------------------------------------------------------
 
 
 def encode(doc: Document) -> bytes:
-    return jsonio.dump_document(doc.data)
+    try:
+        return jsonio.dump_document(doc.data)
+    except TypeError as exc:  # orjson: a lone surrogate (undecodable input), a non-JSON value
+        raise DocumentError(
+            f"the document holds a value that cannot be saved ({exc}); nothing was written"
+        ) from None
 
 
 def save(doc: Document, path: str | os.PathLike[str]) -> None:
     """Write the document atomically, keeping rolling backups of earlier versions."""
-    path = Path(path)
+    path = real(path)
     payload = encode(doc)
     folder = path.parent if str(path.parent) else Path(".")
     tmp = folder / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
@@ -257,7 +313,7 @@ def _fsync_dir(folder: Path) -> None:
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold the document's writer lock (an advisory lock on a sidecar file)."""
-    path = Path(path)
+    path = real(path)
     lock_file = lock_path(path)
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -330,7 +386,7 @@ def editing(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iter
 
 def create(path: str | os.PathLike[str], doc: Document, *, overwrite: bool = False) -> None:
     """Write a new document file; refuses to replace an existing file unless `overwrite`."""
-    path = Path(path)
+    path = real(path)
     with locked(path):
         if path.exists() and not overwrite:
             raise StorageError(f"{path}: already exists (pass --force to replace it)")

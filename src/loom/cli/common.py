@@ -13,6 +13,7 @@ import click
 
 from loom import jsonio, store, workspace
 from loom.document import Document
+from loom.errors import BadInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -135,19 +136,15 @@ def read_text_input(text: str | None, from_file: str | None, *, what: str = "tex
         try:
             return Path(from_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {from_file}: {exc.strerror or exc}", param_hint="--from-file"
-            ) from None
-        except UnicodeDecodeError:
-            raise click.BadParameter(
-                f"{from_file} is not UTF-8 text", param_hint="--from-file"
-            ) from None
+            raise BadInput(f"cannot read {from_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{from_file} is not UTF-8 text (byte {exc.start})") from None
     if text == "-":
         data = sys.stdin.buffer.read()
         try:
             return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise click.BadParameter("standard input is not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"standard input is not UTF-8 text (byte {exc.start})") from None
     if text is None:
         raise click.UsageError(
             f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH"

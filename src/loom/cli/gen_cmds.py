@@ -448,8 +448,10 @@ def regen_cmd(
         **validate({**_params_from_flags(**sampler), **parse_assignments(param_items)}),
     }
     provenance = {"regen_of": target.id}
+    extra = dict(gen.get("extra") or {})
     branches = [
-        Branch(model=model, params=dict(params), provenance=dict(provenance)) for _ in range(count)
+        Branch(model=model, params=dict(params), extra=dict(extra), provenance=dict(provenance))
+        for _ in range(count)
     ]
     method = (gen.get("emulation") or {}).get("method")
     result = generate(
@@ -522,7 +524,9 @@ def params_cmd(
     )
 
     if set_items or unset_keys:
-        with write_doc() as wdoc:
+        from loom.journal import transaction
+
+        with write_doc() as wdoc, transaction(wdoc, "params", "set sticky parameters"):
             target = wdoc.resolve(node)
             if set_items:
                 set_sticky(wdoc, target.id, validate(parse_assignments(set_items, flag="--set")))
@@ -530,7 +534,7 @@ def params_cmd(
                 clear_sticky(wdoc, target.id, list(unset_keys))
             sticky = target.record.get("meta", {}).get("sticky_params", {})
         if json_mode():
-            emit({"command": "params", "node": target.id, "sticky": sticky})
+            emit({"command": "params", "node_id": target.id, "sticky": sticky})
         else:
             out("sticky: " + (", ".join(f"{k}={v}" for k, v in sticky.items()) or "(none)"))
         return
@@ -539,7 +543,7 @@ def params_cmd(
     gen = target.record.get("meta", {}).get("gen")
     if gen and not explain:
         if json_mode():
-            emit({"command": "params", "node": target.id, "generation": gen})
+            emit({"command": "params", "node_id": target.id, "generation": gen})
             return
         out(f"model:    {gen.get('model')} ({gen.get('backend')} {gen.get('model_id')})")
         for key, value in gen.get("params", {}).items():
@@ -564,7 +568,7 @@ def params_cmd(
         emit(
             {
                 "command": "params",
-                "node": target.id,
+                "node_id": target.id,
                 "model": model.name,
                 "values": resolved.values,
                 "explain": [r.to_dict() for r in rows],
@@ -701,7 +705,7 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
         emit(
             {
                 "command": "alts",
-                "node": target.id,
+                "node_id": target.id,
                 "offset": starts[index],
                 "token": chosen,
                 "alternatives": rows,

@@ -26,7 +26,8 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import Document
-from loom.errors import StorageError
+from loom.errors import StorageError, UsageError
+from loom.ingest import CHUNK_MODES, MAX_BYTES
 
 # Kept here (not imported from loom.formats) so registering the commands stays cheap.
 IMPORT_FORMATS = (
@@ -52,8 +53,6 @@ EXPORT_FORMATS = (
     "text",
     "markdown",
 )
-CHUNK_MODES = ("paragraphs", "headings")
-MAX_BYTES = 20 * 1024 * 1024
 # What -o's name says about the format, when --format is not given (longest suffix first).
 _SUFFIX_FORMATS = (
     (".openloom.json", "openloom"),
@@ -183,7 +182,39 @@ def _format_for(output: str | None, fmt: str | None) -> str:
     raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
 
 
+def _output_path(output: str, force: bool, document: Path) -> Path:
+    """The file -o names, through symlinks; never `document` or one of its sidecars.
+
+    An existing loom document is only replaced with --force.
+    """
+    target = Path(os.path.realpath(output))
+    source = Path(os.path.realpath(document))
+    if target == source or _same_file(target, source):
+        raise UsageError(f"{output}: that is the document being exported; write to another file")
+    if target in {store.lock_path(source), *store.backup_paths(source)}:
+        raise UsageError(
+            f"{output}: that is a lock or backup file of the document being exported; "
+            "write to another file"
+        )
+    if (
+        not force
+        and target.exists()
+        and any(name.lower().endswith(".loom.json") for name in (output, target.name))
+    ):
+        raise StorageError(f"{output}: already exists (pass --force to replace it)")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Two names for one file (a hard link, a case-insensitive file system)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _write_atomic(path: Path, payload: bytes) -> None:
+    """Replace `path` with `payload` in one rename, the data on disk before the name moves."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -192,11 +223,28 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @command(cli, "export")
@@ -208,7 +256,8 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     help="Output format (default: from -o's name).",
 )
 @click.option("-o", "--output", metavar="PATH", help="Write to PATH instead of standard output.")
-def export_cmd(node: str | None, fmt: str | None, output: str | None) -> None:
+@click.option("--force", is_flag=True, help="With -o: replace PATH even if it is a loom document.")
+def export_cmd(node: str | None, fmt: str | None, output: str | None, force: bool) -> None:
     """Write the document (or part of it) in another format.
 
     text and markdown write the branch ending at NODE (default: the cursor). The
@@ -216,7 +265,9 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None) -> None:
     of its ancestors: openloom, pyloom, loomsidian (one note), basemode (JSON),
     jsonl (one node per line), loom (a standalone document) and html (one
     self-contained page to browse the tree, with no network access). Formats
-    that hold one tree need NODE when the document has several.
+    that hold one tree need NODE when the document has several. -o never writes
+    over the document itself (or its lock and backup files), and replaces an
+    existing loom document only with --force.
 
     \b
     Examples:
@@ -228,10 +279,11 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None) -> None:
     from loom import formats
 
     kind = _format_for(output, fmt)
+    path = None if output is None or output == "-" else _output_path(output, force, doc_path())
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
-    if output is None or output == "-":
+    if path is None:
         if kind == "html" and stdout_is_terminal() and not json_mode():
             raise click.UsageError(
                 "refusing to print HTML to the terminal: pass -o FILE.html or redirect the output"
@@ -250,7 +302,6 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None) -> None:
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
         return
-    path = Path(output)
     _write_atomic(path, payload)
     if json_mode():
         emit(
@@ -296,9 +347,10 @@ def ingest_cmd(
     Text and Markdown must be UTF-8; HTML pages are reduced to their readable
     text, PDFs to their text. Each source becomes a new root (or a child of
     --parent), or with --chunk a chain of nodes split at paragraphs or headings.
-    Every node records its source in meta.source. All sources are read before the
-    document changes: one bad source stops the ingest and nothing is written.
-    Directories skip hidden entries and files that are not text, with a note.
+    Every node records its source in meta.source (URLs without user, password or
+    query). All sources are read before the document changes: one bad source
+    stops the ingest and nothing is written. Directories skip hidden entries and
+    files that are not text, with a note.
 
     \b
     Examples:

@@ -89,10 +89,61 @@ def _fail(
     return exit_code
 
 
+class _PipeClosed(Exception):
+    """The reader of our stdout went away. Not an OSError, so click does not turn it into exit 1."""
+
+
+class _GuardedStream:
+    """Wraps stdout (and its byte buffer) so a closed pipe surfaces as _PipeClosed."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._stream.write(data))
+        except (BrokenPipeError, _PipeClosed):
+            raise _PipeClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (BrokenPipeError, _PipeClosed):
+            raise _PipeClosed from None
+
+    @property
+    def buffer(self) -> _GuardedStream:
+        return _GuardedStream(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _undecodable_argument(args: list[str]) -> int | None:
+    for i, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return i
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
+    bad = _undecodable_argument(args)
+    if bad is not None:
+        return _fail(args, "bad_input", f"argument {bad} is not valid UTF-8 text", 1)
+    original = sys.stdout
+    sys.stdout = _GuardedStream(original)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = original
+
+
+def _run(args: list[str]) -> int:
     try:
         code = cli.main(args=args, prog_name="loom", standalone_mode=False)
         if isinstance(code, int):
@@ -110,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "interrupted", "interrupted", 130)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", "interrupted", 130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # The reader went away (e.g. `loom show | head`); that is not an error. Point stdout at
         # /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -280,7 +280,9 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
         out(target.text if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
     siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
-    where = f"{siblings.index(target.id) + 1}/{len(siblings)}"
+    where = (
+        f"{siblings.index(target.id) + 1}/{len(siblings)}" if target.id in siblings else "(deleted)"
+    )
     status = f"── {doc.short_ids([target.id])[target.id]} · sibling {where} · depth {target.depth} · {kids} children"
     out(style(status, dim=True) + (" " + render.badges(target) if render.badges(target) else ""))
 
@@ -301,7 +303,11 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
     kids = target.child_ids if show_all else doc.live_child_ids(target.id)
     if json_mode():
         emit(
-            {"command": "ls", "node": target.id, "children": [Node(doc, k).to_dict() for k in kids]}
+            {
+                "command": "ls",
+                "node_id": target.id,
+                "children": [Node(doc, k).to_dict() for k in kids],
+            }
         )
         return
     shorts = doc.short_ids(kids)
@@ -336,19 +342,7 @@ def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_coll
     """
     doc = read_doc()
     if json_mode():
-        nodes = [
-            {
-                "id": i,
-                "parent": doc.nodes[i].get("parent"),
-                "children": doc.live_child_ids(i),
-                "text": doc.nodes[i].get("text", ""),
-                "kind": doc.nodes[i].get("kind", "human"),
-                "bookmark": doc.nodes[i].get("bookmark"),
-                "tags": doc.nodes[i].get("tags", []),
-                "visited": bool(doc.nodes[i].get("visited")),
-            }
-            for i in doc.walk()
-        ]
+        nodes = [Node(doc, i).to_dict() for i in doc.walk()]
         emit(
             {
                 "command": "tree",
@@ -514,6 +508,8 @@ def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place
     if text is None and from_file is None:
         current = read_doc().resolve(node)
         new_text = _editor_text(current.text)
+        if new_text.endswith("\n") and not current.text.endswith("\n"):
+            new_text = new_text[:-1]  # editors end files with a newline; it was not typed
     else:
         new_text = read_text_input(text, from_file)
     with write_doc() as doc:
@@ -623,7 +619,7 @@ def rm_cmd(node: str, purge: bool) -> None:
         emit(
             {
                 "command": "rm",
-                "node": target,
+                "node_id": target,
                 "purged": purge,
                 "count": len(gone),
                 "cursor": doc.cursor_id,
@@ -754,7 +750,7 @@ def note_cmd(text: str | None, node: str | None, from_file: str | None, clear: b
         doc = read_doc()
         target = doc.resolve(node)
         if json_mode():
-            emit({"command": "note", "node": target.id, "note": target.note or None})
+            emit({"command": "note", "node_id": target.id, "note": target.note or None})
         elif target.note:
             out(target.note)
         return
@@ -812,7 +808,7 @@ def search_cmd(
                 "command": "search",
                 "matches": [
                     {
-                        "id": m.node_id,
+                        "node_id": m.node_id,
                         "start": m.start,
                         "end": m.end,
                         "match": m.text,
@@ -900,12 +896,12 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
                 f"no text {show_index}: this node has {len(numbered)}", param_hint="--show"
             )
         if json_mode():
-            emit({"command": "history", "node": target.id, "entry": numbered[show_index]})
+            emit({"command": "history", "node_id": target.id, "entry": numbered[show_index]})
         else:
             sys.stdout.write(numbered[show_index]["text"])
         return
     if json_mode():
-        emit({"command": "history", "node": target.id, "entries": entries})
+        emit({"command": "history", "node_id": target.id, "entries": entries})
         return
     for e in entries:
         label = (

@@ -116,6 +116,7 @@ def read_bytes(
     try:
         forest = _parse(raw, name, format, [Path(r) for r in responses], path)
         forest.check()
+        forest.drop_secrets()  # API keys and tokens in foreign settings are never imported
     except DocumentError as exc:
         if exc.message.startswith(f"{name}:"):
             raise

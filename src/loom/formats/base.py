@@ -10,7 +10,7 @@ Everything here is iterative: imported trees can be thousands of levels deep.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
 import math
 import re
@@ -123,6 +123,30 @@ class ImportedForest:
                 f"the current node {short(self.cursor)} does not exist; the cursor starts at the first root"
             )
             self.cursor = None
+
+    def drop_secrets(self) -> int:
+        """Drop secret-looking keys (API keys, tokens, passwords) from every foreign value.
+
+        Covers the document's and each node's kept source fields and the loom-shaped
+        meta an importer filled (generation parameters come from foreign settings);
+        a native forest's meta is loom's own, so only what it kept from earlier
+        imports is scanned. Adds one note with the count (never the values); returns it.
+        """
+        self.fields, dropped = drop_secrets(self.fields)
+        for node in self.nodes.values():
+            node.fields, count = drop_secrets(node.fields)
+            dropped += count
+            if not self.native:
+                node.meta, count = drop_secrets(node.meta)
+                dropped += count
+            elif isinstance(node.meta.get("import"), dict):
+                node.meta["import"], count = drop_secrets(node.meta["import"])
+                dropped += count
+        if dropped:
+            self.notes.append(
+                f"{dropped} secret-looking field(s) (API keys, tokens, passwords) were dropped"
+            )
+        return dropped
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -322,9 +346,101 @@ class Reader:
 
 
 def rest(rec: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
-    """The fields of `rec` an importer did not map (kept verbatim in meta.import.fields)."""
+    """The fields of `rec` an importer did not map (kept in meta.import.fields).
+
+    Secret-looking keys are dropped later, for the whole forest at once
+    (`ImportedForest.drop_secrets`), so values an importer copies by hand are covered too.
+    """
     skip = set(known)
     return {k: v for k, v in rec.items() if k not in skip}
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+
+_KEY_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+# A key holding any of these words is a secret: "client_secret", "passwordHint", "Authorization".
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "secrets",
+        "authorization",
+        "credential",
+        "credentials",
+        "apikey",
+        "apikeys",
+    }
+)
+# A key ending with one of these: "apiKey", "openaiKey", "access_token", "X-Auth", "key".
+_SECRET_ENDINGS = frozenset(("key", "token", "auth", "pwd", "cookie"))
+# Ordinary keys with those endings, as foreign formats use them (words joined, lower case).
+_NOT_SECRET = frozenset(
+    {
+        "togglekey",
+        "hotkey",
+        "shortcutkey",
+        "sortkey",
+        "primarykey",
+        "foreignkey",
+        "generatedtoken",
+        "bostoken",
+        "eostoken",
+        "padtoken",
+        "unktoken",
+        "stoptoken",
+    }
+)
+
+
+def secret_key(name: object) -> bool:
+    """Whether a field's name says it holds a credential (case and separators ignored)."""
+    return isinstance(name, str) and _secret_name(name)
+
+
+@functools.lru_cache(maxsize=4096)  # imported files repeat the same few keys on every node
+def _secret_name(name: str) -> bool:
+    words = [w.lower() for w in _KEY_WORDS.findall(name)]
+    joined = "".join(words)
+    if not words or joined in _NOT_SECRET:
+        return False
+    return (
+        words[-1] in _SECRET_ENDINGS
+        or any(w in _SECRET_WORDS for w in words)
+        or joined.endswith(("apikey", "apikeys"))
+    )
+
+
+def drop_secrets(value: Any) -> tuple[Any, int]:
+    """A copy of `value` (parsed JSON) without secret-looking keys at any depth, and how many
+    keys were dropped. A "token" beside a "logprob" is a generated token, not a secret."""
+    if not isinstance(value, dict | list | tuple):
+        return value, 0
+    dropped = 0
+    top: Any = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, top)]
+    while stack:
+        source, target = stack.pop()
+        if isinstance(source, dict):
+            generated = "logprob" in source or "logprobs" in source
+            items: Iterable[tuple[Any, Any]] = source.items()
+        else:
+            generated = False
+            items = enumerate(source)
+        for key, item in items:
+            if isinstance(source, dict) and secret_key(key) and not (generated and key == "token"):
+                dropped += 1
+                continue
+            if isinstance(item, dict | list | tuple):
+                copy: Any = {} if isinstance(item, dict) else []
+                stack.append((item, copy))
+                item = copy
+            if isinstance(target, dict):
+                target[key] = item
+            else:
+                target.append(item)
+    return top, dropped
 
 
 def clean_tag(name: str) -> str:
@@ -697,13 +813,10 @@ def alternatives(entry: Any) -> list[tuple[str, float]]:
 
 
 def prompt_fingerprint(prompt: str) -> dict[str, Any]:
-    """How meta.gen records a prompt without storing it (as loom's engine does)."""
-    return {
-        "prompt": {
-            "sha256": hashlib.sha256(prompt.encode("utf-8", "replace")).hexdigest()[:16],
-            "chars": len(prompt),
-        }
-    }
+    """How meta.gen records a prompt without storing it (the engine's own digest)."""
+    from loom.generate import prompt_digest  # the package's __init__ loads no backend
+
+    return {"prompt": prompt_digest(prompt)}
 
 
 # ---- grafting ------------------------------------------------------------------------------
@@ -734,6 +847,7 @@ def graft(
     system message into fields the document has not set.
     """
     forest.check()
+    forest.drop_secrets()  # formats.read already did; a forest built in code may not have
     if parent is not None:
         doc.node(parent)
     if header is None:
@@ -794,6 +908,8 @@ def graft(
                 entry["fields"] = forest.fields
             imports[forest.format] = [*imports.get(forest.format, []), entry]
             doc._set_header("import", imports)
+        # Even with move_cursor false: a document with live nodes always has a cursor.
+        doc.settle_cursor()
     return new_roots
 
 
@@ -930,7 +1046,8 @@ def import_fields(doc: Document, node_id: str, fmt: str) -> dict[str, Any]:
         and record.get("format") == fmt
         and isinstance(record.get("fields"), dict)
     ):
-        return dict(record["fields"])
+        fields: dict[str, Any] = drop_secrets(record["fields"])[0]  # saved by an older loom
+        return fields
     return {}
 
 
@@ -957,7 +1074,8 @@ def document_import(doc: Document, fmt: str, root: str) -> dict[str, Any]:
             and root in (entry.get("roots") or ())
             and isinstance(entry.get("fields"), dict)
         ):
-            return dict(entry["fields"])
+            fields: dict[str, Any] = drop_secrets(entry["fields"])[0]  # saved by an older loom
+            return fields
     return {}
 
 

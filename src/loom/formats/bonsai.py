@@ -151,9 +151,8 @@ def _node(node_id: str, rec: dict[str, Any], where: str) -> ImportedNode:
         fields["lastVisited"] = to_iso(visited) or visited
     settings = rec.get("generationSettings")
     if isinstance(settings, dict):
-        params = {
-            k: v for k, v in settings.items() if k not in ("model", "provider", "apiKey", "api_key")
-        }
+        # API keys are dropped with every other secret, for the whole forest (base.py).
+        params = {k: v for k, v in settings.items() if k not in ("model", "provider")}
         gen: dict[str, Any] = {"params": params} if params else {}
         if isinstance(settings.get("model"), str):
             gen["model"] = settings["model"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from typing import Any
 
 from loom.config import ModelConfig
 from loom.errors import BackendError, LoomError, StreamCut
+from loom.generate import prompt_digest
 from loom.generate.backends.base import Backend, Chunk, GenRequest, Token
+from loom.redact import safe_url
 
 LOGPROB_DIGITS = 4
 
@@ -186,7 +187,9 @@ async def run_branches(
             start = time.monotonic()
             for k, i in enumerate(members):
                 o = results[i]
-                o.started, o.sent, o.dropped = start, dict(wire.body), dict(wire.dropped)
+                # What was posted: the mapped parameters plus backend pass-through fields.
+                o.started, o.dropped = start, dict(wire.dropped)
+                o.sent = {**wire.body, **request.extra}
                 o.backend, o.base_url = backend.name, backend.base_url
                 o.request_n, o.request_index = len(members), k
                 events.started(o)
@@ -218,6 +221,14 @@ async def run_branches(
             except asyncio.CancelledError:
                 _fail(members, results, events, "cancelled", incomplete=True)
                 raise
+            except Exception as exc:  # a backend bug must not cost the other branches their text
+                _fail(
+                    members,
+                    results,
+                    events,
+                    f"internal error in {backend.name}: {type(exc).__name__}: {exc}",
+                    incomplete=False,
+                )
 
     await asyncio.gather(*(run_one(m) for m in plan_requests(branches, backends, max_n)))
     return results
@@ -268,10 +279,6 @@ def _fail(
             events.finished(o)
 
 
-def prompt_digest(prompt: str) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16], "chars": len(prompt)}
-
-
 def compact_logprobs(tokens: list[Token], source: str) -> dict[str, Any] | None:
     if not tokens:
         return None
@@ -291,11 +298,14 @@ def record(outcome: Outcome, prompt: str, *, logprob_source: str = "post") -> di
     o, model = outcome, outcome.branch.model
     gen: dict[str, Any] = {
         "backend": o.backend or model.provider,
-        "base_url": o.base_url or model.base_url,
+        "base_url": safe_url(o.base_url or model.base_url)
+        if (o.base_url or model.base_url)
+        else "",
         "model": model.name,
         "model_id": model.model,
         "reported_model": o.reported_model,
         "params": o.branch.params,
+        "extra": o.branch.extra or None,
         "sent": o.sent,
         "prompt": prompt_digest(prompt),
         "finish_reason": o.finish_reason,

@@ -18,12 +18,12 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from loom.errors import BackendError, StreamCut
 from loom.generate.backends.base import Chunk
+from loom.redact import redact, safe_url
 
 if TYPE_CHECKING:
     import httpx2
@@ -174,30 +174,6 @@ def backoff_delay(attempt: int, options: HttpOptions, retry_after: float | None 
 
 # ---------------------------------------------------------------------------
 # Error lines
-
-
-def safe_url(url: str) -> str:
-    """The URL without credentials, query or fragment (some providers take keys there)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _one_line(text: str, limit: int = _MAX_MESSAGE) -> str:

@@ -24,6 +24,7 @@ from loom.document import Node
 from loom.errors import BackendError, InvalidOperation
 from loom.generate.backends.base import Backend, Token
 from loom.generate.engine import Branch, Events, Outcome, record, run_branches
+from loom.journal import transaction
 from loom.workspace import loom_home
 
 CURSOR_CHOICES = ("stay", "first", "last")
@@ -106,14 +107,16 @@ def generate(
             n, chosen, LayerInputs.from_doc(doc, target.id, flags=params or {}), rng_seed=rng_seed
         )
     result = Generation(parent=target.id)
+    job = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed, strict, doc.system)
     try:
-        job = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed, strict)
         asyncio.run(_run(job, result, backends))
     except KeyboardInterrupt:
         result.interrupted = True
-    result.nodes = _write(
-        path, target.id, prompt, result.outcomes, keep_partial=keep_partial or False, cursor=cursor
-    )
+    finally:
+        # Whatever else went wrong, the branches that finished are written.
+        result.nodes = _write(
+            path, target.id, prompt, result.outcomes, keep_partial=keep_partial, cursor=cursor
+        )
     return result
 
 
@@ -126,6 +129,7 @@ class _Plan:
     emulate: str
     rng_seed: int | None
     strict: bool = False
+    system: str | None = None  # the document's system message, used in place of the framing's
 
 
 async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None) -> None:
@@ -208,7 +212,7 @@ def _frame_all(plan: _Plan, backends: dict[str, Backend]) -> None:
             # The model ignores sampler settings: siblings differ through a hidden phrase instead.
             phrase = seed_phrase(plan.rng_seed if plan.rng_seed is not None else 0, index)
             branch.provenance = {**branch.provenance, "prompt_side_variety": True}
-        _frame(branch, branch.methods[0], plan.prompt, entry, phrase)
+        _frame(branch, branch.methods[0], plan.prompt, entry, phrase, plan.system)
 
 
 def _check_dropped(plan: _Plan, backends: dict[str, Backend]) -> list[str]:
@@ -228,12 +232,25 @@ def _check_dropped(plan: _Plan, backends: dict[str, Backend]) -> list[str]:
     return list(notes)
 
 
-def _frame(branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None) -> None:
+def _frame(
+    branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None, system: str | None
+) -> None:
     from loom.generate.emulate import build_request
 
     request, framing = build_request(
-        method, prompt, branch.model.model, 1, branch.params, seed_phrase=phrase, caps=entry
+        method,
+        prompt,
+        branch.model.model,
+        1,
+        branch.params,
+        system_message=system,
+        seed_phrase=phrase,
+        caps=entry,
     )
+    reserved = RESERVED_FIELDS & branch.extra.keys()
+    if reserved:
+        # A pass-through field must not swap the model or multiply the cost behind the record's back.
+        raise InvalidOperation(f"pass-through parameters cannot set {', '.join(sorted(reserved))}")
     branch.request, branch.framing = request, framing
 
 
@@ -252,6 +269,9 @@ def clean_outcome(o: Outcome, prompt: str) -> bool:
     return cleaned.ok or bool(o.error)
 
 
+RESERVED_FIELDS = frozenset(
+    {"model", "prompt", "messages", "n", "stream", "stream_options", "system"}
+)
 SAMPLER_NAMES = (
     "temperature",
     "top_p",
@@ -317,9 +337,8 @@ async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, 
             methods=methods,
         )
         entry = table.lookup(table_provider(branch.model), branch.model.model)
-        _frame(
-            branch, methods[0], plan.prompt, entry, old.framing.seed_phrase if old.framing else None
-        )
+        phrase = old.framing.seed_phrase if old.framing else None
+        _frame(branch, methods[0], plan.prompt, entry, phrase, plan.system)
         again.append(branch)
     redo: list[Outcome] = []
     await run_branches(
@@ -337,6 +356,8 @@ async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, 
             "error": first.error,
         }
         fresh.retried_from = {k: v for k, v in fresh.retried_from.items() if v is not None}
+        if fresh.error and not fresh.text and first.text:
+            continue  # the retry failed outright: the first, flagged output is still better than nothing
         result.outcomes[i] = fresh
 
 
@@ -387,12 +408,17 @@ def _write(
     if not kept:
         return []
     written: list[Node] = []
-    with store.editing(path) as doc:
-        anchor: str | None = parent if parent in doc.nodes and not doc.is_archived(parent) else None
+    with (
+        store.editing(path) as doc,
+        transaction(doc, "gen", f"generate {len(kept)} child(ren) of {parent}"),
+    ):
+        alive = parent in doc.nodes and not doc.is_archived(parent)
+        # Deleted, or its text edited in place meanwhile: the children would not continue it.
+        anchor: str | None = parent if alive and doc.full_text(parent) == prompt else None
         for o in kept:
             meta = record(o, prompt, logprob_source=_logprob_source(o))
             if anchor is None:
-                meta["orphan_of"] = parent  # the node was deleted while we generated
+                meta["orphan_of"] = parent
             text = o.text if anchor is not None else prompt + o.text
             written.append(
                 ops.add_child(doc, anchor, text, kind="model", meta=meta, move_cursor=False)
