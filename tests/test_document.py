@@ -248,3 +248,40 @@ def test_failed_operation_rolls_back() -> None:
         raise RuntimeError("boom")
     assert {k: dict(v) for k, v in doc.nodes.items()} == snapshot[1]
     assert len(journal.undo_entries(doc)) == 1
+
+
+def test_branch_search_finds_matches_hidden_by_an_earlier_one() -> None:
+    """'aa' over 'aa|a': the match ending in the child overlaps one inside the parent."""
+    doc = Document.new()
+    a, b = chain(doc, "aa", "a")
+    hits = loom.search.search(doc, "aa", branch=True)
+    assert [h.node_id for h in hits] == [a, b]
+    assert (hits[1].start, hits[1].end) == (1, 3)
+
+
+def test_branch_search_agrees_with_a_full_text_scan() -> None:
+    import random
+
+    rng = random.Random(3)
+    doc = Document.new()
+    ids: list[str] = []
+    for _ in range(300):
+        parent = rng.choice(ids) if ids and rng.random() < 0.8 else None
+        ids.append(
+            ops.add_child(
+                doc, parent, "".join(rng.choice("ab ") for _ in range(rng.randint(0, 6)))
+            ).id
+        )
+    for pattern, regex in (("ab a", False), ("b b", False), (r"a\\s+b", True), ("ba+b", True)):
+        compiled = loom.search.compile_pattern(pattern, regex=regex)
+        expected = []
+        for node_id in doc.walk():
+            full, own = doc.full_text(node_id), doc.nodes[node_id].get("text", "")
+            start = len(full) - len(own)
+            if own and any(
+                compiled.search(full, p) and compiled.search(full, p).end() > start
+                for p in range(start + 1)
+            ):
+                expected.append(node_id)
+        got = [m.node_id for m in loom.search.search(doc, pattern, regex=regex, branch=True)]
+        assert got == expected, pattern

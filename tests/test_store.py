@@ -278,3 +278,16 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     texts = {n["text"] for n in doc.nodes.values()}
     assert len(doc) == 400
     assert texts == {f"w{w}-{i}" for w in range(8) for i in range(50)}
+
+
+def test_the_undo_log_does_not_duplicate_new_text(tmp_path: Path) -> None:
+    """A created node lives in the document; its undo entry holds only its id until undone."""
+    path = tmp_path / "big.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        ops.add_child(doc, None, "x" * 200_000)
+    assert path.stat().st_size < 230_000
+    with loom.edit(path) as doc:
+        loom.undo(doc)
+        loom.redo(doc)
+    assert len(store.load(path)) == 1 and path.stat().st_size < 230_000

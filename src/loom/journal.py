@@ -42,6 +42,11 @@ class Transaction:
             new = self.doc.header() if node_id == HEADER else self.doc.nodes.get(node_id)
             if old is None and new is None:
                 continue
+            if old is None and node_id != HEADER:
+                # Created here: the record is in the document, so only its id is kept. Undo
+                # moves the record into the entry for redo (see `_hold_created`).
+                out.append({"id": node_id, "old": None, "new": None, "created": True})
+                continue
             if old is None or new is None:
                 out.append({"id": node_id, "old": old, "new": copy.deepcopy(new)})
                 continue
@@ -122,12 +127,31 @@ def _step(doc: Document, source: str, target: str, side: str) -> dict[str, Any]:
     if not stack:
         raise InvalidOperation(f"nothing to {source}")
     entry = stack[-1]
+    if side == "old":
+        _hold_created(doc, entry["changes"])
     _apply(doc, entry["changes"], side)
+    if side == "new":
+        _release_created(entry["changes"])
     journal[source] = stack[:-1]
     journal[target] = [*journal.get(target, []), entry]
     _repair_cursor(doc, entry["changes"], side)
     doc.dirty = True
     return dict(entry)
+
+
+def _hold_created(doc: Document, changes: list[dict[str, Any]]) -> None:
+    """Before undoing: keep the records this entry created (redo will need them)."""
+    for change in changes:
+        if change.pop("created", False):
+            change["new"] = doc.nodes[change["id"]]
+
+
+def _release_created(changes: list[dict[str, Any]]) -> None:
+    """After redoing: the records are back in the document; the entry keeps only their ids."""
+    for change in changes:
+        if change["old"] is None and change["id"] != HEADER:
+            change["new"] = None
+            change["created"] = True
 
 
 def _apply(doc: Document, changes: list[dict[str, Any]], side: str, *, whole: bool = False) -> None:

@@ -27,6 +27,28 @@ def compile_pattern(
         raise InvalidOperation(f"bad regular expression {pattern!r}: {exc}") from None
 
 
+# How far back into the ancestors a regex match may start in a branch search: a pattern's
+# length bounds a literal match, but a regex could span any distance.
+REGEX_REACH = 2000
+
+
+def _ending_after(compiled: re.Pattern[str], window: str, own_start: int) -> re.Match[str] | None:
+    """The first match in `window` that ends inside the node's own text (after `own_start`).
+
+    Tries every start position in turn (not `finditer`, whose matches never overlap and
+    could hide one that ends in the segment).
+    """
+    pos = 0
+    while pos <= len(window):
+        m = compiled.search(window, pos)
+        if m is None:
+            return None
+        if m.end() > own_start or (m.start() >= own_start and m.end() == m.start()):
+            return m
+        pos = m.start() + 1
+    return None
+
+
 def search(
     doc: Document,
     pattern: str,
@@ -41,7 +63,9 @@ def search(
 
     With `branch`, a node matches when its full text does and the match ends
     inside its own segment, so a hit is reported once, at the node that
-    completes it, not again at every descendant.
+    completes it, not again at every descendant. A regex match may reach back at
+    most REGEX_REACH characters into the ancestors. Offsets are then into the
+    node's full text.
     """
     if not pattern:
         raise InvalidOperation("empty search pattern")
@@ -56,18 +80,25 @@ def search(
                 if limit is not None and len(out) >= limit:
                     break
         return out
-    # Walk depth-first carrying each node's prefix length; the full text is rebuilt per node
-    # from its path, which stays linear in depth.
-    for node_id in doc.walk(include_archived=include_archived):
-        segment = nodes[node_id].get("text", "")
-        if not segment:
+    # Depth-first, each node carrying the last `reach` characters of its ancestors' text
+    # and their total length: linear in the document, never rebuilding a full text.
+    reach = len(pattern) - 1 if not regex else REGEX_REACH
+    stack: list[tuple[str, str, int]] = [(r, "", 0) for r in reversed(doc.root_ids)]
+    while stack:
+        node_id, tail, before = stack.pop()
+        rec = nodes[node_id]
+        if rec.get("archived") and not include_archived:
             continue
-        full = doc.full_text(node_id)
-        own_start = len(full) - len(segment)
-        for m in compiled.finditer(full):
-            if m.end() > own_start and (m.end() > m.start() or m.start() >= own_start):
-                out.append(Match(node_id, m.start(), m.end(), m.group(0)))
+        segment = rec.get("text", "")
+        window = tail + segment
+        hit = _ending_after(compiled, window, len(tail)) if segment else None
+        if hit is not None:
+            offset = before - len(tail)  # where the window starts in the full text
+            out.append(Match(node_id, offset + hit.start(), offset + hit.end(), hit.group(0)))
+            if limit is not None and len(out) >= limit:
                 break
-        if limit is not None and len(out) >= limit:
-            break
+        child_tail = window[-reach:] if reach > 0 else ""
+        stack.extend(
+            (c, child_tail, before + len(segment)) for c in reversed(rec.get("children", ()))
+        )
     return out
