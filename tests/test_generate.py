@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -352,3 +353,32 @@ def test_children_of_a_node_edited_during_generation_become_orphans(
     assert len(roots) == 2
     orphan = woven.ok("show", roots[1], "--json").json()["node"]
     assert orphan["text"].startswith("Once upon a time") and orphan["meta"]["orphan_of"] == roots[0]
+
+
+def test_live_view_on_a_terminal(woven: Loom, fake_provider: FakeProvider) -> None:
+    """With stderr on a terminal, every branch streams into a compact view with progress."""
+    import pty
+
+    fake_provider.chunk_delay = 0.01
+    fake_provider.script(Reply([" alpha beta gamma", " delta epsilon"], finish_reason="stop"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loom", "gen", "-n", "2"],
+        cwd=woven.cwd,
+        env={**os.environ, **woven.env},  # type: ignore[attr-defined]
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    screen = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(master, 65536):
+            screen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    drawn = screen.decode(errors="replace")
+    assert "generating 2/2" in drawn
+    assert "alpha beta gamma" in drawn and "delta epsilon" in drawn
+    assert "\x1b[" in drawn  # redrawn in place
+    assert len(out.decode().split()) == 2  # stdout (a pipe) still gets just the ids
