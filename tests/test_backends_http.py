@@ -446,6 +446,34 @@ def test_connection_refused_is_a_clean_error() -> None:
     assert KEY not in err.message
 
 
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        ("ftp://user:pw@host/v1", "ftp://host/v1", "unsupported protocol"),
+        ("user:pw@127.0.0.1:9/v1", "127.0.0.1:9/v1", "missing an 'http://'"),
+        ("http://ho\tst/v1", "http://host/v1", "non-printable"),  # urlsplit drops the tab
+    ],
+)
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_invalid_url_fails_at_once_naming_it_without_credentials(
+    url: str, shown: str, why: str, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = HttpOptions(max_retries=2, backoff_base=0.01, backoff_max=0.02)
+    backend = OpenAICompletions(url, api_key=KEY, model="m", options=options, stream=stream)
+    with caplog.at_level("INFO", logger="loom.generate.http"):
+        result = collect(backend, GenRequest(model="m", prompt="x"))
+    err = result.error
+    assert err is not None and not err.retryable and "attempts" not in err.details
+    assert err.message.startswith(f"openai: invalid URL {shown}: ") and why in err.message
+    assert "\n" not in err.message and "pw" not in err.message and KEY not in err.message
+    assert "retrying" not in caplog.text
+
+
+def test_safe_url_finds_credentials_in_a_url_without_a_scheme() -> None:
+    assert safe_url("user:pw@host:8080/v1?key=abc") == "host:8080/v1"
+    assert safe_url("localhost:8080/v1") == "localhost:8080/v1"
+
+
 def test_400_is_not_retried_and_carries_the_provider_message() -> None:
     body = openai_error("Invalid value for 'temperature'.", param="temperature", code="bad")
     with FakeProvider() as fake:

@@ -113,6 +113,20 @@ def test_edit_split_merge_mv_rm_restore_undo(story: Loom) -> None:
     assert log["redo"] == 2
 
 
+def test_history_restore_takes_the_numbers_history_shows(story: Loom) -> None:
+    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    story.ok("edit", leaf, "--text", " went dry.")
+    entries = story.ok("history", leaf, "--json").json()["entries"]
+    assert [(e["index"], e["kind"]) for e in entries] == [(0, "earlier"), (1, "current")]
+    steps = len(story.ok("log", "--json").json()["undo"])
+    restored = story.ok("history", leaf, "--restore", "1", "--json").json()["node"]
+    assert restored["id"] == leaf and restored["text"] == " went dry."
+    assert len(story.ok("log", "--json").json()["undo"]) == steps  # nothing to undo
+    result = story("history", leaf, "--restore", "2")
+    assert result.code == 2 and "numbered 0..1" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_bookmarks_tags_notes_search(story: Loom) -> None:
     story.ok("bookmark", "--title", "low tide")
     story.ok("tag", "draft", "sea")
@@ -152,6 +166,11 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["up"], 1, "no parent"),
         (["search", "(", "--regex"], 1, "bad regular expression"),
         (["history", "--show", "9"], 2, "no text 9"),
+        (["history", "--restore", "1"], 2, "numbered 0..0"),
+        (["history", "--restore", "-1"], 2, "no text -1"),
+        (["tree", "-d", "-1"], 2, "not in the range"),
+        (["tree", "--width", "0"], 2, "not in the range"),
+        (["log", "-n", "0"], 2, "not in the range"),
         (["mv", "@"], 2, "PARENT or --root"),
     ],
 )

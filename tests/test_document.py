@@ -84,6 +84,35 @@ def test_edit_with_children_makes_a_sibling_version() -> None:
     assert doc.full_text(b) == "The owl sat."
 
 
+def test_versions_number_every_text_then_list_sibling_versions() -> None:
+    doc = Document.new()
+    a, b = chain(doc, "The cat", " sat.")
+    ops.add_child(doc, None, "an unrelated root")  # a sibling of `a`, but no version of it
+    version = ops.edit(doc, a, "The dog").id
+    assert [(e.get("index"), e["kind"], e["text"]) for e in ops.versions(doc, a)] == [
+        (0, "current", "The cat"),
+        (None, "version", "The dog"),
+    ]
+    assert [e.get("id") for e in ops.versions(doc, version)] == [None, a]
+    ops.edit(doc, b, " ran.")  # a leaf: edited in place
+    assert [(e["index"], e["kind"]) for e in ops.versions(doc, b)] == [
+        (0, "earlier"),
+        (1, "current"),
+    ]
+
+
+def test_restoring_the_current_text_changes_nothing_and_other_numbers_fail() -> None:
+    doc = Document.new()
+    (a,) = chain(doc, "first")
+    ops.edit(doc, a, "second")
+    steps = len(journal.undo_entries(doc))
+    assert ops.restore_version(doc, a, 1).text == "second"
+    assert len(journal.undo_entries(doc)) == steps and len(doc.node(a).history) == 1
+    for bad in (2, -1):
+        with pytest.raises(NotFound, match=r"numbered 0\.\.1"):
+            ops.restore_version(doc, a, bad)
+
+
 def test_split_keeps_every_full_text() -> None:
     doc = Document.new()
     a, b = chain(doc, "Hello world", "!")
@@ -134,9 +163,11 @@ def test_merge_with_other_siblings_creates_parent_version() -> None:
         ops.merge(doc, doc.root_ids[0])
 
 
-def test_move_refuses_cycles() -> None:
+def test_move_refuses_cycles_and_negative_positions() -> None:
     doc = Document.new()
     a, b, c = chain(doc, "A", "B", "C")
+    with pytest.raises(InvalidOperation, match="negative"):
+        ops.move(doc, c, a, index=-1)
     with pytest.raises(InvalidOperation):
         ops.move(doc, a, c)
     ops.move(doc, c, None)

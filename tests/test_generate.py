@@ -180,7 +180,9 @@ def test_partial_failure_saves_the_successes(woven: Loom, fake_provider: FakePro
     result = woven("gen", "-m", "base", "-m", "claude", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
     assert result.code == 1
     error = json.loads(result.stderr)["error"]
-    assert "1 of 2 branch(es) failed" in error["message"] and len(error["details"]["created"]) == 1
+    assert "1 of 2 branch(es) failed" in error["message"]
+    [created] = error["details"]["created"]  # the node itself, not only its id
+    assert created["text"] == " good" and created["parent"] and created["meta"]["gen"]["model"]
     assert [c["text"] for c in woven.ok("ls", "--json").json()["children"]] == [" good"]
 
 
@@ -212,10 +214,8 @@ def test_concurrent_edit_during_generation_is_kept(
     assert len(data["node"]["children"]) == 1
 
 
-@pytest.mark.parametrize("keep_partial", [False, True])
-def test_ctrl_c_keeps_finished_branches(
-    woven: Loom, fake_provider: FakeProvider, keep_partial: bool
-) -> None:
+def interrupt_gen(woven: Loom, fake_provider: FakeProvider, *extra: str) -> tuple[int, str, str]:
+    """Run `loom gen` on two branches, one slow, and press Ctrl-C once the fast one is done."""
     # A model without `n`: one request per branch, so one can finish while the other streams.
     models_toml = Path(os.environ["LOOM_HOME"]) / "models.toml"
     models_toml.write_text(
@@ -228,18 +228,25 @@ def test_ctrl_c_keeps_finished_branches(
         Reply([" slow " * 50], chunk_delay=0.2, finish_reason="stop"),
     )
     args = [sys.executable, "-m", "loom", "gen", "-n", "2", "-m", "single", "--concurrency", "2"]
-    args += ["--keep-partial"] if keep_partial else []
     env = {**os.environ, **woven.env}  # type: ignore[attr-defined]
     proc = subprocess.Popen(
-        args, cwd=woven.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*args, *extra], cwd=woven.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 20
     while len(fake_provider.requests) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("keep_partial", [False, True])
+def test_ctrl_c_keeps_finished_branches(
+    woven: Loom, fake_provider: FakeProvider, keep_partial: bool
+) -> None:
+    code, _, _ = interrupt_gen(woven, fake_provider, *(["--keep-partial"] if keep_partial else []))
+    assert code == 130
     kids = woven.ok("ls", "--json").json()["children"]
     texts = sorted(k["text"] for k in kids)
     if keep_partial:
@@ -248,6 +255,18 @@ def test_ctrl_c_keeps_finished_branches(
         assert partial["meta"]["incomplete"] is True
     else:
         assert texts == [" fast and done"]
+
+
+def test_ctrl_c_with_json_is_an_error_object_listing_what_was_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    code, out, err = interrupt_gen(woven, fake_provider, "--json")
+    assert code == 130 and out == ""
+    error = json.loads(err)
+    assert error["ok"] is False and error["error"]["code"] == "interrupted"
+    [kept] = error["error"]["details"]["created"]
+    assert kept["text"] == " fast and done" and kept["meta"]["gen"]["model"] == "single"
+    assert [k["id"] for k in woven.ok("ls", "--json").json()["children"]] == [kept["id"]]
 
 
 def test_one_generation_is_one_undo_step(woven: Loom, fake_provider: FakeProvider) -> None:
@@ -309,27 +328,45 @@ def test_pass_through_cannot_swap_the_model(woven: Loom, fake_provider: FakeProv
 
 
 def test_a_crashing_backend_does_not_lose_the_other_branches(
-    woven: Loom, fake_provider: FakeProvider
+    tmp_path: Path, fake_provider: FakeProvider
 ) -> None:
-    woven.ok(
-        "models",
-        "add",
-        "broken",
-        "--provider",
-        "openai",
-        "--base-url",
-        "http://127.0.0.1:99999/v1",
-        "--model",
-        "m",
-        "--kind",
-        "base",
+    """A bug in one backend (any exception, not a provider error) must not cost the others."""
+    from loom import ops, store
+    from loom.config import ModelConfig
+    from loom.document import Document
+    from loom.generate.backends.base import Backend, Capabilities, GenRequest, WireParams
+    from loom.generate.backends.openai_compat import OpenAICompletions
+    from loom.generate.engine import Branch
+    from loom.generate.weave import generate
+
+    class Crashing(Backend):
+        name = "crashing"
+        capabilities = Capabilities(raw_prompt=True)
+
+        def wire_params(self, request: GenRequest) -> WireParams:
+            return WireParams(body={})
+
+        async def stream(self, request: GenRequest):  # type: ignore[no-untyped-def,override]
+            raise RuntimeError("bug in a backend")
+            yield  # an async generator
+
+    path = tmp_path / "c.loom.json"
+    doc = Document.new()
+    ops.add_child(doc, None, "Once")
+    store.save(doc, path)
+    good = ModelConfig(
+        name="good", provider="openai", model="m", base_url=fake_provider.openai_url, kind="base"
     )
-    result = woven("gen", "-m", "base", "-m", "broken", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
-    assert (
-        result.code == 1
-        and "1 of 2 branch(es) failed" in json.loads(result.stderr)["error"]["message"]
+    bad = ModelConfig(
+        name="bad", provider="openai", model="m", base_url="http://unused", kind="base"
     )
-    assert len(woven.ok("ls", "--json").json()["children"]) == 1
+    backends = {"good": OpenAICompletions(fake_provider.openai_url, model="m"), "bad": Crashing()}
+    result = generate(path, branches=[Branch(model=good), Branch(model=bad)], backends=backends)
+    assert [n.text for n in result.nodes] == [result.outcomes[0].text] and result.outcomes[0].text
+    assert "internal error in crashing: RuntimeError: bug in a backend" in (
+        result.outcomes[1].error or ""
+    )
+    assert len(store.load(path).nodes) == 2
 
 
 def test_children_of_a_node_edited_during_generation_become_orphans(
@@ -382,3 +419,13 @@ def test_live_view_on_a_terminal(woven: Loom, fake_provider: FakeProvider) -> No
     assert "alpha beta gamma" in drawn and "delta epsilon" in drawn
     assert "\x1b[" in drawn  # redrawn in place
     assert len(out.decode().split()) == 2  # stdout (a pipe) still gets just the ids
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "ftp://host/v1", "localhost:8080"])
+def test_a_malformed_base_url_is_refused_when_added(loom: Loom, url: str) -> None:
+    result = loom("models", "add", "x", "--provider", "openai", "--base-url", url, "--model", "m")
+    assert (
+        result.code == 1
+        and "is not an http(s) URL" in result.stderr
+        and "Traceback" not in result.stderr
+    )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from loom.errors import InvalidOperation
+
 from conftest import Loom
 from fakeprovider import FakeProvider
 
@@ -171,3 +173,72 @@ def test_user_presets_file_is_used(doc: Loom, fake_provider: FakeProvider) -> No
     assert "mine" in {p["name"] for p in doc.ok("presets", "--json").json()["presets"]}
     doc.ok("gen", "-n", "1", "-p", "mine")
     assert fake_provider.requests[-1].body["temperature"] == 0.42
+
+
+def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> None:
+    from loom.generate.weave import regenerate
+
+    path = doc.cwd / "m.loom.json"
+    made = doc.ok("gen", "-n", "1", "-t", "0.7", "--param", "openai.user=abc", "--json").json()
+    [first] = made["nodes"]
+    fake_provider.clear()
+    result = regenerate(path, first["id"][:6], n=2, overrides={"top_p": "0.5"}, model="b")
+    assert [n.parent_id for n in result.nodes] == [first["parent"]] * 2
+    body = fake_provider.requests[0].body
+    assert (body["model"], body["temperature"], body["top_p"], body["user"], body["n"]) == (
+        "model-b",
+        0.7,
+        0.5,
+        "abc",
+        2,
+    )
+    assert result.nodes[0].meta["gen"]["modulation"] == {"regen_of": first["id"]}
+    moved = result.nodes[1].id
+    doc.ok("mv", moved, "--root")  # generated, but no longer continuing anything
+    human = doc.ok("add", " by hand", "--stay").stdout.strip()
+    for node, message in ((moved, "is a root"), (human, "was not generated")):
+        with pytest.raises(InvalidOperation, match=message):
+            regenerate(path, node)
+    with pytest.raises(InvalidOperation, match="temperature"):
+        regenerate(path, first["id"], overrides={"temperature": "hot"})
+
+
+def test_plan_generation_is_the_one_planning_path(doc: Loom, fake_provider: FakeProvider) -> None:
+    from loom import ops, store
+    from loom.generate.modulate import ModulationSpecs
+    from loom.generate.weave import generate, plan_generation
+
+    path = doc.cwd / "m.loom.json"
+    root = store.load(path).root_ids[0]
+    branches = plan_generation(
+        store.load(path),
+        root,
+        3,
+        ["a", "b"],
+        {"temperature": "0.5"},
+        ModulationSpecs.parse(sweep="top_p=0.5:0.9"),
+        presets=["creative"],
+    )
+    assert [b.model.name for b in branches] == ["a"] * 3 + ["b"] * 3
+    assert [b.params["top_p"] for b in branches] == [0.5, 0.7, 0.9] * 2
+    assert {b.params["temperature"] for b in branches} == {0.5}  # flags beat the preset
+    assert {b.params["min_p"] for b in branches} == {0.07}
+    # Not told how many: the document's `n`, for the CLI and the library alike.
+    with store.editing(path) as edited:
+        ops.set_document_field(edited, "defaults", {"n": 2})
+    assert len(plan_generation(store.load(path), root)) == 2
+    assert len(generate(path, root, n=None).nodes) == 2
+    grid = ModulationSpecs.parse(grid="temperature=0.5,0.7,0.9")
+    assert len(plan_generation(store.load(path), root, modulation=grid)) == 3  # one per cell
+
+
+@pytest.mark.parametrize("value", ["lots", 0, 2.5, True])
+def test_a_bad_document_n_is_a_one_line_error(doc: Loom, value: object) -> None:
+    from loom import ops, store
+
+    with store.editing(doc.cwd / "m.loom.json") as edited:
+        ops.set_document_field(edited, "defaults", {"n": value})
+    result = doc("gen")
+    assert result.code == 1 and "defaults.n must be a whole number" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert doc("gen", "-n", "1").code == 0  # an explicit -n does not need it

@@ -29,12 +29,13 @@ PROBE = """
 import json, sys, runpy
 args, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 sys.argv = ["loom", *args]
+code = 0
 try:
     runpy.run_module("loom", run_name="__main__")
-except SystemExit:
-    pass
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 found = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy))
-print(json.dumps(found), file=sys.stderr)
+print(json.dumps({"code": code, "imported": found}), file=sys.stderr)
 """
 
 
@@ -53,7 +54,7 @@ print(json.dumps(found), file=sys.stderr)
     ],
 )
 def test_navigation_does_not_import_heavy_modules(loom: Loom, args: list[str]) -> None:
-    loom.ok("new", "s.loom.json", "--text", "root")
+    loom.ok("new", "s.loom.json", "--text", "a root to search for x")
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
         cwd=loom.cwd,
@@ -61,5 +62,7 @@ def test_navigation_does_not_import_heavy_modules(loom: Loom, args: list[str]) -
         text=True,
         timeout=60,
     )
-    imported = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert imported == [], f"`loom {' '.join(args)}` imported {imported}"
+    probe = json.loads(proc.stderr.strip().splitlines()[-1])
+    # A command that failed early would import little and pass for the wrong reason.
+    assert probe["code"] == 0, f"`loom {' '.join(args)}` failed: {proc.stderr}"
+    assert probe["imported"] == [], f"`loom {' '.join(args)}` imported {probe['imported']}"

@@ -115,6 +115,17 @@ class ModelConfig:
         }
 
 
+def _valid_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def is_local(url: str) -> bool:
     """A server on this machine (often run without a key)."""
     from urllib.parse import urlsplit
@@ -157,6 +168,10 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
         or os.environ.get(defaults.get("base_url_env") or "", "")
         or defaults["base_url"]
     )
+    if base_url and not _valid_url(str(base_url)):
+        raise ConfigError(
+            f"model {name!r}: base URL {safe_url(str(base_url))!r} is not an http(s) URL with a host"
+        )
     params = table.get("params", {})
     options = table.get("options", {})
     if not isinstance(params, dict) or not isinstance(options, dict):

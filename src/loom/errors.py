@@ -68,6 +68,13 @@ class ConfigError(LoomError):
     code = "config"
 
 
+class Interrupted(LoomError):
+    """Stopped by the user (Ctrl-C) part-way; `details` say what was kept."""
+
+    code = "interrupted"
+    exit_code = 130
+
+
 class BackendError(LoomError):
     """A provider failed. `retryable` says whether the same request may succeed later."""
 

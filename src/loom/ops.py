@@ -16,6 +16,7 @@ from typing import Any
 from loom.document import KINDS, Document, Node, Record, now
 from loom.errors import InvalidOperation, NotFound
 from loom.journal import transaction
+from loom.logprobs import split_logprobs
 
 
 def _check_kind(kind: str) -> None:
@@ -140,11 +141,43 @@ def edit(doc: Document, node: str, text: str, *, in_place: bool = False) -> Node
     return Node(doc, node)
 
 
+def versions(doc: Document, node: str) -> list[dict[str, Any]]:
+    """Every text the node has had, then its sibling versions.
+
+    The node's texts are numbered (`index`) oldest first: its in-place history
+    `0..k-1`, then its current text `k`. Sibling versions (edits of a node with
+    children, see `edit`) follow, unnumbered, with their `id`.
+    """
+    target = doc.node(node)
+    entries: list[dict[str, Any]] = [
+        {"index": i, "text": h.get("text", ""), "at": h.get("at"), "kind": "earlier"}
+        for i, h in enumerate(target.history)
+    ]
+    entries.append(
+        {"index": len(entries), "text": target.text, "at": target.modified, "kind": "current"}
+    )
+    origin = target.meta.get("version_of")
+    related = {node, origin} - {None}  # versions of this node, or of the one it is a version of
+    for s in doc.sibling_ids(node):
+        rec = doc.nodes[s]
+        if s != node and (s == origin or rec.get("meta", {}).get("version_of") in related):
+            entries.append(
+                {"id": s, "text": rec.get("text", ""), "at": rec.get("created"), "kind": "version"}
+            )
+    return entries
+
+
 def restore_version(doc: Document, node: str, index: int, *, in_place: bool = False) -> Node:
-    """Bring back text number `index` of the node's history (0 = oldest)."""
+    """Bring back text number `index`, numbered as `versions` numbers them.
+
+    0 is the oldest earlier text and `len(history)` the current one, whose
+    restoring changes nothing.
+    """
     history = doc.node(node).history
-    if not -len(history) <= index < len(history):
-        raise NotFound(f"node {node} has {len(history)} earlier text(s); no version {index}")
+    if not 0 <= index <= len(history):
+        raise NotFound(f"node {node} has no text {index}: its texts are numbered 0..{len(history)}")
+    if index == len(history):
+        return Node(doc, node)
     return edit(doc, node, history[index]["text"], in_place=in_place)
 
 
@@ -196,39 +229,6 @@ def split_at_marker(doc: Document, node: str, marker: str, *, after: bool = Fals
     if pos < 0:
         raise NotFound(f"marker {marker!r} not found in node {node}")
     return split(doc, node, pos + len(marker) if after else pos)
-
-
-def split_logprobs(logprobs: dict[str, Any], at: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Partition token records at character offset `at`, keeping each half aligned with its text.
-
-    A token straddling the cut is cut too: both pieces keep its log-probability and lose
-    its alternatives (which were alternatives to the whole token).
-    """
-    tokens = list(logprobs.get("tokens", []))
-    lps = list(logprobs.get("lp", []))
-    tops = list(logprobs.get("top", [])) if "top" in logprobs else None
-    offset = 0
-    for i, tok in enumerate(tokens):
-        if offset + len(tok) > at:
-            cut = at - offset
-            if cut > 0:  # straddles: split this token in two
-                tokens[i : i + 1] = [tok[:cut], tok[cut:]]
-                lps[i : i + 1] = [lps[i], lps[i]]
-                if tops is not None:
-                    tops[i : i + 1] = [[], []]
-                i += 1
-            break
-        offset += len(tok)
-    else:
-        i = len(tokens)
-
-    def part(sl: slice) -> dict[str, Any]:
-        out = {**logprobs, "tokens": tokens[sl], "lp": lps[sl]}
-        if tops is not None:
-            out["top"] = tops[sl]
-        return out
-
-    return part(slice(0, i)), part(slice(i, None))
 
 
 def merge(doc: Document, node: str) -> Node:
@@ -293,8 +293,13 @@ def _merged_record(node: str, rec: Record) -> dict[str, Any]:
 
 
 def move(doc: Document, node: str, new_parent: str | None, *, index: int | None = None) -> Node:
-    """Re-parent a node (None: make it a root). Refuses to create a cycle."""
+    """Re-parent a node (None: make it a root) at `index` among its new siblings (None: last).
+
+    Refuses to create a cycle.
+    """
     doc.node(node)
+    if index is not None and index < 0:
+        raise InvalidOperation(f"a position among siblings cannot be negative, got {index}")
     if new_parent is not None:
         doc.node(new_parent)
         if doc.is_descendant(new_parent, node):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
 def safe_url(url: str) -> str:
     """The URL without credentials, query or fragment (some providers take keys there)."""
+    # Without a scheme ("user:pw@host/v1"), urlsplit takes "user" for one and misses the host.
+    bare = not _SCHEME.match(url)
     try:
-        parts = urlsplit(url)
+        parts = urlsplit("//" + url if bare else url)
     except ValueError:
         return "<invalid url>"
     host = parts.hostname or ""
@@ -20,7 +25,8 @@ def safe_url(url: str) -> str:
     except ValueError:
         port = None
     netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return shown.removeprefix("//") if bare else shown
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -197,52 +197,12 @@ MODULATION_KEYS = (
 )
 
 
-def plan_branches(
-    doc: Any,
-    node_id: str,
-    *,
-    n: int | None,
-    models: tuple[str, ...],
-    sampler: dict[str, Any],
-    modulation: dict[str, Any],
-) -> list[Any]:
-    """Flags → one Branch per child, through the layered parameters and the modulators."""
-    from loom.generate.capabilities import load_table
-    from loom.generate.modulate import ModulationSpecs, plan
-    from loom.generate.params import LayerInputs, parse_assignments
-    from loom.generate.weave import table_provider, user_capabilities_file
-
-    m = modulation
-    flags = {**_params_from_flags(**sampler), **parse_assignments(m["param_items"])}
-    inputs = LayerInputs.from_doc(doc, node_id, presets=m["presets"], flags=flags)
-    specs = ModulationSpecs.parse(
-        sweep=m["sweep"],
-        grid=m["grid"],
-        per_cell=m["per_cell"],
-        jitter=m["jitter"],
-        mix=m["mix"],
-        schedule=m["schedule"],
-        random_preset=m["random_preset"],
-    )
-    table = load_table(user_capabilities_file())
-    chosen = [config.get_model(m) for m in models] if models else [config.get_model(None)]
-    return plan(
-        n,
-        chosen,
-        inputs,
-        specs,
-        rng_seed=m["rng_seed"],
-        model_lookup=config.get_model,
-        caps_lookup=lambda model: table.lookup(table_provider(model), model.model),
-    )
-
-
 def _render_generation(result: Any, raw: bool, command_name: str) -> None:
-    for warning in result.warnings:
-        if not json_mode():
-            sys.stderr.write(f"loom: warning: {warning}\n")
+    from loom.generate.weave import check
+
     if json_mode():
-        if not result.error_summary():
+        # An interrupted or failed run is reported by `check` as one error object instead.
+        if not result.interrupted and not result.error_summary():
             emit(
                 {
                     "command": command_name,
@@ -252,23 +212,22 @@ def _render_generation(result: Any, raw: bool, command_name: str) -> None:
                     "warnings": result.warnings,
                 }
             )
-    elif raw or not stdout_is_terminal():
-        sys.stdout.write(
-            "\n\n".join(made.text for made in result.nodes)
-            if raw
-            else "".join(f"{made.id}\n" for made in result.nodes)
-        )
-        sys.stdout.flush()
     else:
-        from loom.cli import render
+        for warning in result.warnings:
+            sys.stderr.write(f"loom: warning: {warning}\n")
+        if raw or not stdout_is_terminal():
+            sys.stdout.write(
+                "\n\n".join(made.text for made in result.nodes)
+                if raw
+                else "".join(f"{made.id}\n" for made in result.nodes)
+            )
+            sys.stdout.flush()
+        else:
+            from loom.cli import render
 
-        shorts = read_doc().short_ids([made.id for made in result.nodes])
-        for i, made in enumerate(result.nodes, 1):
-            out(render.node_line(made, shorts[made.id], number=i))
-    if result.interrupted:
-        raise click.exceptions.Exit(130)
-    from loom.generate.weave import check
-
+            shorts = read_doc().short_ids([made.id for made in result.nodes])
+            for i, made in enumerate(result.nodes, 1):
+                out(render.node_line(made, shorts[made.id], number=i))
     check(result)
 
 
@@ -352,18 +311,25 @@ def gen_cmd(
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
     """
-    from loom.generate.weave import generate
+    from loom.generate.modulate import ModulationSpecs
+    from loom.generate.params import parse_assignments
+    from loom.generate.weave import generate, plan_generation
 
     doc = read_doc()
     target = doc.resolve(node)
-    n = (
-        count
-        if count is not None
-        else (None if (flags["grid"] or flags["mix"]) else int(doc.defaults.get("n", 4)))
+    m = {key: flags.pop(key) for key in MODULATION_KEYS}
+    specs = ModulationSpecs.parse(
+        sweep=m["sweep"],
+        grid=m["grid"],
+        per_cell=m["per_cell"],
+        jitter=m["jitter"],
+        mix=m["mix"],
+        schedule=m["schedule"],
+        random_preset=m["random_preset"],
     )
-    modulation = {key: flags.pop(key) for key in MODULATION_KEYS}
-    branches = plan_branches(
-        doc, target.id, n=n, models=models, sampler=flags, modulation=modulation
+    params = {**_params_from_flags(**flags), **parse_assignments(m["param_items"])}
+    branches = plan_generation(
+        doc, target.id, count, models, params, specs, presets=m["presets"], rng_seed=m["rng_seed"]
     )
     view = LiveView(len(branches)) if (sys.stderr.isatty() and not json_mode()) else None
     result = generate(
@@ -375,7 +341,7 @@ def gen_cmd(
         concurrency=concurrency,
         cursor=cursor,
         emulate=emulate,
-        rng_seed=modulation["rng_seed"],
+        rng_seed=m["rng_seed"],
         strict=strict,
     )
     _render_generation(result, raw, "gen")
@@ -429,37 +395,17 @@ def regen_cmd(
       loom regen a1b2
       loom regen a1b2 -n 3 --temperature 1.2
     """
-    from loom.generate.engine import Branch
-    from loom.generate.params import parse_assignments, validate
-    from loom.generate.weave import generate
+    from loom.generate.params import parse_assignments
+    from loom.generate.weave import regenerate
 
-    doc = read_doc()
-    target = doc.resolve(node)
-    gen = target.record.get("meta", {}).get("gen")
-    if not gen:
-        raise click.UsageError(
-            f"node {target.id[:8]} was not generated: nothing to re-run (use `loom gen`)"
-        )
-    if target.parent_id is None:
-        raise click.UsageError(f"node {target.id[:8]} is a root: it has no prompt to re-run")
-    model = config.get_model(model_name or gen.get("model"))
-    params = {
-        **gen.get("params", {}),
-        **validate({**_params_from_flags(**sampler), **parse_assignments(param_items)}),
-    }
-    provenance = {"regen_of": target.id}
-    extra = dict(gen.get("extra") or {})
-    branches = [
-        Branch(model=model, params=dict(params), extra=dict(extra), provenance=dict(provenance))
-        for _ in range(count)
-    ]
-    method = (gen.get("emulation") or {}).get("method")
-    result = generate(
+    result = regenerate(
         doc_path(),
-        target.parent_id,
-        branches=branches,
+        node,
+        n=count,
+        overrides={**_params_from_flags(**sampler), **parse_assignments(param_items)},
+        model=model_name,
+        emulate=emulate,
         cursor=cursor,
-        emulate=emulate if emulate != "auto" or not method else method,
     )
     _render_generation(result, raw, "regen")
 
@@ -613,34 +559,6 @@ def presets_cmd() -> None:
         )
 
 
-def _probability_colour(logprob: float) -> str:
-    p = math.exp(logprob)
-    if p >= 0.8:
-        return "green"
-    if p >= 0.5:
-        return "bright_green"
-    if p >= 0.2:
-        return "yellow"
-    if p >= 0.05:
-        return "bright_red"
-    return "red"
-
-
-def render_probs(doc: Any, node_id: str) -> str:
-    """The branch text with every token of known probability coloured by it."""
-    pieces: list[str] = []
-    for pid in doc.path_ids(node_id):
-        rec = doc.nodes[pid]
-        text = rec.get("text", "")
-        probs = rec.get("meta", {}).get("logprobs")
-        if not probs or "".join(probs.get("tokens", [])) != text:
-            pieces.append(text)
-            continue
-        for tok, lp in zip(probs["tokens"], probs["lp"], strict=False):
-            pieces.append(style(tok, fg=_probability_colour(lp)))
-    return "".join(pieces)
-
-
 @command(cli, "alts")
 @click.argument("node", metavar="NODE")
 @click.argument("offset", type=int)
@@ -661,58 +579,36 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
       loom alts a1b2 12
       loom alts a1b2 12 --pick 2 && loom gen
     """
-    from loom.ops import add_sibling, goto
+    from loom import logprobs
 
-    doc = read_doc()
-    target = doc.resolve(node)
-    probs = target.record.get("meta", {}).get("logprobs")
-    if not probs or not probs.get("tokens"):
-        raise click.UsageError(f"node {target.id[:8]} has no token probabilities recorded")
-    starts, pos = [], 0
-    for tok in probs["tokens"]:
-        starts.append(pos)
-        pos += len(tok)
-    if not 0 <= offset < pos:
-        raise click.BadParameter(
-            f"offset must be within the node's text (0..{pos - 1})", param_hint="OFFSET"
-        )
-    index = max(i for i, s in enumerate(starts) if s <= offset)
-    chosen = probs["tokens"][index]
-    alternatives = [(t, lp) for t, lp in (probs.get("top") or [[]] * len(starts))[index]]
-    rows = [
-        {"token": t, "logprob": lp, "prob": math.exp(lp), "chosen": t == chosen}
-        for t, lp in alternatives
-    ]
     if pick is not None:
-        if pick > len(alternatives):
-            raise click.BadParameter(
-                f"there are {len(alternatives)} alternatives", param_hint="--pick"
-            )
-        text = target.text[: starts[index]] + alternatives[pick - 1][0]
         with write_doc() as wdoc:
-            meta = {
-                "alt_of": target.id,
-                "alt": {"offset": starts[index], "token": alternatives[pick - 1][0]},
-            }
-            made = add_sibling(wdoc, target.id, text, kind=target.kind, meta=meta)
-            goto(wdoc, made.id)
+            made = logprobs.branch_from_alternative(wdoc, wdoc.resolve(node).id, offset, pick - 1)
         if json_mode():
             emit({"command": "alts", "node": made.to_dict()})
         else:
             out(made.id)
         return
+    doc = read_doc()
+    target = doc.resolve(node)
+    choice = logprobs.alternatives_at(doc, target.id, offset)
+    rows = [
+        {"token": t, "logprob": lp, "prob": math.exp(lp), "chosen": t == choice.token}
+        for t, lp in choice.alternatives
+    ]
     if json_mode():
         emit(
             {
                 "command": "alts",
                 "node_id": target.id,
-                "offset": starts[index],
-                "token": chosen,
+                "offset": choice.start,
+                "token": choice.token,
                 "alternatives": rows,
             }
         )
         return
-    out(f"token {index} at {starts[index]}: {chosen!r} (p={math.exp(probs['lp'][index]):.3f})")
+    p = "?" if choice.logprob is None else f"{math.exp(choice.logprob):.3f}"
+    out(f"token {choice.token_index} at {choice.start}: {choice.token!r} (p={p})")
     for k, row in enumerate(rows, 1):
         mark = "●" if row["chosen"] else " "
         out(f"{mark} {k:>2}. {row['token']!r:<20} p={row['prob']:.3f}")

@@ -1,6 +1,7 @@
 """The `loom` entry point: the command group and the one place errors become output.
 
-Exit codes: 0 success, 1 a user or data error (LoomError), 2 a usage error.
+Exit codes: 0 success, 1 a user or data error (LoomError), 2 a usage error,
+70 an internal error (a bug), 130 interrupted.
 Errors are one line on stderr, or one JSON object there with --json.
 """
 

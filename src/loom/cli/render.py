@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from loom import logprobs
 from loom.cli.common import style
 from loom.document import Document, Node
 
@@ -80,6 +82,33 @@ def branch_text(doc: Document, node_id: str) -> str:
             pieces.append(style(segment, bold=True, underline=False))
         else:
             pieces.append(style(segment, fg="bright_black" if i % 2 else None))
+    return "".join(pieces)
+
+
+def _probability_colour(logprob: float) -> str:
+    p = math.exp(logprob)
+    if p >= 0.8:
+        return "green"
+    if p >= 0.5:
+        return "bright_green"
+    if p >= 0.2:
+        return "yellow"
+    if p >= 0.05:
+        return "bright_red"
+    return "red"
+
+
+def probabilities(doc: Document, node_id: str) -> str:
+    """The branch text with every token of known probability coloured by it."""
+    pieces: list[str] = []
+    for pid in doc.path_ids(node_id):
+        text = doc.nodes[pid].get("text", "")
+        probs = logprobs.of(doc, pid)
+        if probs is None or not logprobs.aligned(probs, text):
+            pieces.append(text)
+            continue
+        for tok, lp in zip(probs["tokens"], probs["lp"], strict=False):
+            pieces.append(style(tok, fg=_probability_colour(lp)))
     return "".join(pieces)
 
 

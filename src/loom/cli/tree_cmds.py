@@ -273,9 +273,7 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
         sys.stdout.flush()
         return
     if probs:
-        from loom.cli.gen_cmds import render_probs
-
-        out(render_probs(doc, target.id))
+        out(render.probabilities(doc, target.id))
     else:
         out(target.text if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
@@ -320,8 +318,22 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
 
 @command(cli, "tree")
 @NODE
-@click.option("-d", "--depth", default=3, show_default=True, help="Levels shown below NODE.")
-@click.option("-w", "--width", default=8, show_default=True, help="Children shown per node.")
+@click.option(
+    "-d",
+    "--depth",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Levels shown below NODE.",
+)
+@click.option(
+    "-w",
+    "--width",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Children shown per node.",
+)
 @click.option("--all", "everything", is_flag=True, help="Draw every tree of the forest in full.")
 @click.option(
     "--no-collapse", is_flag=True, help="Do not fold chains of single children into one row."
@@ -833,35 +845,6 @@ def search_cmd(
 # ---- history ----------------------------------------------------------------------------
 
 
-def _versions(doc: Document, node_id: str) -> list[dict[str, Any]]:
-    """Every text the node has had (its in-place history, oldest first, then now), plus sibling versions."""
-    node = doc.node(node_id)
-    entries: list[dict[str, Any]] = [
-        {"index": i, "text": h.get("text", ""), "at": h.get("at"), "kind": "earlier"}
-        for i, h in enumerate(node.history)
-    ]
-    entries.append(
-        {"index": len(entries), "text": node.text, "at": node.modified, "kind": "current"}
-    )
-    origin = node.record.get("meta", {}).get("version_of")
-    related = [
-        s
-        for s in doc.sibling_ids(node_id)
-        if s != node_id
-        and (doc.nodes[s].get("meta", {}).get("version_of") in (node_id, origin) or s == origin)
-    ]
-    for s in related:
-        entries.append(
-            {
-                "id": s,
-                "text": doc.nodes[s].get("text", ""),
-                "at": doc.nodes[s].get("created"),
-                "kind": "version",
-            }
-        )
-    return entries
-
-
 @command(cli, "history")
 @NODE
 @click.option("--show", "show_index", type=int, metavar="K", help="Print text K in full.")
@@ -875,6 +858,9 @@ def _versions(doc: Document, node_id: str) -> list[dict[str, Any]]:
 def history_cmd(node: str | None, show_index: int | None, restore_index: int | None) -> None:
     """List every earlier text of a node and its sibling versions; show or restore one.
 
+    The node's texts are numbered from 0, oldest first; the last number is its
+    current text.
+
     \b
     Examples:
       loom history
@@ -883,22 +869,20 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
     """
     if restore_index is not None:
         with write_doc() as doc:
-            result = ops.restore_version(doc, doc.resolve(node).id, restore_index)
+            target = doc.resolve(node)
+            _numbered(ops.versions(doc, target.id), restore_index, "--restore")
+            result = ops.restore_version(doc, target.id, restore_index)
         _report(doc, result, "history")
         return
     doc = read_doc()
     target = doc.resolve(node)
-    entries = _versions(doc, target.id)
+    entries = ops.versions(doc, target.id)
     if show_index is not None:
-        numbered = [e for e in entries if "index" in e]
-        if not 0 <= show_index < len(numbered):
-            raise click.BadParameter(
-                f"no text {show_index}: this node has {len(numbered)}", param_hint="--show"
-            )
+        entry = _numbered(entries, show_index, "--show")
         if json_mode():
-            emit({"command": "history", "node_id": target.id, "entry": numbered[show_index]})
+            emit({"command": "history", "node_id": target.id, "entry": entry})
         else:
-            sys.stdout.write(numbered[show_index]["text"])
+            sys.stdout.write(entry["text"])
         return
     if json_mode():
         emit({"command": "history", "node_id": target.id, "entries": entries})
@@ -912,6 +896,15 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
         out(
             f"{label}  {style(str(e['at'] or ''), dim=True)}  {e['kind']:<8} {render.preview(e['text'], 60)}"
         )
+
+
+def _numbered(entries: list[dict[str, Any]], k: int, flag: str) -> dict[str, Any]:
+    numbered = [e for e in entries if "index" in e]
+    if not 0 <= k < len(numbered):
+        raise click.BadParameter(
+            f"no text {k}: this node's texts are numbered 0..{len(numbered) - 1}", param_hint=flag
+        )
+    return numbered[k]
 
 
 def _undo_redo(verb: str, steps: int) -> None:
@@ -960,7 +953,14 @@ def redo_cmd(steps: int) -> None:
 
 
 @command(cli, "log")
-@click.option("-n", "--limit", default=20, show_default=True, help="How many entries.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many entries.",
+)
 def log_cmd(limit: int) -> None:
     """List recent changes (what `loom undo` would undo, newest first).
 

@@ -412,6 +412,12 @@ class Endpoint:
 
         detail = str(exc) or type(exc).__name__
         opts = self.options
+        if isinstance(exc, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
+            # The configured URL is wrong: asking again cannot help.
+            return self.error(
+                _one_line(f"invalid URL {self.display_url}: {detail}"),
+                details={"error_type": type(exc).__name__},
+            )
         if isinstance(exc, httpx2.ConnectTimeout):
             message = f"timed out connecting to {self.display_url} after {opts.connect_timeout:g}s"
         elif isinstance(exc, httpx2.ReadTimeout):
@@ -477,7 +483,7 @@ class Endpoint:
                 content=self._encode(body),
                 headers={"content-type": "application/json", "accept": "application/json"},
             )
-        except httpx2.RequestError as exc:
+        except (httpx2.RequestError, httpx2.InvalidURL) as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 300:
             raise self._status_error(
@@ -521,7 +527,7 @@ class Endpoint:
                         yield event
                 for event in decoder.feed(text.decode(b"", final=True)) + decoder.close():
                     yield event
-        except httpx2.RequestError as exc:
+        except (httpx2.RequestError, httpx2.InvalidURL) as exc:
             raise self._transport_error(exc, streaming=started) from None
         except EventTooLarge as exc:
             raise self.error(f"bad event stream from {self.display_url}: {exc}") from None

@@ -12,23 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loom import ops, store
 from loom.config import ModelConfig, get_model
-from loom.document import Node
-from loom.errors import BackendError, InvalidOperation
+from loom.document import Document, Node
+from loom.errors import BackendError, Interrupted, InvalidOperation
 from loom.generate.backends.base import Backend, Token
 from loom.generate.engine import Branch, Events, Outcome, record, run_branches
 from loom.journal import transaction
 from loom.workspace import loom_home
 
+if TYPE_CHECKING:
+    from loom.generate.modulate import ModulationSpecs
+
 CURSOR_CHOICES = ("stay", "first", "last")
 DEFAULT_TOP_LOGPROBS = 5
+DEFAULT_N = 4  # children per model when neither the caller nor the document says
+MAX_N = 256
 
 
 @dataclass
@@ -69,7 +74,7 @@ def generate(
     path: str | os.PathLike[str],
     node: str | None = None,
     *,
-    n: int = 1,
+    n: int | None = 1,
     models: Sequence[str] | None = None,
     params: dict[str, Any] | None = None,
     branches: Sequence[Branch] | None = None,
@@ -84,8 +89,9 @@ def generate(
 ) -> Generation:
     """Generate continuations of `node` (default: the cursor) in the document at `path`.
 
-    `branches` (from modulation) overrides `n`/`models`/`params`. Finished branches
-    are always kept; cut-off ones only with `keep_partial` (marked incomplete).
+    Without `branches` (from `plan_generation`), they are planned by it from `n`
+    (None: the document's), `models` (names) and `params`. Finished branches are
+    always kept; cut-off ones only with `keep_partial` (marked incomplete).
     `emulate` forces a base-model emulation method ("auto" lets each model's
     capabilities decide; "off" sends the prompt untouched). Parameters a backend or
     model will not take are dropped with a warning, or refused before any request
@@ -97,15 +103,7 @@ def generate(
     target = doc.resolve(node)
     prompt = doc.full_text(target.id)
     if branches is None:
-        from loom.generate.modulate import plan
-        from loom.generate.params import LayerInputs
-
-        if n < 1:
-            raise InvalidOperation("-n must be at least 1")
-        chosen = [get_model(name) for name in (models or [None])]  # type: ignore[list-item]
-        branches = plan(
-            n, chosen, LayerInputs.from_doc(doc, target.id, flags=params or {}), rng_seed=rng_seed
-        )
+        branches = plan_generation(doc, target.id, n, models or (), params, rng_seed=rng_seed)
     result = Generation(parent=target.id)
     job = _Plan(prompt, list(branches), events, concurrency, emulate, rng_seed, strict, doc.system)
     try:
@@ -118,6 +116,113 @@ def generate(
             path, target.id, prompt, result.outcomes, keep_partial=keep_partial, cursor=cursor
         )
     return result
+
+
+def document_n(doc: Document) -> int:
+    """How many children a generation makes when not told: the document's `defaults.n`, else 4."""
+    value = doc.defaults.get("n", DEFAULT_N)
+    # A hand-edited file may say "6" or 6.0; anything else is refused, not guessed at.
+    whole = (
+        (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
+        or (isinstance(value, str) and value.strip().isdigit())
+    )
+    if not whole or not 1 <= int(value) <= MAX_N:
+        raise InvalidOperation(
+            f"the document's defaults.n must be a whole number from 1 to {MAX_N}, got {value!r}"
+            " (pass -n to choose)"
+        )
+    return int(value)
+
+
+def plan_generation(
+    doc: Document,
+    node_id: str,
+    n: int | None = None,
+    models: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    modulation: ModulationSpecs | None = None,
+    *,
+    presets: Sequence[str] = (),
+    rng_seed: int | None = None,
+) -> list[Branch]:
+    """The branches generating from `node_id` runs, one per child.
+
+    n: children per model (None: `document_n`; with a grid or a mix, the layers'
+        `n` if any, else one per grid cell or mix entry).
+    models: model names (none: the default model).
+    flags: parameters in the top layer, values typed or as text (`{"temperature": "0.8"}`),
+        `family.key` names passing through to one backend.
+    modulation: how the parameters vary across the children (`ModulationSpecs.parse`).
+    presets: presets layered under the document's defaults, later ones winning.
+    rng_seed: seed for jitter and random presets.
+    """
+    from loom.generate.capabilities import load_table
+    from loom.generate.modulate import plan
+    from loom.generate.params import LayerInputs
+
+    if n is None and not (modulation and (modulation.grid or modulation.mix)):
+        n = document_n(doc)
+    inputs = LayerInputs.from_doc(doc, node_id, presets=presets, flags=flags)
+    table = load_table(user_capabilities_file())
+    chosen = [get_model(name) for name in models] if models else [get_model(None)]
+    return plan(
+        n,
+        chosen,
+        inputs,
+        modulation,
+        rng_seed=rng_seed,
+        model_lookup=get_model,
+        caps_lookup=lambda model: table.lookup(table_provider(model), model.model),
+    )
+
+
+def regenerate(
+    path: str | os.PathLike[str],
+    node: str,
+    *,
+    n: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    emulate: str = "auto",
+    cursor: str = "stay",
+) -> Generation:
+    """Re-run the generation that made `node`: `n` new siblings of it.
+
+    Each is sent the recorded parameters with `overrides` replacing some, the
+    recorded pass-through fields, to the recorded model unless `model` names
+    another, framed by the recorded emulation method unless `emulate` names one.
+    """
+    from loom.generate.params import validate
+
+    doc = store.load(path)
+    target = doc.resolve(node)
+    gen = target.meta.get("gen")
+    if not gen:
+        raise InvalidOperation(
+            f"node {target.id} was not generated: nothing to re-run (use `loom gen`)"
+        )
+    if target.parent_id is None:
+        raise InvalidOperation(f"node {target.id} is a root: it has no prompt to re-run")
+    if n < 1:
+        raise InvalidOperation(f"n must be at least 1, got {n}")
+    params = {**gen.get("params", {}), **validate(overrides or {})}
+    chosen = get_model(model or gen.get("model"))
+    extra = dict(gen.get("extra") or {})
+    branches = [
+        Branch(
+            model=chosen, params=dict(params), extra=dict(extra), provenance={"regen_of": target.id}
+        )
+        for _ in range(n)
+    ]
+    method = (gen.get("emulation") or {}).get("method")
+    return generate(
+        path,
+        target.parent_id,
+        branches=branches,
+        cursor=cursor,
+        emulate=method if emulate == "auto" and method else emulate,
+    )
 
 
 @dataclass
@@ -437,7 +542,14 @@ def _logprob_source(o: Outcome) -> str:
 
 
 def check(result: Generation) -> None:
-    """Raise one BackendError if any branch failed (after the successes were saved)."""
+    """Raise one error if the generation was interrupted or any branch failed.
+
+    Called after the finished branches were saved: `details["created"]` holds them
+    as node objects, so a caller that only reads the error still learns what was made.
+    """
+    created = [n.to_dict() for n in result.nodes]
+    if result.interrupted:
+        raise Interrupted(f"interrupted: {len(created)} branch(es) kept", created=created)
     summary = result.error_summary()
     if summary:
-        raise BackendError(summary, created=[n.id for n in result.nodes])
+        raise BackendError(summary, created=created)
