@@ -92,13 +92,10 @@ def bench_size(n: int, repeat: int, workdir: Path) -> None:
     print(f"\n## {n} nodes, {size / 1e6:.1f} MB (built in {time.perf_counter() - t0:.1f}s)")
     env = {**os.environ, "LOOM_HOME": str(workdir / "home"), "PYTHONPATH": str(ROOT / "src")}
     py = sys.executable
-    bare = (
-        "import orjson,sys; d=orjson.loads(open(sys.argv[1],'rb').read()); "
-        "orjson.dumps(d, option=orjson.OPT_INDENT_2|orjson.OPT_APPEND_NEWLINE)"
-    )
+    bare = "import orjson,sys; d=orjson.loads(open(sys.argv[1],'rb').read()); orjson.dumps(d)"
     bare_write = (
         "import orjson,sys,os; p=sys.argv[1]; d=orjson.loads(open(p,'rb').read()); "
-        "b=orjson.dumps(d, option=orjson.OPT_INDENT_2|orjson.OPT_APPEND_NEWLINE); "
+        "b=orjson.dumps(d); "
         "f=open(p+'.tmp','wb'); f.write(b); f.flush(); os.fsync(f.fileno()); f.close(); os.replace(p+'.tmp', p+'.copy')"
     )
     results = {

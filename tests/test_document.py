@@ -316,3 +316,28 @@ def test_branch_search_agrees_with_a_full_text_scan() -> None:
                 expected.append(node_id)
         got = [m.node_id for m in loom.search.search(doc, pattern, regex=regex, branch=True)]
         assert got == expected, pattern
+
+
+def test_moving_under_a_deleted_node_is_refused() -> None:
+    """It would vanish inside the deleted subtree, and `purge` would take it."""
+    doc = Document.new()
+    (root,) = chain(doc, "R")
+    keep = ops.add_child(doc, root, " keep", move_cursor=False).id
+    trash = ops.add_child(doc, root, " trash", move_cursor=False).id
+    ops.archive(doc, trash)
+    with pytest.raises(InvalidOperation):
+        ops.move(doc, keep, trash)
+    assert not doc.is_archived(keep)
+
+
+def test_undo_several_steps_is_all_or_nothing() -> None:
+    doc = Document.new()
+    chain(doc, "A", "B")
+    with pytest.raises(InvalidOperation) as info:
+        journal.undo_steps(doc, 5)
+    assert "only 2 change(s) can be undone" in str(info.value)
+    assert len(doc) == 2
+    journal.undo_steps(doc, 2)
+    assert len(doc) == 0
+    journal.redo_steps(doc, 2)
+    assert len(doc) == 2

@@ -291,3 +291,52 @@ def test_the_undo_log_does_not_duplicate_new_text(tmp_path: Path) -> None:
         loom.undo(doc)
         loom.redo(doc)
     assert len(store.load(path)) == 1 and path.stat().st_size < 230_000
+
+
+def test_a_read_only_document_is_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "ro.loom.json"
+    make_doc(path, 1)
+    path.chmod(0o444)
+    before = path.read_bytes()
+    with pytest.raises(StorageError) as info, loom.edit(path) as doc:
+        ops.add_child(doc, doc.cursor_id, " more")
+    assert "read-only" in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_a_missing_folder_or_file_is_named_and_leaves_no_lock(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as info:
+        loom.new(tmp_path / "nodir" / "x.loom.json")
+    assert "folder" in str(info.value) and "does not exist" in str(info.value)
+    with pytest.raises(DocumentError), loom.edit(tmp_path / "missing.loom.json"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_file_points_at_its_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BACKUP_INTERVAL", 0.0)
+    path = tmp_path / "d.loom.json"
+    make_doc(path, 2)
+    with loom.edit(path) as doc:
+        ops.add_child(doc, doc.cursor_id, " three")
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(DocumentError) as info:
+        store.load(path)
+    assert ".d.loom.json.bak1" in str(info.value)
+    assert len(store.load(store.backup_paths(path)[0])) == 2
+
+
+def test_small_documents_are_written_one_node_per_line(tmp_path: Path) -> None:
+    """Compact, yet a change to one node shows as a one-line diff."""
+    path = tmp_path / "lines.loom.json"
+    make_doc(path, 3)
+    lines = path.read_text().splitlines()
+    node_lines = [line for line in lines if line.startswith('"') and '"text"' in line]
+    assert len(node_lines) == 3
+    before = set(lines)
+    with loom.edit(path) as doc:
+        ops.tag(doc, doc.cursor_id, add=["x"])
+    changed = set(path.read_text().splitlines()) - before
+    assert len([c for c in changed if '"text"' in c]) == 1

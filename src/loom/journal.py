@@ -120,6 +120,26 @@ def redo(doc: Document) -> dict[str, Any]:
     return _step(doc, "redo", "undo", "new")
 
 
+def undo_steps(doc: Document, steps: int) -> list[dict[str, Any]]:
+    """Undo `steps` operations, or none if fewer than that can be undone."""
+    return _steps(doc, "undo", steps)
+
+
+def redo_steps(doc: Document, steps: int) -> list[dict[str, Any]]:
+    """Redo `steps` operations, or none if fewer than that can be redone."""
+    return _steps(doc, "redo", steps)
+
+
+def _steps(doc: Document, verb: str, steps: int) -> list[dict[str, Any]]:
+    available = len(_journal(doc).get(verb, []))
+    if steps > available:
+        raise InvalidOperation(
+            f"only {available} change(s) can be {verb}ne" if available else f"nothing to {verb}"
+        )
+    one = undo if verb == "undo" else redo
+    return [one(doc) for _ in range(steps)]
+
+
 def _step(doc: Document, source: str, target: str, side: str) -> dict[str, Any]:
     """Move the newest entry of one stack to the other, applying its `side` of each change."""
     journal = _journal(doc)

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 LARGE = 1 << 20  # bytes: from here on orjson's speed outweighs its import
+LINE_PER_NODE_LIMIT = 5000
 # The standard library accepts lone surrogates written as escapes ("\ud800"), which
 # cannot be saved again; orjson refuses them, so such files go to orjson to decide.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -48,10 +49,31 @@ def _raise(msg: str, pos: int | None) -> Any:
 
 
 def dump_document(data: Any) -> bytes:
-    """A document file's bytes: indented, UTF-8, ending in a newline."""
+    """A document file's bytes: one top-level field per line and one node per line.
+
+    Compact (indenting put every logprob on a line of its own: ~4x the size) while a
+    change to one node is still a one-line diff. Past LINE_PER_NODE_LIMIT nodes the
+    per-line loop costs more than it gives, and the file is written in one piece.
+    """
     import orjson
 
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or (isinstance(nodes, dict) and len(nodes) > LINE_PER_NODE_LIMIT):
+        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+    lines = [b"{"]
+    keys = list(data)
+    for i, key in enumerate(keys):
+        comma = b"," if i < len(keys) - 1 else b""
+        value = data[key]
+        if key == "nodes" and isinstance(value, dict) and value:
+            lines.append(orjson.dumps(key) + b": {")
+            dumps = orjson.dumps
+            lines.append(b",\n".join([dumps(k) + b": " + dumps(v) for k, v in value.items()]))
+            lines.append(b"}" + comma)
+        else:
+            lines.append(orjson.dumps(key) + b": " + orjson.dumps(value) + comma)
+    lines.append(b"}\n")
+    return b"\n".join(lines)
 
 
 def dump_line(data: Any) -> bytes:

@@ -302,6 +302,11 @@ def move(doc: Document, node: str, new_parent: str | None, *, index: int | None 
         raise InvalidOperation(f"a position among siblings cannot be negative, got {index}")
     if new_parent is not None:
         doc.node(new_parent)
+        if doc.is_archived(new_parent):
+            # Inside a deleted subtree the node would vanish and `purge` would take it.
+            raise InvalidOperation(
+                f"cannot move {node} under {new_parent}: it is deleted (restore it first)"
+            )
         if doc.is_descendant(new_parent, node):
             raise InvalidOperation(
                 f"cannot move {node} under {new_parent}: that is inside its own subtree"

@@ -67,7 +67,14 @@ def load(path: str | os.PathLike[str]) -> Document:
         raise DocumentError(f"{shown}: is a directory, not a loom document") from None
     except OSError as exc:
         raise StorageError(f"{shown}: cannot read: {exc.strerror or exc}") from None
-    return Document(parse(raw, str(shown)))
+    try:
+        return Document(parse(raw, str(shown)))
+    except DocumentError as exc:
+        backup = next((b for b in backup_paths(path) if b.exists()), None)
+        if backup is None:
+            raise
+        hint = f"; an earlier version is kept in {backup.name} beside it (`loom check -f {backup}`)"
+        raise DocumentError(exc.message + hint) from None
 
 
 def parse(raw: bytes, name: str = "<document>") -> dict[str, Any]:
@@ -237,6 +244,15 @@ def encode(doc: Document) -> bytes:
 def save(doc: Document, path: str | os.PathLike[str]) -> None:
     """Write the document atomically, keeping rolling backups of earlier versions."""
     path = real(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not mode & 0o222:
+        # A rename would replace it regardless (and root ignores permissions): honour the intent.
+        raise StorageError(
+            f"{path}: the document is read-only (chmod u+w {path.name} to allow changes)"
+        )
     payload = encode(doc)
     folder = path.parent if str(path.parent) else Path(".")
     tmp = folder / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
@@ -315,6 +331,8 @@ def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Itera
     """Hold the document's writer lock (an advisory lock on a sidecar file)."""
     path = real(path)
     lock_file = lock_path(path)
+    if not path.parent.is_dir():
+        raise StorageError(f"{path}: the folder {path.parent} does not exist")
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -377,6 +395,8 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
 @contextlib.contextmanager
 def editing(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[Document]:
     """Lock, load, yield the document, and save it if it changed. Nothing is saved on error."""
+    if not real(path).exists():
+        load(path)  # the one-line "no such file" error, without leaving a lock file behind
     with locked(path, timeout):
         doc = load(path)
         yield doc
