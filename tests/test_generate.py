@@ -429,3 +429,50 @@ def test_a_malformed_base_url_is_refused_when_added(loom: Loom, url: str) -> Non
         and "is not an http(s) URL" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_fit_prompt_keeps_the_tail_that_fits() -> None:
+    from loom.errors import InvalidOperation
+    from loom.generate.weave import fit_prompt
+
+    text = " ".join(f"word{i}" for i in range(2000))
+    tail, cut = fit_prompt(text, 512, 64, 8)
+    assert cut > 0 and text.endswith(tail) and text[:cut] + tail == text
+    assert text[cut - 1] == " "  # cut between words
+    assert len(tail) * 0.4 <= 512 - 64 - 8
+    assert fit_prompt("short", 512, 64, 8) == ("short", 0)
+    assert fit_prompt(text, None, 64, 8) == (text, 0)
+    with pytest.raises(InvalidOperation):
+        fit_prompt(text, 100, 200, 8)
+
+
+def test_a_branch_longer_than_the_context_sends_its_tail(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    woven.ok(
+        "models",
+        "add",
+        "small",
+        "--provider",
+        "openai",
+        "--base-url",
+        fake_provider.openai_url,
+        "--model",
+        "m",
+        "--kind",
+        "base",
+        "--context",
+        "256",
+        "--key-env",
+        "FAKE_KEY",
+    )
+    long_text = " ".join(f"w{i}" for i in range(3000))
+    woven.ok("add", long_text)
+    result = woven("gen", "-m", "small", "-n", "1", "--max-tokens", "16", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 0 and "longer than the model's context" in result.stderr
+    sent = fake_provider.requests[0].body["prompt"]
+    assert long_text.endswith(sent) and len(sent) < len(long_text)
+    [child] = woven.ok("ls", "--json").json()["children"]
+    assert child["meta"]["gen"]["prompt"]["trimmed"] == len("Once upon a time" + long_text) - len(
+        sent
+    )

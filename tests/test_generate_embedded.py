@@ -80,3 +80,20 @@ def test_instruct_model_continues_rather_than_answers(loom: Loom) -> None:
         ), text
         assert prompt not in text  # not an echo
         assert loom.ok("show", node["id"]).stdout == prompt + text
+
+
+def test_a_branch_longer_than_the_embedded_context_still_generates(
+    loom: Loom, model_path: Path
+) -> None:
+    models_toml = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models_toml.parent.mkdir(parents=True, exist_ok=True)
+    models_toml.write_text(
+        f'[models.gemma]\nprovider = "embedded"\nmodel = "gemma-3-270m"\ncontext = 512\n[models.gemma.options]\nmodel_path = "{model_path}"\n'
+    )
+    loom.ok(
+        "new", "long.loom.json", "--text", "The keeper's log. " * 400
+    )  # ~1800 tokens, beyond 512
+    made = loom.ok("gen", "-m", "gemma", "-n", "1", "--max-tokens", "8", "--json").json()
+    assert made["nodes"][0]["text"]
+    assert made["nodes"][0]["meta"]["gen"]["prompt"]["trimmed"] > 0
+    assert any("longer than the model's context" in w for w in made["warnings"])

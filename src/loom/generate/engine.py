@@ -40,6 +40,10 @@ class Branch:
     request: GenRequest | None = None
     framing: Any = None  # an emulate.Framing
     methods: list[str] = field(default_factory=list)
+    # The tail of the prompt actually continued, when the whole did not fit the model's
+    # context; `trimmed` counts the characters left out at the front.
+    prompt: str | None = None
+    trimmed: int = 0
 
     def group_key(self) -> tuple[Any, ...]:
         import orjson
@@ -307,7 +311,10 @@ def record(outcome: Outcome, prompt: str, *, logprob_source: str = "post") -> di
         "params": o.branch.params,
         "extra": o.branch.extra or None,
         "sent": o.sent,
-        "prompt": prompt_digest(prompt),
+        "prompt": {
+            **prompt_digest(o.branch.prompt or prompt),
+            **({"trimmed": o.branch.trimmed} if o.branch.trimmed else {}),
+        },
         "finish_reason": o.finish_reason,
         "usage": o.usage,
         "latency_ms": None if o.ended is None else round((o.ended - o.started) * 1000),

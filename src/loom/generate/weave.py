@@ -115,6 +115,11 @@ def generate(
         result.nodes = _write(
             path, target.id, prompt, result.outcomes, keep_partial=keep_partial, cursor=cursor
         )
+        if any("orphan_of" in n.meta for n in result.nodes):
+            result.warnings.append(
+                f"node {target.id} was deleted or edited while generating: the new nodes are roots "
+                "holding the whole text they continue (meta.orphan_of)"
+            )
     return result
 
 
@@ -257,6 +262,13 @@ async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None
                 )
         _frame_all(plan, backends)
         result.warnings = _check_dropped(plan, backends)
+        for model_name, cut in {
+            b.model.name: b.trimmed for b in plan.branches if b.trimmed
+        }.items():
+            result.warnings.append(
+                f"{model_name}: the branch is longer than the model's context; "
+                f"only its last {len(plan.prompt) - cut} characters were sent"
+            )
         await run_branches(
             plan.prompt,
             plan.branches,
@@ -337,11 +349,49 @@ def _check_dropped(plan: _Plan, backends: dict[str, Backend]) -> list[str]:
     return list(notes)
 
 
+def fit_prompt(prompt: str, context: int | None, max_tokens: int, overhead: int) -> tuple[str, int]:
+    """The longest tail of `prompt` that fits a `context`-token window, and how much was cut.
+
+    Token counts are estimated without a tokenizer, erring long: ASCII at 2.5
+    characters a token, anything else a token a character. The cut lands after a
+    whitespace so no word is split. Erring long only costs some context; erring short fails.
+    """
+    if not context:
+        return prompt, 0
+    budget = context - max_tokens - overhead
+    if budget <= 0:
+        raise InvalidOperation(
+            f"max_tokens={max_tokens} leaves no room for the prompt in the model's {context}-token context"
+        )
+    cost, start = 0.0, len(prompt)
+    while start > 0:
+        cost += 0.4 if prompt[start - 1].isascii() else 1.0
+        if cost > budget:
+            break
+        start -= 1
+    if start == 0:
+        return prompt, 0
+    space = next(
+        (i for i in range(start, min(len(prompt), start + 64)) if prompt[i].isspace()), None
+    )
+    if space is not None:
+        start = space + 1
+    return prompt[start:], start
+
+
+_FRAMING_OVERHEAD = {"completion": 8, "off": 8}  # tokens; chat framings and examples need more
+_CHAT_OVERHEAD = 512
+
+
 def _frame(
     branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None, system: str | None
 ) -> None:
     from loom.generate.emulate import build_request
 
+    max_tokens = int(branch.params.get("max_tokens") or 256)
+    overhead = _FRAMING_OVERHEAD.get(method, _CHAT_OVERHEAD)
+    prompt, branch.trimmed = fit_prompt(prompt, branch.model.context, max_tokens, overhead)
+    branch.prompt = prompt if branch.trimmed else None
     request, framing = build_request(
         method,
         prompt,
@@ -422,7 +472,9 @@ async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, 
     """Clean every output, then try once more where the output was rejected or the request refused."""
     retry: list[tuple[int, tuple[list[str], dict[str, Any], str]]] = []
     for o in result.outcomes:
-        bad = not clean_outcome(o, plan.prompt) or (o.error is not None and not o.text)
+        bad = not clean_outcome(o, o.branch.prompt or plan.prompt) or (
+            o.error is not None and not o.text
+        )
         step = _fallback(o) if bad else None
         if step is not None:
             retry.append((o.index, step))
@@ -451,7 +503,7 @@ async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, 
     )
     for (i, (_methods, _params, why)), fresh in zip(retry, redo, strict=True):
         first = result.outcomes[i]
-        clean_outcome(fresh, plan.prompt)
+        clean_outcome(fresh, fresh.branch.prompt or plan.prompt)
         fresh.index = i
         fresh.retried_from = {
             "method": first.branch.framing.method if first.branch.framing else None,
