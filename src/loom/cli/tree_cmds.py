@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,12 +23,14 @@ from loom.cli.common import (
     out,
     read_doc,
     read_text_input,
+    state,
     stdout_is_terminal,
     style,
     write_doc,
 )
 from loom.cli.main import cli
 from loom.document import KINDS, Document, Node
+from loom.errors import BadInput
 
 NODE = click.argument("node", required=False, metavar="[NODE]")
 
@@ -104,6 +108,10 @@ def use_cmd(path: str) -> None:
 def info_cmd(node: str | None) -> None:
     """Describe the document, or one NODE in detail (its metadata and generation record).
 
+    For a NODE, a terminal gets a summary of how it was generated (model,
+    finish reason, usage, latency, parameters sent, emulation) and a count of
+    its token probabilities; --json has the complete record.
+
     \b
     Examples:
       loom info            # the document: file, title, size, cursor
@@ -124,20 +132,16 @@ def info_cmd(node: str | None) -> None:
         out(f"{'children':>10}: {len(data['children'])}")
         for key in ("tags", "bookmark", "note"):
             if data[key]:
-                out(f"{key:>10}: {data[key]}")
+                out(f"{key:>10}: {render.flat(str(data[key]))}")
         if data["history"]:
             out(
                 f"{'history':>10}: {len(data['history'])} earlier text(s) (see `loom history {target.id[:6]}`)"
             )
-        if data["meta"]:
-            import orjson
-
-            out(
-                f"{'meta':>10}: "
-                + orjson.dumps(data["meta"], option=orjson.OPT_INDENT_2)
-                .decode()
-                .replace("\n", "\n" + " " * 12)
-            )
+        # A summary: the full record (every token's probability) runs to hundreds of lines.
+        room = render.width() - 13
+        short = doc.short_ids([target.id])[target.id]
+        for label, line in render.meta_summary(data["meta"], short):
+            out(f"{label:>10}: {render.clip(line, room)}")
         return
     path = doc_path()
     live = sum(1 for _ in doc.walk())
@@ -162,7 +166,7 @@ def info_cmd(node: str | None) -> None:
         return
     for key, value in info.items():
         if value not in (None, ""):
-            out(f"{key:>11}: {value}")
+            out(f"{key:>11}: {render.flat(str(value))}")
 
 
 @command(cli, "set")
@@ -239,14 +243,13 @@ def add_cmd(
     "--raw", is_flag=True, help="Exactly the text, nothing else (the default when piped)."
 )
 @click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
-@click.option(
-    "--probs", is_flag=True, help="Colour each token by its probability (where recorded)."
-)
+@click.option("--probs", is_flag=True, help=render.PROBABILITY_HELP)
 def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     """Print the full text of the branch ending at NODE (default: the cursor).
 
     On a terminal, node boundaries alternate in colour and the node itself is in
-    bold. Piped or with --raw, it prints exactly the text: no colour, no newline
+    bold, and control characters in the text are shown as symbols (␛, ␇).
+    Piped or with --raw, it prints exactly the text: no colour, no newline
     added.
 
     \b
@@ -274,8 +277,9 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
         return
     if probs:
         out(render.probabilities(doc, target.id))
+        out(render.probability_legend())
     else:
-        out(target.text if segment else render.branch_text(doc, target.id))
+        out(render.safe(target.text) if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
     siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
     where = (
@@ -285,7 +289,7 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     out(style(status, dim=True) + (" " + render.badges(target) if render.badges(target) else ""))
 
 
-@command(cli, "ls")
+@command(cli, "ls", epilog=render.LEGEND)
 @NODE
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include deleted (archived) children.")
 def ls_cmd(node: str | None, show_all: bool) -> None:
@@ -316,7 +320,7 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
         out(line)
 
 
-@command(cli, "tree")
+@command(cli, "tree", epilog=render.LEGEND)
 @NODE
 @click.option(
     "-d",
@@ -342,9 +346,8 @@ def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_coll
     """Draw the tree around NODE (default: the cursor).
 
     Shows the path from the root, siblings along it, and NODE's subtree to
-    --depth. ● is the cursor, • unread, ★ a bookmark, ×N a folded chain of N
-    nodes, +N children not shown. With --json, prints the whole forest as a flat
-    list of nodes with ids and texts.
+    --depth (the symbols are explained below). With --json, prints the whole
+    forest as a flat list of nodes with ids and texts.
 
     \b
     Examples:
@@ -475,7 +478,10 @@ def root_cmd() -> None:
 
 
 def _editor_text(initial: str) -> str:
+    source = next((f"${v}" for v in ("VISUAL", "EDITOR") if os.environ.get(v)), "the default")
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor and sys.stdin.isatty() and shutil.which("vi"):
+        editor = "vi"  # as git does: a terminal with no editor configured still gets one
     if not editor:
         raise click.UsageError(
             "no $EDITOR set: pass the new text with --text, '-' (stdin) or --from-file"
@@ -484,11 +490,20 @@ def _editor_text(initial: str) -> str:
         raise click.UsageError(
             "standard input is not a terminal: pass the new text with --text, '-' or --from-file"
         )
+    try:
+        command = shlex.split(editor)
+    except ValueError as exc:
+        raise BadInput(f"cannot parse the editor command {editor!r}: {exc}") from None
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
         handle.write(initial)
         name = handle.name
     try:
-        result = subprocess.call([*editor.split(), name])
+        try:
+            result = subprocess.call([*command, name])
+        except OSError as exc:
+            raise BadInput(
+                f"cannot run the editor {editor!r} ({source}): {exc.strerror or exc}"
+            ) from None
         if result != 0:
             raise click.ClickException(f"the editor exited with status {result}; nothing changed")
         return Path(name).read_text(encoding="utf-8")
@@ -506,7 +521,7 @@ def _editor_text(initial: str) -> str:
     help="Rewrite the node even if it has children (their text changes).",
 )
 def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place: bool) -> None:
-    """Change a node's text (opens $EDITOR unless --text or --from-file is given).
+    """Change a node's text (opens $VISUAL or $EDITOR, else vi, unless --text or --from-file).
 
     A node with children is not rewritten: the new text becomes a new sibling
     version and the children stay with the old one. Earlier texts are kept
@@ -731,7 +746,8 @@ def tag_cmd(names: tuple[str, ...], node: str | None, remove: bool, list_: bool)
             emit({"command": "tag", "tags": index})
         else:
             for name, ids in sorted(index.items()):
-                out(f"#{name}: {len(ids)} node(s) " + " ".join(doc.short_ids(ids).values()))
+                tag = render.flat(name) if stdout_is_terminal() else name
+                out(f"#{tag}: {len(ids)} node(s) " + " ".join(doc.short_ids(ids).values()))
         return
     if not names:
         raise click.UsageError("name at least one TAG (or use --list)")
@@ -764,7 +780,7 @@ def note_cmd(text: str | None, node: str | None, from_file: str | None, clear: b
         if json_mode():
             emit({"command": "note", "node_id": target.id, "note": target.note or None})
         elif target.note:
-            out(target.note)
+            out(render.safe(target.note) if stdout_is_terminal() else target.note)
         return
     body = None if clear else read_text_input(text, from_file, what="note")
     with write_doc() as doc:
@@ -834,9 +850,14 @@ def search_cmd(
         shorts = doc.short_ids([m.node_id for m in matches])
         for m in matches:
             source = doc.full_text(m.node_id) if branch else doc.nodes[m.node_id].get("text", "")
-            before = render.preview(source[max(0, m.start - 30) : m.start], 30)
-            after = render.preview(source[m.end : m.end + 40], 40)
-            hit = style(render.preview(m.text, 60), fg="red", bold=True)
+            # The match, then some context each side, in the columns the terminal has.
+            room = max(20, render.width() - len(shorts[m.node_id]) - 3)
+            hit = render.preview(m.text, min(60, room // 2))
+            left = min(30, (room - render.text_width(hit)) // 3)
+            before = render.clip_left(render.flat(source[max(0, m.start - 30) : m.start]), left)
+            right = room - render.text_width(hit) - render.text_width(before)
+            after = render.preview(source[m.end : m.end + 40], min(40, right))
+            hit = style(hit, fg="red", bold=True)
             out(f"{style(shorts[m.node_id], fg='cyan')}  {before}{hit}{after}")
     if not matches:
         raise click.exceptions.Exit(1)
@@ -847,7 +868,12 @@ def search_cmd(
 
 @command(cli, "history")
 @NODE
-@click.option("--show", "show_index", type=int, metavar="K", help="Print text K in full.")
+@click.option(
+    "--show",
+    "show_which",
+    metavar="K|ID",
+    help="Print text K in full, or the sibling version ID.",
+)
 @click.option(
     "--restore",
     "restore_index",
@@ -855,16 +881,18 @@ def search_cmd(
     metavar="K",
     help="Bring back text K (as an edit: undoable).",
 )
-def history_cmd(node: str | None, show_index: int | None, restore_index: int | None) -> None:
+def history_cmd(node: str | None, show_which: str | None, restore_index: int | None) -> None:
     """List every earlier text of a node and its sibling versions; show or restore one.
 
     The node's texts are numbered from 0, oldest first; the last number is its
-    current text.
+    current text. Sibling versions (made by editing a node that has children)
+    are listed by their id.
 
     \b
     Examples:
       loom history
       loom history a1b2 --show 0
+      loom history a1b2 --show c3d4     # a sibling version, by id
       loom history a1b2 --restore 0
     """
     if restore_index is not None:
@@ -877,41 +905,68 @@ def history_cmd(node: str | None, show_index: int | None, restore_index: int | N
     doc = read_doc()
     target = doc.resolve(node)
     entries = ops.versions(doc, target.id)
-    if show_index is not None:
-        entry = _numbered(entries, show_index, "--show")
+    if show_which is not None:
+        entry = _chosen(entries, show_which)
         if json_mode():
             emit({"command": "history", "node_id": target.id, "entry": entry})
+        elif stdout_is_terminal():
+            out(render.safe(entry["text"]))
         else:
             sys.stdout.write(entry["text"])
         return
     if json_mode():
         emit({"command": "history", "node_id": target.id, "entries": entries})
         return
-    for e in entries:
-        label = (
-            f"{e['index']:>3}"
-            if "index" in e
-            else style(f"  {doc.short_ids([e['id']])[e['id']]}", fg="cyan")
-        )
-        out(
-            f"{label}  {style(str(e['at'] or ''), dim=True)}  {e['kind']:<8} {render.preview(e['text'], 60)}"
-        )
+    shorts = doc.short_ids([e["id"] for e in entries if "id" in e])
+    labels = [str(e["index"]) if "index" in e else shorts[e["id"]] for e in entries]
+    wide = max(map(len, labels))
+    ats = [str(e["at"] or "") for e in entries]
+    at_wide = max(map(len, ats))
+    kind_wide = max(len(e["kind"]) for e in entries)
+    start = wide + at_wide + kind_wide + 6
+    for e, label, at in zip(entries, labels, ats, strict=True):
+        # Numbers right-aligned as a count, ids left-aligned like every id loom prints.
+        shown = f"{label:>{wide}}" if "index" in e else style(f"{label:<{wide}}", fg="cyan")
+        body = render.preview(e["text"], max(10, render.width() - start - 1))
+        out(f"{shown}  {style(f'{at:<{at_wide}}', dim=True)}  {e['kind']:<{kind_wide}}  {body}")
+
+
+def _texts(entries: list[dict[str, Any]]) -> str:
+    """What a node has, for errors: `texts 0..2` and any sibling versions."""
+    numbered = [e for e in entries if "index" in e]
+    versions = [e["id"] for e in entries if "id" in e]
+    what = f"this node has texts 0..{len(numbered) - 1}"
+    if versions:
+        what += " and sibling versions " + ", ".join(v[:8] for v in versions)
+    return what
 
 
 def _numbered(entries: list[dict[str, Any]], k: int, flag: str) -> dict[str, Any]:
     numbered = [e for e in entries if "index" in e]
     if not 0 <= k < len(numbered):
-        raise click.BadParameter(
-            f"no text {k}: this node's texts are numbered 0..{len(numbered) - 1}", param_hint=flag
-        )
+        raise click.BadParameter(f"no text {k}: {_texts(entries)}", param_hint=flag)
     return numbered[k]
 
 
+def _chosen(entries: list[dict[str, Any]], which: str) -> dict[str, Any]:
+    """The entry `--show` names: a text's number, or a sibling version's id (or unique prefix)."""
+    numbered = [e for e in entries if "index" in e]
+    if which.isdigit() and int(which) < len(numbered):
+        return numbered[int(which)]
+    found = [e for e in entries if "id" in e and which and e["id"].startswith(which)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise click.BadParameter(
+            f"more than one sibling version starts with {which}: {_texts(entries)}",
+            param_hint="--show",
+        )
+    raise click.BadParameter(f"no text {which}: {_texts(entries)}", param_hint="--show")
+
+
 def _undo_redo(verb: str, steps: int) -> None:
-    done: list[dict[str, Any]] = []
     with write_doc() as doc:
-        for _ in range(steps):
-            done.append((journal.undo if verb == "undo" else journal.redo)(doc))
+        done = (journal.undo_steps if verb == "undo" else journal.redo_steps)(doc, steps)
     if json_mode():
         emit(
             {
@@ -924,7 +979,7 @@ def _undo_redo(verb: str, steps: int) -> None:
         )
     else:
         for e in done:
-            out(f"{verb}: {e['summary'] or e['op']}")
+            out(f"{verb}: {render.flat(str(e['summary'] or e['op']))}")
 
 
 @command(cli, "undo")
@@ -981,22 +1036,31 @@ def log_cmd(limit: int) -> None:
         )
         return
     for e in entries:
-        out(f"{style(e['at'], dim=True)}  {e['op']:<9} {e['summary']}")
+        # A document file's journal is data like its text: no control characters to the terminal.
+        summary = render.flat(f"{e['op']:<9} {e['summary']}")
+        out(f"{style(str(e['at']), dim=True)}  {summary}")
     if redo:
         out(style(f"({len(redo)} undone change(s) can be redone)", dim=True))
 
 
 @command(cli, "check")
-def check_cmd() -> None:
-    """Check the document file's structure and report its health.
+@click.argument("path", required=False, metavar="[FILE]")
+def check_cmd(path: str | None) -> None:
+    """Check a document file's structure and report its health.
+
+    FILE is the same as -f FILE; without either, the current document.
 
     \b
-    Example:
-      loom check -f story.loom.json
+    Examples:
+      loom check story.loom.json
+      loom check
     """
-    path = doc_path()
-    doc = store.load(path)  # load validates; a damaged file raises a one-line error
+    given = state().file
+    if path is not None and given is not None and Path(path) != Path(given):
+        raise click.UsageError(f"two files given ({path} and -f {given}): check one at a time")
+    file = Path(path) if path is not None else doc_path()
+    doc = store.load(file)  # load validates; a damaged file raises a one-line error
     if json_mode():
-        emit({"command": "check", "file": str(path), "nodes": len(doc), "valid": True})
+        emit({"command": "check", "file": str(file), "nodes": len(doc), "valid": True})
     else:
-        out(f"{path}: ok ({len(doc)} nodes)")
+        out(f"{file}: ok ({len(doc)} nodes)")
