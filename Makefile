@@ -45,6 +45,9 @@ typecheck: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_embedded.py
+	$(PY) bench/bench_emulation.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -340,3 +340,32 @@ def test_small_documents_are_written_one_node_per_line(tmp_path: Path) -> None:
         ops.tag(doc, doc.cursor_id, add=["x"])
     changed = set(path.read_text().splitlines()) - before
     assert len([c for c in changed if '"text"' in c]) == 1
+
+
+def test_a_file_changed_behind_looms_back_is_checked_in_full(tmp_path: Path) -> None:
+    """The structural walk is skipped only for the exact file loom itself last saved."""
+    path = tmp_path / "t.loom.json"
+    make_doc(path, 2)
+    assert store._saved_identity(path) is not None
+    data = json.loads(path.read_text())
+    first = data["roots"][0]
+    data["nodes"][first]["children"] = []  # breaks the tree, still valid JSON
+    path.write_text(json.dumps(data))  # a new file: inode/size/mtime no longer match
+    with pytest.raises(DocumentError):
+        store.load(path)
+
+
+def test_check_always_walks_the_whole_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.loom.json"
+    make_doc(path, 2)
+    walked: list[str] = []
+    real_validate = store.validate
+    monkeypatch.setattr(
+        store, "validate", lambda data, name="": walked.append(name) or real_validate(data, name)
+    )
+    store.load(path)
+    assert walked == []  # trusted: loom saved it
+    store.load(path, full_check=True)
+    assert len(walked) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -108,7 +107,9 @@ def clip_left(text: str, limit: int) -> str:
 
 
 def width() -> int:
-    return shutil.get_terminal_size((100, 24)).columns
+    import sys
+
+    return terminal_size(sys.stdout)[0]
 
 
 def terminal_size(stream: Any) -> tuple[int, int]:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +474,12 @@ def root_cmd() -> None:
 
 
 def _editor_text(initial: str) -> str:
+    # Only `edit` needs these: kept off the import path of every other command.
+    import shlex
+    import shutil
+    import subprocess
+    import tempfile
+
     source = next((f"${v}" for v in ("VISUAL", "EDITOR") if os.environ.get(v)), "the default")
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor and sys.stdin.isatty() and shutil.which("vi"):
@@ -1059,7 +1061,7 @@ def check_cmd(path: str | None) -> None:
     if path is not None and given is not None and Path(path) != Path(given):
         raise click.UsageError(f"two files given ({path} and -f {given}): check one at a time")
     file = Path(path) if path is not None else doc_path()
-    doc = store.load(file)  # load validates; a damaged file raises a one-line error
+    doc = store.load(file, full_check=True)  # a damaged file raises a one-line error
     if json_mode():
         emit({"command": "check", "file": str(file), "nodes": len(doc), "valid": True})
     else:

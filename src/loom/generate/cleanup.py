@@ -23,7 +23,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
+
+
+class _LazyPattern:
+    """A regex compiled on first use: importing cleanup (~130 patterns) would otherwise cost
+    ~70 ms on every `loom gen`, even for base models that use three of them."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
+
+
+def _lazy(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
+
 
 Verdict = Literal["ok", "preamble", "refusal", "empty", "mostly_overlap"]
 Op = dict[str, object]
@@ -52,7 +73,7 @@ class Prepared:
 
 
 # The last word, whole: "don't" and "well-kno" are rewound entirely, not from the apostrophe.
-_REWIND_WORD = re.compile(r"(?<![\w'’-])(?:[^\W_]+['’-])*[^\W_]+\Z")
+_REWIND_WORD = _lazy(r"(?<![\w'’-])(?:[^\W_]+['’-])*[^\W_]+\Z")
 
 
 def prepare_prompt(prompt: str, *, rewind: bool = False) -> Prepared:
@@ -103,9 +124,9 @@ def _no_space_script(ch: str) -> bool:
 
 _OPEN_AFTER = frozenset("([{“‘«「『-–—/\\@#$")  # no space after these
 _ATTACH_BEFORE = frozenset(".,;:!?)]}%…”’»」』-–—/")  # no space before these
-_CONTRACTION = re.compile(r"(?:['’](?:s|t|re|ve|ll|d|m)|n['’]t)(?![^\W_])", re.IGNORECASE)
+_CONTRACTION = _lazy(r"(?:['’](?:s|t|re|ve|ll|d|m)|n['’]t)(?![^\W_])", re.IGNORECASE)
 # A script or transcript line waiting for its speaker's words: "Assistant:", "Dr. Reyes:".
-_SPEAKER_TURN = re.compile(r"(?:\A|\n)[ \t]*[^\W\d][\w.'’()-]*(?:[ \t][\w.'’()-]+){0,3}:\Z")
+_SPEAKER_TURN = _lazy(r"(?:\A|\n)[ \t]*[^\W\d][\w.'’()-]*(?:[ \t][\w.'’()-]+){0,3}:\Z")
 
 
 def quote_open(text: str) -> bool:
@@ -244,7 +265,7 @@ _FLAGS = re.IGNORECASE
 
 
 def _rx(body: str) -> re.Pattern[str]:
-    return re.compile(body + _RULE, _FLAGS)
+    return _lazy(body + _RULE, _FLAGS)
 
 
 _ENDS = r"\b[^\n:]{0,120}?(?:[:：]|\.{3}|…|[.!](?=[ \t]*\n))[ \t]*\s*"
@@ -285,7 +306,7 @@ _PREAMBLE_WEAK = (
     ),
 )
 # Left over at the start after cleaning, these mean the reply is still an assistant talking.
-_ASSISTANT_VOICE = re.compile(
+_ASSISTANT_VOICE = _lazy(
     rf"\A\s*+(?:(?:sure|certainly|of\s+course|absolutely|gladly|okay|alright)!\s"
     rf"|(?:{_ACK}[,.!]*\s+)?(?:(?:i{_A}d|i\s+would)\s+(?:be\s+)?(?:happy|glad|love)\s+to\b"
     rf"|i\s+can\s+(?:help|continue|do\s+that)\b|i{_A}ll\s+(?:continue|pick\s+up|write|help|assist)\b"
@@ -326,14 +347,12 @@ def strip_preamble(seam: Seam, draft: Draft) -> Draft:
 # Wrappers: tags, code fences, quotes
 # ---------------------------------------------------------------------------
 
-_TAG = re.compile(
+_TAG = _lazy(
     r"\A\s*+<(continuation|document|text|output|response)>\n?(.*?)\n?(?:</\1>\s*)?\Z",
     re.DOTALL | re.IGNORECASE,
 )
-_ANY_FRAMING_TAG = re.compile(
-    r"[ \t]*</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS
-)
-_STRAY_CLOSE_TAG = re.compile(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
+_ANY_FRAMING_TAG = _lazy(r"[ \t]*</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS)
+_STRAY_CLOSE_TAG = _lazy(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
 def strip_tags(seam: Seam, draft: Draft) -> Draft:
@@ -355,7 +374,7 @@ def strip_tags(seam: Seam, draft: Draft) -> Draft:
     return draft.then("strip_tags", text, tag=tag) if tag else draft.then("strip_tags", text)
 
 
-_FENCE_OPEN = re.compile(r"\A\s*+```[\w+#.-]*[ \t]*\n")
+_FENCE_OPEN = _lazy(r"\A\s*+```[\w+#.-]*[ \t]*\n")
 
 
 def strip_fences(seam: Seam, draft: Draft) -> Draft:
@@ -381,7 +400,7 @@ def strip_fences(seam: Seam, draft: Draft) -> Draft:
 
 
 _WRAP_PAIRS = (('"', '"'), ("“", "”"))
-_SPEECH_END = re.compile(
+_SPEECH_END = _lazy(
     r"(?:[:,;—–-]|\b(?:said|says|say|asked|asks|replied|replies|whispered|whispers|shouted"
     r"|shouts|called|cried|wrote|writes|read|reads|answered|added|muttered|began|continued"
     r"|yelled|murmured|exclaimed|declared|announced|sang|prayed|typed|texted))\s*\Z",
@@ -438,16 +457,16 @@ _META = (
     r"|atmosphere|pacing|original\s+(?:text|story|passage)"
     r"|(?:your|the)\s+(?:story|text|passage|writing|piece|draft))"
 )
-_CHATTER = re.compile(
+_CHATTER = _lazy(
     r"\n[ \t]*+(?:(?:-{3,}|\*{3,}|_{3,})[ \t]*\n\s*+)?[*_(\[]*"
     rf"(?:(?:{_SIGNOFF})[!.…]*[*_)\]]*|{_OFFER}\b[^\n\"“”]{{0,160}}?\b{_META}\b[^\n\"“”]*+)"
     r"[ \t]*+\s*+\Z",
     _FLAGS,
 )
-_TRAILING_RULE = re.compile(r"\n[ \t]*+(?:-{3,}|\*{3,}|_{3,})\s*+\Z")
+_TRAILING_RULE = _lazy(r"\n[ \t]*+(?:-{3,}|\*{3,}|_{3,})\s*+\Z")
 
 
-_GLUED_ELLIPSIS = re.compile(r"\A(?:\.{3}|…)(?=[^\W\d_])")
+_GLUED_ELLIPSIS = _lazy(r"\A(?:\.{3}|…)(?=[^\W\d_])")
 
 
 def strip_ellipsis(seam: Seam, draft: Draft) -> Draft:
@@ -623,7 +642,7 @@ def seam_space(seam: Seam, draft: Draft) -> Draft:
 # The end
 # ---------------------------------------------------------------------------
 
-_PARTIAL_WORD = re.compile(r"(?<=\S)(\s+)[^\W_]+\Z")
+_PARTIAL_WORD = _lazy(r"(?<=\S)(\s+)[^\W_]+\Z")
 
 
 def trim_length(seam: Seam, draft: Draft) -> Draft:
@@ -650,7 +669,7 @@ _I_CANNOT = (
     rf"|not\s+comfortable))|{_A}m\s+(?:not\s+able\s+to|unable\s+to|not\s+comfortable))"
 )
 # "I can't continue this story": a refusal verb aimed at the task, at the very start.
-_REFUSAL_TASK = re.compile(
+_REFUSAL_TASK = _lazy(
     rf"\A\s*+(?:{_APOLOGY})?{_I_CANNOT}\s+(?:\w+\s+){{0,2}}?"
     r"(?:help(?:\s+you)?\s+with|assist(?:\s+you)?\s+with|continu\w*|writ\w*|generat\w*"
     r"|creat\w*|produc\w*|complet\w*|engag\w*(?:\s+with)?|provid\w*|fulfil\w*|comply\s+with)"
@@ -660,19 +679,19 @@ _REFUSAL_TASK = re.compile(
 )
 # Openers an assistant uses to decline; in a story they are usually speech, so these
 # count only for chat methods outside dialogue.
-_REFUSAL_OPENER = re.compile(
+_REFUSAL_OPENER = _lazy(
     rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+but|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
     rf"|{_I_CANNOT}\s+(?:help|assist|continue|do\s+that|comply|fulfil)"
     rf"|i\s+won{_A}t\s+be\s+able\s+to|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model)",
     _FLAGS,
 )
-_AI_META = re.compile(
+_AI_META = _lazy(
     r"\bas\s+an\s+ai\s+(?:language\s+model|assistant)\b|\bcontent\s+polic(?:y|ies)\b"
     r"|\bi(?:['’]m|\s+am)\s+an\s+ai\b"
     r"|\busage\s+polic(?:y|ies)\b|\b(?:my|anthropic['’]s|openai['’]s)\s+guidelines\b",
     _FLAGS,
 )
-_FIRST_SENTENCE = re.compile(r"[^.!?\n]*[.!?]*.?")
+_FIRST_SENTENCE = _lazy(r"[^.!?\n]*[.!?]*.?")
 _CLOSING_QUOTES = frozenset('"”»」』')
 
 
