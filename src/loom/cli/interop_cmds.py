@@ -27,32 +27,9 @@ from loom.cli.common import (
 from loom.cli.main import cli
 from loom.document import Document
 from loom.errors import StorageError, UsageError
+from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
 from loom.ingest import CHUNK_MODES, MAX_BYTES
 
-# Kept here (not imported from loom.formats) so registering the commands stays cheap.
-IMPORT_FORMATS = (
-    "openloom",
-    "pyloom",
-    "loomsidian",
-    "basemode",
-    "miniloom",
-    "exoloom",
-    "bonsai",
-    "nanoloom",
-    "loom",
-    "jsonl",
-)
-EXPORT_FORMATS = (
-    "openloom",
-    "pyloom",
-    "loomsidian",
-    "basemode",
-    "jsonl",
-    "loom",
-    "html",
-    "text",
-    "markdown",
-)
 # What -o's name says about the format, when --format is not given (longest suffix first).
 _SUFFIX_FORMATS = (
     (".openloom.json", "openloom"),
