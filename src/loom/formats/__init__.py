@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from loom.document import Document
     from loom.formats.base import ImportedForest, ImportedNode, graft
 
+# Every format `loom import` reads (detection lists them in this order in its errors).
 IMPORT_FORMATS = (
+    "loom",
+    "jsonl",
     "openloom",
     "pyloom",
     "loomsidian",
@@ -36,8 +39,6 @@ IMPORT_FORMATS = (
     "exoloom",
     "bonsai",
     "nanoloom",
-    "loom",
-    "jsonl",
 )
 # format -> (module, function); the branch formats export one branch, the others a tree.
 _EXPORTERS: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from loom.document import Document, Record, now
-from loom.errors import DocumentError
+from loom.errors import DocumentError, InvalidOperation
 from loom.ids import new_id
 from loom.journal import transaction
 
@@ -1082,6 +1082,36 @@ def document_import(doc: Document, fmt: str, root: str) -> dict[str, Any]:
 def export_id(doc: Document, node_id: str) -> uuid.UUID:
     """A stable UUID for a node that has no id in the target format."""
     return uuid.uuid5(EXPORT_NAMESPACE, f"{doc.id}/{node_id}")
+
+
+def export_ids(
+    doc: Document, selection: Selection, fmt: str, fresh: Callable[[uuid.UUID], str] = str
+) -> dict[str, str]:
+    """Each selected node's id in `fmt`: the one it was imported with (each used once), else
+    a stable UUID written by `fresh`, so a round trip keeps the source's ids."""
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    for node_id in selection.order:
+        original = import_id(doc, node_id, fmt)
+        candidate = (
+            original if original and original not in used else fresh(export_id(doc, node_id))
+        )
+        used.add(candidate)
+        out[node_id] = candidate
+    return out
+
+
+def one_tree(doc: Document, node: str | None, holder: str) -> Selection:
+    """The selection for a format that holds one tree; `holder` names it ("an OpenLoom file")."""
+    selection = select(doc, node)
+    if not selection.roots:
+        raise InvalidOperation("nothing to export: the document has no nodes")
+    if len(selection.roots) > 1:
+        raise InvalidOperation(
+            f"{holder} holds one tree and this document has {len(selection.roots)}: "
+            "name the tree to export with NODE (e.g. its root)"
+        )
+    return selection
 
 
 def gen_of(doc: Document, node_id: str) -> dict[str, Any]:

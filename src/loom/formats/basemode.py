@@ -24,10 +24,9 @@ from loom.formats.base import (
     Reader,
     document_import,
     dumps,
-    export_id,
+    export_ids,
     gen_of,
     import_fields,
-    import_id,
     link,
     model_of,
     rest,
@@ -304,13 +303,7 @@ def _number(value: Any) -> float | int | None:
 def export(doc: Document, node: str | None = None) -> bytes:
     """basemode's JSON export of the forest (or NODE's subtree with its ancestors)."""
     selection = select(doc, node, archived=True)
-    used: set[str] = set()
-    out_id: dict[str, str] = {}
-    for node_id in selection.order:
-        original = import_id(doc, node_id, FORMAT)
-        candidate = original if original and original not in used else export_id(doc, node_id).hex
-        used.add(candidate)
-        out_id[node_id] = candidate
+    out_id = export_ids(doc, selection, FORMAT, fresh=lambda u: u.hex)
     place = {r: i for i, r in enumerate(selection.roots)}
     for kids in selection.children.values():
         place.update((kid, i) for i, kid in enumerate(kids))

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from loom.errors import DocumentError
+from loom.formats import IMPORT_FORMATS as KNOWN
 from loom.formats import (
     basemode,
     bonsai,
@@ -21,19 +22,6 @@ from loom.formats import (
 from loom.formats.base import loads
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-# Every format `loom import` reads, in the order they are tried (most specific first).
-KNOWN = (
-    "loom",
-    "jsonl",
-    "openloom",
-    "pyloom",
-    "loomsidian",
-    "basemode",
-    "miniloom",
-    "exoloom",
-    "bonsai",
-    "nanoloom",
-)
 _JSON_ORDER = (
     ("loom", native.sniff),
     ("miniloom", miniloom.sniff),

@@ -10,19 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
-from loom.errors import InvalidOperation
 from loom.formats.base import (
     ImportedForest,
     ImportedNode,
     Reader,
     dumps,
     epoch_seconds,
-    export_id,
+    export_ids,
     import_fields,
-    import_id,
     link,
+    one_tree,
     rest,
-    select,
     short,
     to_iso,
 )
@@ -147,21 +145,9 @@ def _note(path: str, note: dict[str, Any], forest: ImportedForest) -> tuple[str 
 
 def export(doc: Document, node: str | None = None) -> bytes:
     """One note's state, as Loomsidian keeps it per note (the one tree, or NODE's subtree)."""
-    selection = select(doc, node)
-    if not selection.roots:
-        raise InvalidOperation("nothing to export: the document has no nodes")
-    if len(selection.roots) > 1:
-        raise InvalidOperation(
-            f"a Loomsidian note holds one tree and this document has {len(selection.roots)}: "
-            "name the tree to export with NODE (e.g. its root)"
-        )
-    used: set[str] = set()
-    out_id: dict[str, str] = {}
-    for node_id in selection.order:
-        original = import_id(doc, node_id, FORMAT)
-        candidate = original if original and original not in used else str(export_id(doc, node_id))
-        used.add(candidate)
-        out_id[node_id] = candidate
+    selection = one_tree(doc, node, "a Loomsidian note")
+    out_id = export_ids(doc, selection, FORMAT)
+    kept_ids = set(out_id.values())
     parents = selection.parent_map()
     nodes: dict[str, Any] = {}
     for node_id in selection.order:
@@ -190,7 +176,9 @@ def export(doc: Document, node: str | None = None) -> bytes:
     state: dict[str, Any] = {
         "current": out_id[cursor],
         # Hoisted ids are the note's own; they survive where the export kept the original ids.
-        "hoisted": [h for h in root_fields.get("hoisted", []) if isinstance(h, str) and h in used]
+        "hoisted": [
+            h for h in root_fields.get("hoisted", []) if isinstance(h, str) and h in kept_ids
+        ]
         if isinstance(root_fields.get("hoisted"), list)
         else [],
         "searchTerm": root_fields.get("searchTerm", "")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
-from loom.errors import InvalidOperation
 from loom.formats.base import (
     ImportedForest,
     ImportedNode,
@@ -21,12 +20,12 @@ from loom.formats.base import (
     dumps,
     epoch_seconds,
     export_id,
+    export_ids,
     import_fields,
-    import_id,
     link,
     model_of,
+    one_tree,
     rest,
-    select,
     short,
     to_iso,
 )
@@ -184,24 +183,9 @@ def _author(kind: str) -> str:
 
 def export(doc: Document, node: str | None = None) -> bytes:
     """The tree as an OpenLoom file (the subtree at NODE with its ancestors, or the one tree)."""
-    selection = select(doc, node)
-    if not selection.roots:
-        raise InvalidOperation("nothing to export: the document has no nodes")
-    if len(selection.roots) > 1:
-        raise InvalidOperation(
-            f"an OpenLoom file holds one tree and this document has {len(selection.roots)}: "
-            "name the tree to export with NODE (e.g. its root)"
-        )
+    selection = one_tree(doc, node, "an OpenLoom file")
     nodes = doc.nodes
-    used: set[str] = set()
-    out_id: dict[str, str] = {}
-    for node_id in selection.order:
-        original = import_id(doc, node_id, FORMAT)
-        candidate = (
-            original if original and original not in used else str(export_id(doc, node_id)).upper()
-        )
-        used.add(candidate)
-        out_id[node_id] = candidate
+    out_id = export_ids(doc, selection, FORMAT, fresh=lambda u: str(u).upper())  # OpenLoom's style
     parents = selection.parent_map()
     fallback_time = epoch_seconds(doc.data.get("created"), epoch="apple") or 0.0
     out_nodes: dict[str, dict[str, Any]] = {}

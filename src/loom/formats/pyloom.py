@@ -30,6 +30,7 @@ from loom.formats.base import (
     describe,
     document_import,
     export_id,
+    export_ids,
     fit,
     gen_of,
     import_fields,
@@ -586,13 +587,7 @@ def export(doc: Document, node: str | None = None) -> bytes:
     """
     selection = select(doc, node, archived=True)
     nodes = doc.nodes
-    used: set[str] = set()
-    out_id: dict[str, str] = {}
-    for node_id in selection.order:
-        original = import_id(doc, node_id, FORMAT)
-        candidate = original if original and original not in used else str(export_id(doc, node_id))
-        used.add(candidate)
-        out_id[node_id] = candidate
+    out_id = export_ids(doc, selection, FORMAT)
     responses: dict[str, dict[str, Any]] = {}
     chapters: dict[str, dict[str, Any]] = {}
     tag_names: set[str] = set()
