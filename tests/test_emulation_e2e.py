@@ -126,3 +126,23 @@ def test_emulate_off_sends_the_prompt_untouched(doc: Loom, fake_provider: FakePr
     node = gen_one(doc, "-m", "chat", "--emulate", "off")
     assert node["text"] == "raw reply"
     assert fake_provider.requests[0].body["messages"][-1]["content"] == PROMPT + " "
+
+
+def test_parameters_a_model_rejects_are_not_sent(doc: Loom, fake_provider: FakeProvider) -> None:
+    """The capability table says newer Claude models reject temperature: never sent, and recorded."""
+    doc.ok(
+        "models",
+        "add",
+        "claude47",
+        "--provider",
+        "anthropic",
+        "--base-url",
+        fake_provider.anthropic_url,
+        "--model",
+        "claude-opus-4-7",
+        "--key-env",
+        "FAKE_KEY",
+    )
+    node = gen_one(doc, "-m", "claude47", "--temperature", "0.8")
+    assert len(fake_provider.requests) == 1 and "temperature" not in fake_provider.requests[0].body
+    assert "temperature" in node["meta"]["gen"]["emulation"]["adjusted"]

@@ -135,13 +135,13 @@ def plan_requests(
 def build_request(prompt: str, branch: Branch, n: int, *, system: str | None = None) -> GenRequest:
     """The request for a branch: emulation's framing if it set one, else a raw prompt or plain chat."""
     if branch.request is not None:
-        req = branch.request
+        req = branch.request  # framed by emulation: what the model rejects is already left out
         return GenRequest(
             model=req.model,
             prompt=req.prompt,
             messages=req.messages,
             n=n,
-            params=dict(branch.params),
+            params=dict(req.params),
             extra={**req.extra, **branch.extra},
         )
     model = branch.model
