@@ -279,6 +279,14 @@ def _list_children(result: Any) -> None:
     out(style(hint, dim=True))
 
 
+CURSOR = click.option(
+    "--cursor",
+    "cursor",
+    type=click.Choice(["stay", "first", "last"]),
+    default="stay",
+    show_default=True,
+    help="Where the cursor goes afterwards.",
+)
 EMULATE = click.option(
     "--emulate",
     type=click.Choice(["auto", "completion", "template", "prefill", "system", "fewshot", "off"]),
@@ -312,14 +320,7 @@ EMULATE = click.option(
 @click.option(
     "--keep-partial", is_flag=True, help="On Ctrl-C, keep unfinished branches (marked incomplete)."
 )
-@click.option(
-    "--cursor",
-    "cursor",
-    type=click.Choice(["stay", "first", "last"]),
-    default="stay",
-    show_default=True,
-    help="Where the cursor goes afterwards.",
-)
+@CURSOR
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -415,13 +416,7 @@ def gen_cmd(
 )
 @click.option("-m", "--model", "model_name", help="Use another model than the recorded one.")
 @click.option("--raw", is_flag=True, help="Print only the generated texts.")
-@click.option(
-    "--cursor",
-    "cursor",
-    type=click.Choice(["stay", "first", "last"]),
-    default="stay",
-    show_default=True,
-)
+@CURSOR
 @EMULATE
 def regen_cmd(
     node: str,
