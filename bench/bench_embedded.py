@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loom.generate.backends.base import GenRequest
-from loom.generate.backends.embedded import EmbeddedLlama, ensure_default_model
+from loom.generation.backends.base import GenRequest
+from loom.generation.backends.embedded import EmbeddedLlama, ensure_default_model
 
 PROMPT = "The history of the lighthouse keepers of the northern coast begins"
 CTX_PER_SEQ = 2048

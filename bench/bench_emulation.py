@@ -3,7 +3,7 @@
 The same varied prompts go through every emulation method loom can run on the bundled
 SmolLM2-135M-Instruct (`smollm2`, one llama.cpp instance for all methods), K seeded
 samples each. Every output is measured twice, RAW (the model's text appended to the
-prompt as is) and CLEANED (after `loom.generate.cleanup.clean`, exactly as
+prompt as is) and CLEANED (after `loom.emulation.cleanup.clean`, exactly as
 `weave.clean_outcome` calls it), by detectors written here, independent of cleanup:
 
     voice   a preamble or assistant voice ("Sure! Here's…", "The sentence seems to be…",
@@ -44,10 +44,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from loom.config import ModelConfig, get_model
-from loom.generate.backends.base import Backend
-from loom.generate.capabilities import ModelCaps, load_table
-from loom.generate.cleanup import clean
-from loom.generate.emulate import (
+from loom.emulation.capabilities import ModelCaps, load_table
+from loom.emulation.cleanup import clean
+from loom.emulation.framing import (
     FRAMING_VERSION,
     FRAMINGS,
     METHODS,
@@ -55,9 +54,10 @@ from loom.generate.emulate import (
     choose_method,
     why_not,
 )
-from loom.generate.engine import Branch, Outcome, run_branches
-from loom.generate.factory import make_backend
-from loom.generate.weave import table_provider, user_capabilities_file
+from loom.generation.backends.base import Backend
+from loom.generation.engine import Branch, Outcome, run_branches
+from loom.generation.factory import make_backend
+from loom.generation.weave import table_provider, user_capabilities_file
 
 METHOD_ORDER = ("completion", "template", "prefill", "system", "fewshot")
 TEMPERATURE = 0.8

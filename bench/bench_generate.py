@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from loom.config import ModelConfig  # noqa: E402
-from loom.generate.backends.openai_compat import OpenAICompletions  # noqa: E402
-from loom.generate.engine import Branch, run_branches  # noqa: E402
+from loom.generation.backends.openai_compat import OpenAICompletions  # noqa: E402
+from loom.generation.engine import Branch, run_branches  # noqa: E402
 
 from fakeprovider import FakeProvider  # noqa: E402
 

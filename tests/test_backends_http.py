@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.anthropic import AnthropicMessages
-from loom.generate.backends.base import Backend, Chunk, GenRequest, Token
-from loom.generate.backends.openai_compat import OpenAIChat, OpenAICompletions
-from loom.generate.http import (
+from loom.generation.backends.anthropic import AnthropicMessages
+from loom.generation.backends.base import Backend, Chunk, GenRequest, Token
+from loom.generation.backends.http import (
     HttpOptions,
     ServerEvent,
     SSEDecoder,
@@ -26,6 +25,7 @@ from loom.generate.http import (
     provider_message,
     safe_url,
 )
+from loom.generation.backends.openai_compat import OpenAIChat, OpenAICompletions
 
 from fakeprovider import (
     ANTHROPIC_PREFILL_REJECTED,
@@ -460,7 +460,7 @@ def test_an_invalid_url_fails_at_once_naming_it_without_credentials(
 ) -> None:
     options = HttpOptions(max_retries=2, backoff_base=0.01, backoff_max=0.02)
     backend = OpenAICompletions(url, api_key=KEY, model="m", options=options, stream=stream)
-    with caplog.at_level("INFO", logger="loom.generate.http"):
+    with caplog.at_level("INFO", logger="loom.generation.backends.http"):
         result = collect(backend, GenRequest(model="m", prompt="x"))
     err = result.error
     assert err is not None and not err.retryable and "attempts" not in err.details
@@ -784,9 +784,9 @@ def test_provider_message_shapes() -> None:
 
 def test_importing_loom_does_not_import_httpx2() -> None:
     code = (
-        "import sys, loom, loom.generate, loom.generate.http, loom.generate.backends.base\n"
+        "import sys, loom, loom.generation, loom.generation.backends.http, loom.generation.backends.base\n"
         "assert 'httpx2' not in sys.modules, 'httpx2 imported'\n"
-        "import loom.generate.backends.openai_compat, loom.generate.backends.anthropic\n"
+        "import loom.generation.backends.openai_compat, loom.generation.backends.anthropic\n"
         "assert 'httpx2' not in sys.modules, 'backends import httpx2 before use'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loom.errors import ConfigError
-from loom.generate import capabilities as capmod
-from loom.generate import cleanup, emulate
-from loom.generate.backends.base import Capabilities
-from loom.generate.capabilities import ModelCaps, apply_limits, load_table, lookup, narrow, split_n
-from loom.generate.cleanup import (
+from loom.emulation import capabilities as capmod
+from loom.emulation import cleanup
+from loom.emulation import framing as emulate
+from loom.emulation.capabilities import ModelCaps, apply_limits, load_table, lookup, narrow, split_n
+from loom.emulation.cleanup import (
     CleanOptions,
     Draft,
     Prepared,
@@ -28,13 +27,15 @@ from loom.generate.cleanup import (
     prepare_prompt,
     quote_open,
 )
-from loom.generate.emulate import (
+from loom.emulation.framing import (
     FRAMING_VERSION,
     METHODS,
     build_request,
     choose_method,
     seed_phrase,
 )
+from loom.errors import ConfigError
+from loom.generation.backends.base import Capabilities
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "cleanup_corpus.json").read_text("utf-8"))
 CASES = CORPUS["cases"]

@@ -218,6 +218,17 @@ def test_new_refuses_to_overwrite(loom: Loom) -> None:
     assert loom.ok("show", "-f", "x.loom.json").stdout == "keep me"
 
 
+def test_help_lists_each_command_once_from_the_module_that_defines_it() -> None:
+    import importlib
+
+    from loom.cli.main import _MODULE_OF, HELP_ORDER, cli
+
+    assert sorted(HELP_ORDER) == sorted(_MODULE_OF), "HELP_ORDER and COMMANDS disagree"
+    for name, module in _MODULE_OF.items():
+        importlib.import_module(module)
+        assert name in cli.commands, f"{module} does not define `loom {name}`"
+
+
 def test_every_command_has_help_with_an_example(loom: Loom) -> None:
     import click
 

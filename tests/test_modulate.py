@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from loom import ops
 from loom.config import ModelConfig
 from loom.document import Document
+from loom.emulation.capabilities import ModelCaps
+from loom.emulation.framing import seed_phrase
 from loom.errors import ConfigError, InvalidOperation
-from loom.generate.capabilities import ModelCaps
-from loom.generate.emulate import seed_phrase
-from loom.generate.engine import Branch
-from loom.generate.modulate import (
+from loom.generation.engine import Branch
+from loom.sampling.modulate import (
     Grid,
     Jitter,
     MixEntry,
@@ -32,8 +32,8 @@ from loom.generate.modulate import (
     parse_sweep,
     plan,
 )
-from loom.generate.params import LayerInputs, set_sticky
-from loom.generate.presets import PresetBook, load_presets
+from loom.sampling.params import LayerInputs, set_sticky
+from loom.sampling.presets import PresetBook, load_presets
 
 A = ModelConfig("a", "openai", "base-a", params={"temperature": 0.9})
 B = ModelConfig("b", "openai-chat", "chat-b")

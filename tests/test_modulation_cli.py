@@ -176,7 +176,7 @@ def test_user_presets_file_is_used(doc: Loom, fake_provider: FakeProvider) -> No
 
 
 def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> None:
-    from loom.generate.weave import regenerate
+    from loom.generation.weave import regenerate
 
     path = doc.cwd / "m.loom.json"
     made = doc.ok("gen", "-n", "1", "-t", "0.7", "--param", "openai.user=abc", "--json").json()
@@ -205,8 +205,8 @@ def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> No
 
 def test_plan_generation_is_the_one_planning_path(doc: Loom, fake_provider: FakeProvider) -> None:
     from loom import ops, store
-    from loom.generate.modulate import ModulationSpecs
-    from loom.generate.weave import generate, plan_generation
+    from loom.generation.weave import generate, plan_generation
+    from loom.sampling.modulate import ModulationSpecs
 
     path = doc.cwd / "m.loom.json"
     root = store.load(path).root_ids[0]

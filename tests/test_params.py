@@ -13,7 +13,7 @@ from loom import journal, ops
 from loom.config import ModelConfig
 from loom.document import Document
 from loom.errors import InvalidOperation
-from loom.generate.params import (
+from loom.sampling.params import (
     BUILTIN,
     PARAMS,
     STICKY_KEY,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from loom.errors import ConfigError, NotFound
-from loom.generate.params import PARAMS, resolve
-from loom.generate.presets import (
+from loom.sampling.params import PARAMS, resolve
+from loom.sampling.presets import (
     PresetBook,
     builtin_presets,
     list_presets,

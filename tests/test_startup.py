@@ -22,7 +22,7 @@ HEAVY = (
     "trafilatura",
     "pypdf",
     "sqlite3",
-    "loom.generate",
+    "loom.generation",
 )
 
 PROBE = """

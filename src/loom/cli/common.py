@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from loom import jsonio, store, workspace
-from loom.document import Document
+from loom.document import Document, Node
 from loom.errors import BadInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,3 +150,28 @@ def read_text_input(text: str | None, from_file: str | None, *, what: str = "tex
             f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH"
         )
     return text
+
+
+# ---- shared arguments and output --------------------------------------------------------
+
+NODE = click.argument("node", required=False, metavar="[NODE]")
+
+
+def report(
+    doc: Document,
+    node: Node,
+    verb: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    quiet_id: bool = False,
+) -> None:
+    """The common success output of commands that produce or move to a node."""
+    if json_mode():
+        emit({"command": verb, "node": node.to_dict(), "cursor": doc.cursor_id, **(extra or {})})
+    elif quiet_id or not stdout_is_terminal():
+        out(node.id)
+    else:
+        from loom.cli import render
+
+        short = doc.short_ids([node.id])[node.id]
+        out(render.node_line(node, short, current=node.id == doc.cursor_id))

@@ -26,7 +26,7 @@ from loom.cli.common import (
 from loom.cli.main import cli
 
 if TYPE_CHECKING:
-    from loom.generate.engine import Outcome
+    from loom.generation.engine import Outcome
 
 
 class LiveView:
@@ -215,7 +215,7 @@ MODULATION_KEYS = (
 
 
 def _render_generation(result: Any, raw: bool, command_name: str) -> None:
-    from loom.generate.weave import check
+    from loom.generation.weave import check
 
     if json_mode():
         # An interrupted or failed run is reported by `check` as one error object instead.
@@ -360,9 +360,9 @@ def gen_cmd(
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
     """
-    from loom.generate.modulate import ModulationSpecs
-    from loom.generate.params import parse_assignments
-    from loom.generate.weave import generate, plan_generation
+    from loom.generation.weave import generate, plan_generation
+    from loom.sampling.modulate import ModulationSpecs
+    from loom.sampling.params import parse_assignments
 
     doc = read_doc()
     target = doc.resolve(node)
@@ -438,8 +438,8 @@ def regen_cmd(
       loom regen a1b2
       loom regen a1b2 -n 3 --temperature 1.2
     """
-    from loom.generate.params import parse_assignments
-    from loom.generate.weave import regenerate
+    from loom.generation.weave import regenerate
+    from loom.sampling.params import parse_assignments
 
     result = regenerate(
         doc_path(),
@@ -509,7 +509,7 @@ def params_cmd(
       loom params --set temperature=0.7 # sticky for the cursor's whole subtree
       loom params --unset temperature
     """
-    from loom.generate.params import (
+    from loom.sampling.params import (
         LayerInputs,
         clear_sticky,
         format_explain,
@@ -604,7 +604,7 @@ def presets_cmd() -> None:
       loom gen -p creative -p single-line
     """
     from loom.cli import render
-    from loom.generate.presets import list_presets, load_presets
+    from loom.sampling.presets import list_presets, load_presets
 
     book = load_presets()
     infos = list_presets(book)
@@ -719,7 +719,7 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
       loom probe claude
       loom probe local-llama --dry-run --json
     """
-    from loom.generate.probe import probe
+    from loom.emulation.probe import probe
 
     scores = probe(config.get_model(model), max_tokens=max_tokens, record=not dry_run)
     rows: list[dict[str, Any]] = [

@@ -17,25 +17,33 @@ from loom import __version__, jsonio
 from loom.cli.common import file_option, json_option
 from loom.errors import LoomError
 
-# Which module defines each command, in the order `loom --help` lists them. A command's
-# module is imported only when that command runs, so `loom show` never loads generation.
+# Which module defines each command. A command's module is imported only when that
+# command runs, so `loom show` never loads generation.
 COMMANDS: dict[str, tuple[str, ...]] = {
-    "loom.cli.tree_cmds": (
-        "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
-        "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
-        "tag", "note", "search", "history", "undo", "redo", "log", "check",
-    ),
+    "loom.cli.docs_cmds": ("new", "use", "info", "set", "check"),
+    "loom.cli.read_cmds": ("show", "ls", "tree", "search"),
+    "loom.cli.nav_cmds": ("goto", "up", "down", "next", "prev", "root"),
+    "loom.cli.edit_cmds": ("add", "edit", "split", "merge", "mv", "rm", "restore", "purge"),
+    "loom.cli.mark_cmds": ("bookmark", "tag", "note"),
+    "loom.cli.history_cmds": ("history", "undo", "redo", "log"),
     "loom.cli.gen_cmds": ("gen", "regen", "params", "presets", "alts", "probe", "models"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
-}  # fmt: skip
+}
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
+# The order `loom --help` lists them in: by what a person does, not by module.
+HELP_ORDER = (
+    "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
+    "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
+    "tag", "note", "search", "history", "undo", "redo", "log", "check",
+    "gen", "regen", "params", "presets", "alts", "probe", "models", "import", "export", "ingest",
+)  # fmt: skip
 
 
 class LoomGroup(click.Group):
     """Loads command modules on demand and lists commands grouped by purpose."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_MODULE_OF)
+        return list(HELP_ORDER)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _MODULE_OF:

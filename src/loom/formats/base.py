@@ -814,7 +814,7 @@ def alternatives(entry: Any) -> list[tuple[str, float]]:
 
 def prompt_fingerprint(prompt: str) -> dict[str, Any]:
     """How meta.gen records a prompt without storing it (the engine's own digest)."""
-    from loom.generate import prompt_digest  # the package's __init__ loads no backend
+    from loom.generation import prompt_digest  # the package's __init__ loads no backend
 
     return {"prompt": prompt_digest(prompt)}
 

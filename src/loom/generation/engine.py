@@ -20,8 +20,8 @@ from typing import Any
 
 from loom.config import ModelConfig
 from loom.errors import BackendError, LoomError, StreamCut
-from loom.generate import prompt_digest
-from loom.generate.backends.base import Backend, Chunk, GenRequest, Token
+from loom.generation import prompt_digest
+from loom.generation.backends.base import Backend, Chunk, GenRequest, Token
 from loom.redact import safe_url
 
 LOGPROB_DIGITS = 4
@@ -35,7 +35,7 @@ class Branch:
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # modulator, index, preset… (recorded)
-    # Set by emulation (loom.generate.weave): the framed request, its record, and the
+    # Set by emulation (loom.generation.weave): the framed request, its record, and the
     # methods still to try if cleanup rejects the output.
     request: GenRequest | None = None
     framing: Any = None  # an emulate.Framing

@@ -22,13 +22,13 @@ from loom import ops, store
 from loom.config import ModelConfig, get_model
 from loom.document import Document, Node
 from loom.errors import BackendError, Interrupted, InvalidOperation
-from loom.generate.backends.base import Backend, Token
-from loom.generate.engine import Branch, Events, Outcome, record, run_branches
+from loom.generation.backends.base import Backend, Token
+from loom.generation.engine import Branch, Events, Outcome, record, run_branches
 from loom.journal import transaction
 from loom.workspace import loom_home
 
 if TYPE_CHECKING:
-    from loom.generate.modulate import ModulationSpecs
+    from loom.sampling.modulate import ModulationSpecs
 
 CURSOR_CHOICES = ("stay", "first", "last")
 DEFAULT_TOP_LOGPROBS = 5
@@ -162,9 +162,9 @@ def plan_generation(
     presets: presets layered under the document's defaults, later ones winning.
     rng_seed: seed for jitter and random presets.
     """
-    from loom.generate.capabilities import load_table
-    from loom.generate.modulate import plan
-    from loom.generate.params import LayerInputs
+    from loom.emulation.capabilities import load_table
+    from loom.sampling.modulate import plan
+    from loom.sampling.params import LayerInputs
 
     if n is None and not (modulation and (modulation.grid or modulation.mix)):
         n = document_n(doc)
@@ -198,7 +198,7 @@ def regenerate(
     recorded pass-through fields, to the recorded model unless `model` names
     another, framed by the recorded emulation method unless `emulate` names one.
     """
-    from loom.generate.params import validate
+    from loom.sampling.params import validate
 
     doc = store.load(path)
     target = doc.resolve(node)
@@ -243,7 +243,7 @@ class _Plan:
 
 
 async def _run(plan: _Plan, result: Generation, given: dict[str, Backend] | None) -> None:
-    from loom.generate.factory import make_backend
+    from loom.generation.factory import make_backend
 
     backends: dict[str, Backend] = dict(given or {})
     made: list[Backend] = []
@@ -309,8 +309,8 @@ def table_provider(model: ModelConfig) -> str:
 
 
 def _frame_all(plan: _Plan, backends: dict[str, Backend]) -> None:
-    from loom.generate.capabilities import load_table
-    from loom.generate.emulate import choose_method, seed_phrase
+    from loom.emulation.capabilities import load_table
+    from loom.emulation.framing import choose_method, seed_phrase
 
     table = load_table(user_capabilities_file())
     forced = None if plan.emulate == "auto" else plan.emulate
@@ -386,7 +386,7 @@ _CHAT_OVERHEAD = 512
 def _frame(
     branch: Branch, method: str, prompt: str, entry: Any, phrase: str | None, system: str | None
 ) -> None:
-    from loom.generate.emulate import build_request
+    from loom.emulation.framing import build_request
 
     max_tokens = int(branch.params.get("max_tokens") or 256)
     overhead = _FRAMING_OVERHEAD.get(method, _CHAT_OVERHEAD)
@@ -411,7 +411,7 @@ def _frame(
 
 def clean_outcome(o: Outcome, prompt: str) -> bool:
     """Clean an emulated output in place; False when cleanup rejects it (preamble, refusal…)."""
-    from loom.generate.cleanup import clean
+    from loom.emulation.cleanup import clean
 
     framing = o.branch.framing
     if framing is None or (o.error and not o.text):
@@ -449,7 +449,7 @@ def _fallback(o: Outcome) -> tuple[list[str], dict[str, Any], str] | None:
             return None
         message = o.error.lower()
         if "prefill" in message or "final assistant" in message:
-            from loom.generate.emulate import METHODS
+            from loom.emulation.framing import METHODS
 
             rest = [m for m in methods[1:] if not METHODS[m].open_turn]
             return (rest, params, "prefill rejected") if rest else None
@@ -480,7 +480,7 @@ async def _clean_and_retry(plan: _Plan, result: Generation, backends: dict[str, 
             retry.append((o.index, step))
     if not retry:
         return
-    from loom.generate.capabilities import load_table
+    from loom.emulation.capabilities import load_table
 
     table = load_table(user_capabilities_file())
     again: list[Branch] = []
@@ -587,7 +587,7 @@ def _write(
 
 def _logprob_source(o: Outcome) -> str:
     if o.backend == "embedded":
-        from loom.generate.backends.embedded import LOGPROBS_KIND
+        from loom.generation.backends.embedded import LOGPROBS_KIND
 
         return LOGPROBS_KIND
     return "post-sampling" if o.backend in ("openai", "openai-chat") else "unknown"

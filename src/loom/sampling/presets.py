@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loom.errors import ConfigError, InvalidOperation, NotFound
-from loom.generate.params import validate
+from loom.sampling.params import validate
 
 __all__ = [
     "Preset",

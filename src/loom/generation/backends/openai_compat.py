@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.base import (
+from loom.generation.backends.base import (
     Backend,
     Capabilities,
     Chunk,
@@ -30,7 +30,7 @@ from loom.generate.backends.base import (
     Token,
     WireParams,
 )
-from loom.generate.http import Endpoint, HttpOptions, fan_out
+from loom.generation.backends.http import Endpoint, HttpOptions, fan_out
 
 __all__ = ["DIALECTS", "LIMITS", "LOGPROBS_KIND", "WIRE_NAMES", "OpenAIChat", "OpenAICompletions"]
 

@@ -56,11 +56,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.config import ModelConfig
+from loom.emulation.capabilities import ModelCaps
+from loom.emulation.framing import seed_phrase
 from loom.errors import InvalidOperation, LoomError
-from loom.generate.capabilities import ModelCaps
-from loom.generate.emulate import seed_phrase
-from loom.generate.engine import Branch
-from loom.generate.params import (
+from loom.generation.engine import Branch
+from loom.sampling.params import (
     PARAMS,
     LayerInputs,
     Param,
@@ -70,7 +70,7 @@ from loom.generate.params import (
     split_passthrough,
     validate,
 )
-from loom.generate.presets import PresetBook, load_presets
+from loom.sampling.presets import PresetBook, load_presets
 
 __all__ = [
     "Grid",

@@ -632,7 +632,7 @@ class LayerInputs:
         the model's own params in the model layer; `extra_presets` come after `presets`."""
         names = (*self.presets, *extra_presets)
         if names and preset_params is None:
-            from loom.generate.presets import load_presets  # presets import this module
+            from loom.sampling.presets import load_presets  # presets import this module
 
             preset_params = load_presets().params
         model_params = {**(recommended or {}), **(model.params if model else {})}

@@ -18,7 +18,7 @@ from typing import Any
 
 from loom.config import ModelConfig, toml_value
 from loom.errors import ConfigError
-from loom.generate.engine import Branch, run_branches
+from loom.generation.engine import Branch, run_branches
 
 PROMPTS = (
     "The lighthouse keeper climbed the stairs for the last time, and",
@@ -44,10 +44,10 @@ class MethodScore:
 async def _probe(
     model: ModelConfig, prompts: tuple[str, ...], max_tokens: int
 ) -> list[MethodScore]:
-    from loom.generate.capabilities import load_table
-    from loom.generate.emulate import METHODS, build_request, why_not
-    from loom.generate.factory import make_backend
-    from loom.generate.weave import clean_outcome, table_provider, user_capabilities_file
+    from loom.emulation.capabilities import load_table
+    from loom.emulation.framing import METHODS, build_request, why_not
+    from loom.generation.factory import make_backend
+    from loom.generation.weave import clean_outcome, table_provider, user_capabilities_file
 
     backend = make_backend(model)
     try:
@@ -101,7 +101,7 @@ def probe(
         raise ConfigError(f"model {model.name!r}: no emulation method can run on this backend")
     usable = [s for s in scores if s.ok]
     if record and usable:
-        from loom.generate.weave import table_provider, user_capabilities_file
+        from loom.generation.weave import table_provider, user_capabilities_file
 
         save_methods(
             user_capabilities_file(),

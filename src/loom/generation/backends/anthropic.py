@@ -18,8 +18,8 @@ from functools import partial
 from typing import Any
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.base import Backend, Capabilities, Chunk, GenRequest, WireParams
-from loom.generate.http import Endpoint, HttpOptions, fan_out
+from loom.generation.backends.base import Backend, Capabilities, Chunk, GenRequest, WireParams
+from loom.generation.backends.http import Endpoint, HttpOptions, fan_out
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "WIRE_NAMES", "AnthropicMessages"]
 

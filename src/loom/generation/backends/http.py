@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.base import Chunk
+from loom.generation.backends.base import Chunk
 from loom.redact import redact, safe_url
 
 if TYPE_CHECKING:

@@ -7,11 +7,11 @@ from typing import Any
 
 from loom.config import ModelConfig
 from loom.errors import ConfigError
-from loom.generate.backends.base import Backend
+from loom.generation.backends.base import Backend
 
 
 def _http_options(model: ModelConfig) -> Any:
-    from loom.generate.http import HttpOptions
+    from loom.generation.backends.http import HttpOptions
 
     known = {f.name for f in dataclasses.fields(HttpOptions)}
     chosen = {k: v for k, v in model.options.items() if k in known}
@@ -34,10 +34,10 @@ def make_backend(model: ModelConfig) -> Backend:
             "capabilities": capabilities,
         }
         if model.provider == "anthropic":
-            from loom.generate.backends.anthropic import AnthropicMessages
+            from loom.generation.backends.anthropic import AnthropicMessages
 
             return AnthropicMessages(model.base_url, **http)
-        from loom.generate.backends import openai_compat
+        from loom.generation.backends import openai_compat
 
         cls = (
             openai_compat.OpenAICompletions
@@ -46,7 +46,7 @@ def make_backend(model: ModelConfig) -> Backend:
         )
         return cls(model.base_url, **http)
     if model.provider == "embedded":
-        from loom.generate.backends.embedded import EmbeddedLlama, ensure_default_model
+        from loom.generation.backends.embedded import EmbeddedLlama, ensure_default_model
 
         path = options.get("model_path") or ensure_default_model()
         return EmbeddedLlama(

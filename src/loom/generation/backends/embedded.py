@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import BackendError, StreamCut
-from loom.generate.backends.base import (
+from loom.generation.backends.base import (
     Backend,
     Capabilities,
     Chunk,

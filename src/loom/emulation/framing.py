@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from .backends.base import Capabilities, GenRequest
-from .capabilities import ModelCaps, apply_limits
-from .cleanup import Prepared, prepare_prompt
+from loom.emulation.capabilities import ModelCaps, apply_limits
+from loom.emulation.cleanup import Prepared, prepare_prompt
+from loom.errors import ConfigError
+from loom.generation.backends.base import Capabilities, GenRequest
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .backends.base import Capabilities
+from loom.errors import ConfigError
+from loom.generation.backends.base import Capabilities
 
 KINDS = frozenset({"base", "instruct", "chat"})
 PREFILL_FLAGS = frozenset({"prefix", "partial"})

@@ -1,0 +1,238 @@
+"""Reading the tree: a branch, a node's children, the tree around the cursor, search."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from loom.cli import render
+from loom.cli.common import (
+    NODE,
+    command,
+    emit,
+    json_mode,
+    out,
+    read_doc,
+    stdout_is_terminal,
+    style,
+)
+from loom.cli.main import cli
+from loom.document import Node
+
+
+@command(cli, "show")
+@NODE
+@click.option(
+    "--raw", is_flag=True, help="Exactly the text, nothing else (the default when piped)."
+)
+@click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
+@click.option("--probs", is_flag=True, help=render.PROBABILITY_HELP)
+def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
+    """Print the full text of the branch ending at NODE (default: the cursor).
+
+    On a terminal, node boundaries alternate in colour and the node itself is in
+    bold, and control characters in the text are shown as symbols (␛, ␇).
+    Piped or with --raw, it prints exactly the text: no colour, no newline
+    added.
+
+    \b
+    Examples:
+      loom show
+      loom show --raw | wc -w
+      loom show a1b2 --json
+    """
+    doc = read_doc()
+    target = doc.resolve(node)
+    text = target.text if segment else doc.full_text(target.id)
+    if json_mode():
+        emit(
+            {
+                "command": "show",
+                "node": target.to_dict(),
+                "path": doc.path_ids(target.id),
+                "text": text,
+            }
+        )
+        return
+    if raw or not stdout_is_terminal():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    if probs:
+        out(render.probabilities(doc, target.id))
+        out(render.probability_legend())
+    else:
+        out(render.safe(target.text) if segment else render.branch_text(doc, target.id))
+    kids = len(doc.live_child_ids(target.id))
+    siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
+    where = (
+        f"{siblings.index(target.id) + 1}/{len(siblings)}" if target.id in siblings else "(deleted)"
+    )
+    status = f"── {doc.short_ids([target.id])[target.id]} · sibling {where} · depth {target.depth} · {kids} children"
+    out(style(status, dim=True) + (" " + render.badges(target) if render.badges(target) else ""))
+
+
+@command(cli, "ls", epilog=render.LEGEND)
+@NODE
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include deleted (archived) children.")
+def ls_cmd(node: str | None, show_all: bool) -> None:
+    """List NODE's children (default: the cursor's), numbered for `loom down N`.
+
+    \b
+    Examples:
+      loom ls
+      loom ls a1b2 --json
+    """
+    doc = read_doc()
+    target = doc.resolve(node)
+    kids = target.child_ids if show_all else doc.live_child_ids(target.id)
+    if json_mode():
+        emit(
+            {
+                "command": "ls",
+                "node_id": target.id,
+                "children": [Node(doc, k).to_dict() for k in kids],
+            }
+        )
+        return
+    shorts = doc.short_ids(kids)
+    for i, kid in enumerate(kids, 1):
+        line = render.node_line(Node(doc, kid), shorts[kid], number=i, current=kid == doc.cursor_id)
+        if doc.nodes[kid].get("archived"):
+            line += style(" (deleted)", fg="red")
+        out(line)
+
+
+@command(cli, "tree", epilog=render.LEGEND)
+@NODE
+@click.option(
+    "-d",
+    "--depth",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Levels shown below NODE.",
+)
+@click.option(
+    "-w",
+    "--width",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Children shown per node.",
+)
+@click.option("--all", "everything", is_flag=True, help="Draw every tree of the forest in full.")
+@click.option(
+    "--no-collapse", is_flag=True, help="Do not fold chains of single children into one row."
+)
+def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_collapse: bool) -> None:
+    """Draw the tree around NODE (default: the cursor).
+
+    Shows the path from the root, siblings along it, and NODE's subtree to
+    --depth (the symbols are explained below). With --json, prints the whole
+    forest as a flat list of nodes with ids and texts.
+
+    \b
+    Examples:
+      loom tree
+      loom tree --depth 6 --width 20
+      loom tree --json | jq '.nodes | length'
+    """
+    doc = read_doc()
+    if json_mode():
+        nodes = [Node(doc, i).to_dict() for i in doc.walk()]
+        emit(
+            {
+                "command": "tree",
+                "roots": [r.id for r in doc.roots],
+                "cursor": doc.cursor_id,
+                "nodes": nodes,
+            }
+        )
+        return
+    from loom.view import tree_window
+
+    focus = doc.resolve(node).id if (node or doc.cursor_id) else None
+    rows = tree_window(
+        doc, focus, depth=depth, width=width, collapse=not no_collapse, everything=everything
+    )
+    if not rows:
+        out(style("(empty document: add a node with `loom add TEXT`)", dim=True))
+    for line in render.tree_lines(doc, rows, doc.cursor_id):
+        out(line)
+
+
+@command(cli, "search")
+@click.argument("pattern")
+@click.option("-e", "--regex", is_flag=True, help="PATTERN is a regular expression.")
+@click.option("-i", "--ignore-case", is_flag=True)
+@click.option(
+    "-b",
+    "--branch",
+    is_flag=True,
+    help="Match against each branch's full text, not single segments.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many matches.")
+@click.option("-a", "--all", "include_archived", is_flag=True, help="Search deleted nodes too.")
+def search_cmd(
+    pattern: str,
+    regex: bool,
+    ignore_case: bool,
+    branch: bool,
+    limit: int | None,
+    include_archived: bool,
+) -> None:
+    """List nodes whose text matches PATTERN (a substring, or a regex with -e).
+
+    Exit status 1 when nothing matches, as grep does.
+
+    \b
+    Examples:
+      loom search lighthouse
+      loom search -e -i '\\bsea(s)?\\b' --json
+      loom search --branch "went out. The" # across node boundaries
+    """
+    from loom.search import search as search_nodes
+
+    doc = read_doc()
+    matches = search_nodes(
+        doc,
+        pattern,
+        regex=regex,
+        ignore_case=ignore_case,
+        branch=branch,
+        limit=limit,
+        include_archived=include_archived,
+    )
+    if json_mode():
+        emit(
+            {
+                "command": "search",
+                "matches": [
+                    {
+                        "node_id": m.node_id,
+                        "start": m.start,
+                        "end": m.end,
+                        "match": m.text,
+                        "text": doc.nodes[m.node_id].get("text", ""),
+                    }
+                    for m in matches
+                ],
+            }
+        )
+    else:
+        shorts = doc.short_ids([m.node_id for m in matches])
+        for m in matches:
+            source = doc.full_text(m.node_id) if branch else doc.nodes[m.node_id].get("text", "")
+            # The match, then some context each side, in the columns the terminal has.
+            room = max(20, render.width() - len(shorts[m.node_id]) - 3)
+            hit = render.preview(m.text, min(60, room // 2))
+            left = min(30, (room - render.text_width(hit)) // 3)
+            before = render.clip_left(render.flat(source[max(0, m.start - 30) : m.start]), left)
+            right = room - render.text_width(hit) - render.text_width(before)
+            after = render.preview(source[m.end : m.end + 40], min(40, right))
+            hit = style(hit, fg="red", bold=True)
+            out(f"{style(shorts[m.node_id], fg='cyan')}  {before}{hit}{after}")
+    if not matches:
+        raise click.exceptions.Exit(1)

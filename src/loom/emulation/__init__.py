@@ -1,0 +1,1 @@
+"""Base-model emulation: the capability table, framing requests, cleaning outputs, probing models."""

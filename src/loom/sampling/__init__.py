@@ -1,0 +1,1 @@
+"""Sampling: canonical parameters and their layers, presets, and modulation across children."""
