@@ -14,7 +14,7 @@ from typing import Any
 
 from loom import formats
 from loom.document import Document
-from loom.formats.base import graft
+from loom.formats.forest import graft
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -168,7 +168,7 @@ def test_show_does_not_load_format_or_ingest_libraries(tmp_path: Path) -> None:
         "import sys\n"
         "from loom.cli.main import main\n"
         f"code = main(['-f', {str(doc)!r}, 'show', '--raw'])\n"
-        "heavy = [m for m in ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'lxml', 'loom.formats.base', 'loom.ingest') if m in sys.modules]\n"
+        "heavy = [m for m in ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'lxml', 'loom.formats.forest', 'loom.formats.readers', 'loom.formats.selection', 'loom.formats.tokens', 'loom.formats.secrets', 'loom.ingest') if m in sys.modules]\n"
         "print('\\nHEAVY', heavy, code)\n"
     )
     proc = subprocess.run(
@@ -302,7 +302,7 @@ def test_interop_commands_load_their_libraries_only_when_run(tmp_path: Path) -> 
         "except SystemExit:\n"
         "    pass\n"
         "assert 'loom.cli.interop_cmds' in sys.modules\n"
-        "heavy = ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'httpx', 'lxml', 'asyncio', 'loom.formats.base', 'loom.generation')\n"
+        "heavy = ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'httpx', 'lxml', 'asyncio', 'loom.formats.forest', 'loom.formats.readers', 'loom.formats.selection', 'loom.formats.tokens', 'loom.formats.secrets', 'loom.generation')\n"
         "print('\\nHEAVY', [m for m in heavy if m in sys.modules])\n"
     )
     proc = subprocess.run(

@@ -20,7 +20,7 @@ from interop_support import build_basemode_db, fixture, imported
 from loom import formats, store
 from loom.document import Document
 from loom.errors import LoomError
-from loom.formats.base import graft
+from loom.formats.forest import graft
 
 SEED = 20261121
 ODD_VALUES: list[Any] = [

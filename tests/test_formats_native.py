@@ -18,7 +18,8 @@ from interop_support import (
 from loom import formats, journal, ops, store
 from loom.document import Document
 from loom.errors import DocumentError, NotFound
-from loom.formats.base import ImportedForest, ImportedNode, graft, to_iso
+from loom.formats.forest import ImportedForest, ImportedNode, graft
+from loom.formats.readers import to_iso
 
 
 @pytest.mark.parametrize(

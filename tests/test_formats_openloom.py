@@ -20,7 +20,7 @@ from interop_support import (
 from loom import formats, journal
 from loom.document import Document
 from loom.errors import DocumentError, InvalidOperation
-from loom.formats.base import graft
+from loom.formats.forest import graft
 from loom.ids import ALPHABET
 
 OPENLOOM = fixture("openloom_existence_of_claude.json")

@@ -22,7 +22,7 @@ from interop_support import (
 from loom import formats
 from loom.document import Document
 from loom.errors import DocumentError
-from loom.formats.base import graft
+from loom.formats.forest import graft
 
 DEMO = fixture("pyloom_loom_demo.json")
 TELEOLOGY = fixture("pyloom_teleology.json")
@@ -401,7 +401,7 @@ def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatc
     import sys
 
     import loom.generation
-    from loom.formats.base import prompt_fingerprint
+    from loom.formats.tokens import prompt_fingerprint
 
     prompt = "Once upon a time \ud800"  # a lone surrogate must not break the hash
     assert prompt_fingerprint(prompt) == {"prompt": loom.generation.prompt_digest(prompt)}
@@ -412,7 +412,7 @@ def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatc
     script = (
         "import sys\n"
         "from loom import formats\n"
-        "from loom.formats.base import prompt_fingerprint\n"
+        "from loom.formats.forest import prompt_fingerprint\n"
         f"formats.read({str(TELEOLOGY)!r})\n"
         "prompt_fingerprint('x')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'httpx', 'httpx2')))\n"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from interop_support import cursor_position, signature
 from loom import formats, ops
 from loom.document import Document
-from loom.formats.base import graft
+from loom.formats.forest import graft
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(max_size=40)

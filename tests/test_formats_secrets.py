@@ -17,7 +17,8 @@ from interop_support import build_basemode_db, cli, write_json
 from loom import formats, store
 from loom.document import Document
 from loom.errors import LoomError
-from loom.formats.base import ImportedForest, ImportedNode, drop_secrets, graft, secret_key
+from loom.formats.forest import ImportedForest, ImportedNode, graft
+from loom.formats.secrets import drop_secrets, secret_key
 
 MARK = "SECRET"  # every secret value below contains it; nothing else does
 

@@ -99,7 +99,7 @@ def import_cmd(
       loom import data.json --format loomsidian --json
     """
     from loom import formats
-    from loom.formats.base import graft
+    from loom.formats.forest import graft
 
     if new_path is not None and parent is not None:
         raise click.UsageError(

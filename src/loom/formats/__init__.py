@@ -25,7 +25,7 @@ from loom.errors import DocumentError, LoomError, StorageError, UsageError
 
 if TYPE_CHECKING:
     from loom.document import Document
-    from loom.formats.base import ImportedForest, ImportedNode, graft
+    from loom.formats.forest import ImportedForest, ImportedNode, graft
 
 # Every format `loom import` reads (detection lists them in this order in its errors).
 IMPORT_FORMATS = (
@@ -147,7 +147,7 @@ def _parse(
     raw: bytes, name: str, format: str | None, responses: list[Path], path: Path | None
 ) -> ImportedForest:
     from loom.formats import detect
-    from loom.formats.base import has_surrogate_escapes, loads, scrub_surrogates
+    from loom.formats.readers import has_surrogate_escapes, loads, scrub_surrogates
 
     if format is None:
         format, data = detect.detect(raw, name)
@@ -202,7 +202,7 @@ def _lines(raw: bytes, name: str) -> list[Any]:
 
     records: list[Any] | None = detect.json_lines(raw)
     if records is None:
-        from loom.formats.base import loads
+        from loom.formats.readers import loads
 
         single = loads(raw, name)
         if isinstance(single, dict):
@@ -220,7 +220,7 @@ def import_file(
     responses: Iterable[str | os.PathLike[str]] = (),
 ) -> tuple[ImportedForest, list[str]]:
     """Read a foreign file and graft it into `doc`; returns the forest and the new root ids."""
-    from loom.formats.base import graft
+    from loom.formats.forest import graft
 
     forest = read(path, format=format, responses=responses)
     return forest, graft(doc, forest, parent)

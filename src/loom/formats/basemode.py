@@ -18,22 +18,16 @@ import orjson
 
 from loom.document import KINDS, Document
 from loom.errors import DocumentError
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, rest, tags_from, to_iso
+from loom.formats.selection import (
     document_import,
     dumps,
     export_ids,
     gen_of,
     import_fields,
-    link,
     model_of,
-    rest,
     select,
-    short,
-    tags_from,
-    to_iso,
 )
 
 FORMAT = "basemode"

@@ -11,18 +11,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    fit,
-    link,
-    logprobs_from_openai,
-    rest,
-    short,
-    tags_from,
-    to_iso,
-)
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, rest, tags_from, to_iso
+from loom.formats.tokens import fit, logprobs_from_openai
 
 FORMAT = "bonsai"
 _R = Reader(FORMAT)

@@ -19,7 +19,7 @@ from loom.formats import (
     openloom,
     pyloom,
 )
-from loom.formats.base import loads
+from loom.formats.readers import loads
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _JSON_ORDER = (

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.formats.base import ImportedForest, ImportedNode, Reader, link, rest, short, to_iso
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, rest, to_iso
 
 FORMAT = "exoloom"
 _R = Reader(FORMAT)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from loom.document import Document
-from loom.formats.base import gen_of, select
+from loom.formats.selection import gen_of, select
 
 _STYLE = """
 :root { --bg: #fbfaf7; --fg: #1f1d1a; --muted: #6b665e; --line: #e2ded6; --accent: #2f5d8a;

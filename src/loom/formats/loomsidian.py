@@ -10,20 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    dumps,
-    epoch_seconds,
-    export_ids,
-    import_fields,
-    link,
-    one_tree,
-    rest,
-    short,
-    to_iso,
-)
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, epoch_seconds, rest, to_iso
+from loom.formats.selection import dumps, export_ids, import_fields, one_tree
 
 FORMAT = "loomsidian"
 _R = Reader(FORMAT)

@@ -18,16 +18,8 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    link,
-    rest,
-    scrub_surrogates,
-    short,
-    to_iso,
-)
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, rest, scrub_surrogates, to_iso
 
 FORMAT = "miniloom"
 _R = Reader(FORMAT)

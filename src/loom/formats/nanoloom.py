@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    fit,
-    link,
-    logprobs_from_openai,
-    rest,
-    short,
-    to_iso,
-)
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, rest, to_iso
+from loom.formats.tokens import fit, logprobs_from_openai
 
 FORMAT = "nanoloom"
 _R = Reader(FORMAT)

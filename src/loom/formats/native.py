@@ -16,16 +16,9 @@ from loom import store
 from loom.document import FORMAT as LOOM_FORMAT
 from loom.document import KINDS, Document
 from loom.errors import DocumentError
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    dumps,
-    link,
-    select,
-    short,
-    to_iso,
-)
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, to_iso
+from loom.formats.selection import dumps, select
 
 FORMAT = "loom"
 LINES = "jsonl"

@@ -12,22 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, epoch_seconds, rest, to_iso
+from loom.formats.selection import (
     document_import,
     dumps,
-    epoch_seconds,
     export_id,
     export_ids,
     import_fields,
-    link,
     model_of,
     one_tree,
-    rest,
-    short,
-    to_iso,
 )
 
 FORMAT = "openloom"

@@ -22,31 +22,24 @@ import orjson
 
 from loom.document import KINDS, Document
 from loom.errors import DocumentError
-from loom.formats.base import (
-    ImportedForest,
-    ImportedNode,
-    Reader,
-    alternatives,
-    describe,
+from loom.formats.forest import ImportedForest, ImportedNode, link, short
+from loom.formats.readers import Reader, describe, loads, parse_iso, rest, tags_from, to_iso
+from loom.formats.selection import (
     document_import,
     export_id,
     export_ids,
-    fit,
     gen_of,
     import_fields,
     import_id,
-    link,
-    loads,
+    model_of,
+    select,
+)
+from loom.formats.tokens import (
+    alternatives,
+    fit,
     logprobs_from_openai,
     logprobs_record,
-    model_of,
-    parse_iso,
     prompt_fingerprint,
-    rest,
-    select,
-    short,
-    tags_from,
-    to_iso,
 )
 
 FORMAT = "pyloom"
