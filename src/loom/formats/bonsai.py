@@ -142,7 +142,7 @@ def _node(node_id: str, rec: dict[str, Any], where: str) -> ImportedNode:
         fields["lastVisited"] = to_iso(visited) or visited
     settings = rec.get("generationSettings")
     if isinstance(settings, dict):
-        # API keys are dropped with every other secret, for the whole forest (base.py).
+        # API keys are dropped with every other secret, for the whole forest (formats.secrets).
         params = {k: v for k, v in settings.items() if k not in ("model", "provider")}
         gen: dict[str, Any] = {"params": params} if params else {}
         if isinstance(settings.get("model"), str):
