@@ -264,6 +264,7 @@ def test_export_writes_through_a_symlink_and_syncs(
     import os
     import stat
 
+    from loom import files
     from loom.cli import interop_cmds
 
     events: list[str] = []
@@ -283,7 +284,7 @@ def test_export_writes_through_a_symlink_and_syncs(
     target.write_text("old", encoding="utf-8")
     link = tmp_path / "link.txt"
     link.symlink_to(target)
-    interop_cmds._write_atomic(
+    files.write_atomic(
         interop_cmds._output_path(str(link), False, tmp_path / "doc.loom.json"), b"new"
     )
     assert events == ["fsync-file", "replace", "fsync-dir"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loom import files
 from loom.errors import ConfigError
 from loom.redact import safe_url
 from loom.workspace import loom_home
@@ -307,10 +308,11 @@ def _write(data: dict[str, Any]) -> None:
                 lines.append(f"[models.{_toml_key(name)}.{_toml_key(sub)}]")
                 lines.extend(f"{_toml_key(k)} = {toml_value(v)}" for k, v in values.items())
     path = models_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text("\n".join(lines).lstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path.parent}: cannot create ({files.reason(exc)})") from None
+    files.write_atomic(path, ("\n".join(lines).lstrip() + "\n").encode("utf-8"))
 
 
 def add_model(name: str, table: dict[str, Any], *, replace: bool = False) -> ModelConfig:

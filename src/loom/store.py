@@ -11,7 +11,6 @@ re-read under it, so concurrent commands never lose each other's updates.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loom import jsonio
+from loom import files, jsonio
 from loom.document import FORMAT, SCHEMA_VERSION, Document
 from loom.errors import DocumentError, LockTimeout, StorageError
 
@@ -290,37 +289,16 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
             f"{path}: the document is read-only (chmod u+w {path.name} to allow changes)"
         )
     payload = encode(doc)
-    folder = path.parent if str(path.parent) else Path(".")
-    tmp = folder / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if path.exists():
-            with contextlib.suppress(OSError):
-                _copy_mode(path, tmp)
-            _rotate_backups(path)
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-        _record_saved(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise StorageError(
-            f"{path}: cannot save ({reason}); the document on disk is unchanged"
-        ) from None
+    files.remove_stale_temps(path)  # leftovers of loom processes killed mid-save
+    files.write_atomic(
+        path,
+        payload,
+        before_replace=lambda: _rotate_backups(path) if path.exists() else None,
+        failure="cannot save",
+        note="; the document on disk is unchanged",
+    )
+    _record_saved(path)
     doc.dirty = False
-
-
-def _copy_mode(src: Path, dst: Path) -> None:
-    os.chmod(dst, src.stat().st_mode & 0o7777)
 
 
 def _rotate_backups(path: Path) -> None:
@@ -345,19 +323,6 @@ def _rotate_backups(path: Path) -> None:
         import shutil  # filesystems without hard links: fall back to a copy
 
         shutil.copyfile(path, backups[0])
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---- locking --------------------------------------------------------------------------

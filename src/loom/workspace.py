@@ -49,11 +49,12 @@ def remember(path: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
         return
     recent[folder] = target
     state = _state_file()
-    with contextlib.suppress(OSError):  # remembering is a convenience; never fail a command over it
+    from loom import files
+
+    # Remembering is a convenience: never fail a command over it.
+    with contextlib.suppress(OSError, LoomError):
         state.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state.with_name(f".{state.name}.{os.getpid()}")
-        tmp.write_bytes(jsonio.dump_document(recent))
-        os.replace(tmp, state)
+        files.write_atomic(state, jsonio.dump_document(recent))
 
 
 def resolve_path(explicit: str | None = None, cwd: str | os.PathLike[str] | None = None) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from loom import journal, ops, store, workspace
+from loom import files, journal, ops, store, workspace
 from loom.cli import render
 from loom.cli.common import (
     NODE,
@@ -174,7 +174,22 @@ def check_cmd(path: str | None) -> None:
         raise click.UsageError(f"two files given ({path} and -f {given}): check one at a time")
     file = Path(path) if path is not None else doc_path()
     doc = store.load(file, full_check=True)  # a damaged file raises a one-line error
+    leftovers = files.stale_temps(store.real(file))
     if json_mode():
-        emit({"command": "check", "file": str(file), "nodes": len(doc), "valid": True})
-    else:
-        out(f"{file}: ok ({len(doc)} nodes)")
+        emit(
+            {
+                "command": "check",
+                "file": str(file),
+                "nodes": len(doc),
+                "valid": True,
+                "stale_temp_files": [str(p) for p in leftovers],
+            }
+        )
+        return
+    out(f"{file}: ok ({len(doc)} nodes)")
+    if leftovers:
+        size = sum(p.stat().st_size for p in leftovers if p.exists())
+        out(
+            f"{len(leftovers)} temp file(s) ({size:,} bytes) left by loom processes killed while "
+            "saving; the next change to the document removes them"
+        )

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from loom import store, workspace
+from loom import files, store, workspace
 from loom.cli.common import (
     command,
     doc_path,
@@ -190,40 +189,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Replace `path` with `payload` in one rename, the data on disk before the name moves."""
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (where the platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @command(cli, "export")
 @click.argument("node", required=False, metavar="[NODE]")
 @click.option(
@@ -279,7 +244,7 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
         return
-    _write_atomic(path, payload)
+    files.write_atomic(path, payload)
     if json_mode():
         emit(
             {

@@ -143,7 +143,10 @@ def save_methods(path: Path, provider: str, model_id: str, methods: list[str]) -
     for row in rows:
         lines.append("\n[[models]]")
         lines.extend(f"{key} = {toml_value(value)}" for key, value in row.items())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from loom import files
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path.parent}: cannot create ({files.reason(exc)})") from None
+    files.write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))

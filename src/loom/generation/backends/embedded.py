@@ -41,6 +41,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from loom import files
 from loom.errors import BackendError, StreamCut
 from loom.generation.backends.base import (
     Backend,
@@ -147,7 +148,7 @@ def ensure_default_model(path: str | os.PathLike[str] | None = None) -> Path:
     except OSError as exc:
         raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
     # A unique name per writer; assemble() creates it with the usual umask permissions.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = files.temp_path(target)
     try:
         gemma.assemble(tmp, overwrite=True)  # verifies the sha256 of the result
         os.replace(tmp, target)
