@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "models",
         "recover",
     ),
+    "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
@@ -44,7 +45,7 @@ HELP_ORDER = (
     "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
-    "gen", "regen", "recover", "params", "presets", "alts", "probe", "models",
+    "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
     "import", "export", "ingest",
 )  # fmt: skip
 
