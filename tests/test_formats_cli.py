@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -311,3 +312,52 @@ def test_interop_commands_load_their_libraries_only_when_run(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("HEAVY []"), proc.stdout
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "fifo"])
+def test_import_refuses_devices_and_pipes_at_once(tmp_path: Path, source: str) -> None:
+    """/dev/zero filled memory, /dev/urandom and a FIFO with no writer hung: now one clear line."""
+    if source == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    result = cli(tmp_path, "import", source, "--new", "x.loom.json", timeout=30)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        f"loom: error: {source}: not a regular file (a pipe or a device); pass - to read input"
+    ]
+    assert not (tmp_path / "x.loom.json").exists()
+    responses = cli(
+        tmp_path, "import", str(fixture("pyloom_teleology.json")), "--responses", source, timeout=30
+    )
+    assert responses.code == 1 and "not a regular file" in responses.stderr
+
+
+def test_import_size_limit_for_files_and_standard_input(tmp_path: Path) -> None:
+    demo = str(fixture("pyloom_loom_demo.json"))
+    big = cli(tmp_path, "import", demo, "--new", "x.loom.json", "--max-bytes", "100000")
+    assert big.code == 1
+    assert "1.6 MB, over the 97.7 KB limit (raise it with --max-bytes)" in big.stderr
+    piped = cli(
+        tmp_path, "import", "-", "--new", "x.loom.json", "--max-bytes", "1000", input=b"[" * 5000
+    )
+    assert piped.code == 1
+    assert piped.stderr == (
+        "loom: error: standard input: more than the 1000 bytes limit (raise it with --max-bytes)\n"
+    )
+    assert not (tmp_path / "x.loom.json").exists()
+    ok = cli(tmp_path, "import", demo, "--new", "x.loom.json", "--max-bytes", "2000000")
+    assert ok.code == 0, ok.stderr
+
+
+def test_import_new_says_it_switches_the_current_document(tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "story.loom.json", "--text", "mine").code == 0
+    note = str(fixture("loomsidian_note.json"))
+    result = cli(tmp_path, "import", note, "--new", "other.loom.json")
+    assert result.code == 0, result.stderr
+    story = (tmp_path / "story.loom.json").resolve()
+    assert (
+        f"loom: note: other.loom.json is now this directory's current document (it was {story})"
+        in result.stderr.splitlines()
+    )
+    assert cli(tmp_path, "show", "--raw").stdout != "mine"  # it really did switch
+    report = cli(tmp_path, "import", note, "--new", "third.loom.json", "--json").json()
+    assert report["current"] is True

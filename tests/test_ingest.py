@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -297,6 +298,14 @@ def test_bad_files(tmp_path: Path, name: str, content: bytes, message: str) -> N
     with pytest.raises(IngestError) as caught:
         ingest.read_file(path, max_bytes=1024)
     assert message in caught.value.message and str(path) in caught.value.message
+
+
+def test_devices_and_pipes_are_refused_without_reading(tmp_path: Path) -> None:
+    """/dev/zero reports size 0 and never ends; a FIFO with no writer blocks an open()."""
+    os.mkfifo(tmp_path / "fifo")
+    for source in ("/dev/zero", str(tmp_path / "fifo")):
+        with pytest.raises(IngestError, match="not a regular file"):
+            ingest.gather([source])
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
-from loom import ops
+from loom import files, ops
 from loom.document import Document, now
 from loom.errors import LoomError
+from loom.files import size_text
 from loom.journal import transaction
 from loom.redact import redact, safe_url
 
@@ -120,9 +121,9 @@ def gather(
 
 def _walk(folder: Path, max_bytes: int, out: Gathered) -> None:
     found: list[Path] = []
-    for top, dirs, files in os.walk(folder, followlinks=False):
+    for top, dirs, names in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(top) / f for f in files if not f.startswith("."))
+        found.extend(Path(top) / f for f in names if not f.startswith("."))
     found.sort(key=lambda p: p.relative_to(folder).parts)
     before = len(out.sources)
     for path in found:
@@ -134,34 +135,20 @@ def _walk(folder: Path, max_bytes: int, out: Gathered) -> None:
         raise IngestError(f"{folder}: no readable text files in this directory")
 
 
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
 def _too_big(name: str, size: int, max_bytes: int) -> IngestError:
     return IngestError(
-        f"{name}: {_size(size)}, over the {_size(max_bytes)} limit (raise it with --max-bytes)"
+        f"{name}: {size_text(size)}, over the {size_text(max_bytes)} limit (raise it with --max-bytes)"
     )
 
 
 def read_file(path: Path, *, max_bytes: int = MAX_BYTES) -> Source:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise _too_big(str(path), size, max_bytes)
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IngestError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise IngestError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > max_bytes:  # it grew while we looked
-        raise _too_big(str(path), len(data), max_bytes)
+        # A FIFO or a device (/dev/zero) is refused before it is read: '-' is for streams.
+        data = files.read_bytes(
+            path, limit=max_bytes, what="file", note=" (raise it with --max-bytes)"
+        )
+    except LoomError as exc:
+        raise IngestError(exc.message) from None
     suffix = path.suffix.lower()
     if suffix in _HTML_SUFFIXES:
         hint = "text/html"
@@ -178,7 +165,7 @@ def read_stream(
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise IngestError(
-            f"{name}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
+            f"{name}: more than the {size_text(max_bytes)} limit (raise it with --max-bytes)"
         )
     return _to_source(name, "stdin:", data, "", charset=None)
 
@@ -215,7 +202,7 @@ def read_url(
                 body.extend(piece)
                 if len(body) > max_bytes:
                     raise IngestError(
-                        f"{shown}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
+                        f"{shown}: more than the {size_text(max_bytes)} limit (raise it with --max-bytes)"
                     )
             content_type = response.headers.get("content-type", "")
             charset = response.charset_encoding

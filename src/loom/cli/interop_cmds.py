@@ -25,8 +25,10 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import Document
-from loom.errors import StorageError, UsageError
+from loom.errors import BadInput, StorageError, UsageError
+from loom.files import size_text
 from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
+from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
 
 # What -o's name says about the format, when --format is not given (longest suffix first).
@@ -71,6 +73,13 @@ def _notes(notes: list[str]) -> None:
     metavar="FILE",
     help="A pyloom model-responses backup to join (repeatable); model_responses-*.json files beside FILE are found without it.",
 )
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=IMPORT_MAX_BYTES,
+    show_default="100 MB",
+    help="Refuse a FILE (or standard input, or a response file) larger than this.",
+)
 @click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
 def import_cmd(
     source: str,
@@ -79,6 +88,7 @@ def import_cmd(
     new_path: str | None,
     force: bool,
     responses: tuple[str, ...],
+    max_bytes: int,
     stay: bool,
 ) -> None:
     """Bring another loom tool's tree (FILE, or '-' for standard input) into the document.
@@ -88,7 +98,9 @@ def import_cmd(
     basemode-loom (JSON export or its SQLite store), MiniLoom, Exoloom, Bonsai,
     nanoloom, or another loom document / JSONL export. The import is one undoable
     step; fields loom has no place for are kept in each node's meta.import. A file
-    that cannot be read changes nothing.
+    that cannot be read changes nothing. FILE must be a regular file (pipes and
+    devices come in through '-') of at most --max-bytes; an import may hold at most
+    8 times what it read. --new also makes OUT the directory's current document.
 
     \b
     Examples:
@@ -105,16 +117,23 @@ def import_cmd(
             "--parent cannot be combined with --new (a new document has no nodes yet)"
         )
     if source == "-":
+        raw = sys.stdin.buffer.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise BadInput(
+                f"standard input: more than the {size_text(max_bytes)} limit "
+                "(raise it with --max-bytes)"
+            )
         forest = formats.read_bytes(
-            sys.stdin.buffer.read(), "standard input", format=fmt, responses=responses
+            raw, "standard input", format=fmt, responses=responses, max_bytes=max_bytes
         )
     else:
-        forest = formats.read(source, format=fmt, responses=responses)
+        forest = formats.read(source, format=fmt, responses=responses, max_bytes=max_bytes)
+    switched = None
     if new_path is not None:
         doc = Document.new()
         roots = graft(doc, forest, header=True)
         store.create(new_path, doc, overwrite=force)
-        workspace.remember(new_path)
+        switched = _switch_to(new_path)
         target = Path(new_path)
     else:
         with write_doc() as doc:
@@ -132,10 +151,13 @@ def import_cmd(
                 "roots": roots,
                 "cursor": doc.cursor_id,
                 "notes": forest.notes,
+                "current": switched is not None,
             }
         )
         return
     _notes(forest.notes)
+    if switched is not None:
+        _notes([switched])
     if stdout_is_terminal():
         out(
             f"imported {len(forest)} node(s) in {len(roots)} tree(s) from {source} ({forest.format}) into {target}"
@@ -143,6 +165,18 @@ def import_cmd(
     else:
         for root in roots:
             out(root)
+
+
+def _switch_to(path: str) -> str:
+    """Make `path` the directory's current document; what to tell the user about it."""
+    before = workspace.remembered()
+    workspace.remember(path)
+    env = os.environ.get("LOOM_FILE")
+    if env:
+        return f"{path} is now this directory's document, but $LOOM_FILE ({env}) still chooses the one commands use"
+    if before is not None and before != Path(path).resolve():
+        return f"{path} is now this directory's current document (it was {before})"
+    return f"{path} is now this directory's current document"
 
 
 # ---- export ---------------------------------------------------------------------------------
