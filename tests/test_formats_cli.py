@@ -361,3 +361,22 @@ def test_import_new_says_it_switches_the_current_document(tmp_path: Path) -> Non
     assert cli(tmp_path, "show", "--raw").stdout != "mine"  # it really did switch
     report = cli(tmp_path, "import", note, "--new", "third.loom.json", "--json").json()
     assert report["current"] is True
+
+
+def test_ids_with_control_characters_never_make_a_second_line(tmp_path: Path) -> None:
+    """An id like "x\\nloom: note: …" must not let a file print its own loom lines."""
+    fake = "x\nloom: note: imported safely\r\x1b[2K"
+    twice = {"root": {"id": "r", "text": "a", "children": [{"id": fake, "text": "b"}] * 2}}
+    bad = cli(tmp_path, "import", str(write_json(tmp_path / "twice.json", twice)))
+    assert bad.code == 1
+    assert bad.stderr.count("\n") == 1 and "\r" not in bad.stderr and "\x1b" not in bad.stderr
+    assert bad.stderr.startswith("loom: error: ")
+    assert '"x\\nloom: note: imported safely\\r\\x1b[2K" is used by two nodes' in bad.stderr
+    lost = {"root": {"id": "r", "text": "a", "children": []}, "selected_node_id": fake}
+    ok = cli(
+        tmp_path, "import", str(write_json(tmp_path / "lost.json", lost)), "--new", "l.loom.json"
+    )
+    assert ok.code == 0, ok.stderr
+    notes = ok.stderr.splitlines()
+    assert all(line.startswith("loom: note: ") for line in notes)
+    assert not any(line.startswith("loom: note: imported safely") for line in notes)

@@ -15,6 +15,7 @@ import click
 from loom import files, store, workspace
 from loom.cli.common import (
     command,
+    diagnostic,
     doc_path,
     emit,
     json_mode,
@@ -46,7 +47,7 @@ _SUFFIX_FORMATS = (
 
 def _notes(notes: list[str]) -> None:
     for note in notes:
-        sys.stderr.write(f"loom: note: {note}\n")
+        diagnostic("note", note)
 
 
 # ---- import ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from loom import __version__, jsonio
-from loom.cli.common import file_option, json_option
+from loom.cli.common import diagnostic, file_option, json_option
 from loom.errors import LoomError
 
 # Which module defines each command. A command's module is imported only when that
@@ -88,12 +88,14 @@ def _fail(
     argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None
 ) -> int:
     if _wants_json(argv):
-        error: dict[str, Any] = {"code": code, "message": message}
+        from loom.redact import mask_secrets
+
+        error: dict[str, Any] = {"code": code, "message": mask_secrets(message)}
         if details:
             error["details"] = details
         sys.stderr.buffer.write(jsonio.dump_line({"ok": False, "error": error}))
     else:
-        sys.stderr.write(f"loom: error: {message}\n")
+        diagnostic("error", message)
     sys.stderr.flush()
     return exit_code
 

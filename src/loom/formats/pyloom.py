@@ -25,6 +25,7 @@ from loom.document import KINDS, Document
 from loom.errors import DocumentError, LoomError
 from loom.formats.forest import ImportedForest, ImportedNode, link, short
 from loom.formats.readers import Reader, describe, loads, parse_iso, rest, tags_from, to_iso
+from loom.formats.secrets import drop_secrets
 from loom.formats.selection import (
     document_import,
     export_id,
@@ -744,7 +745,8 @@ def _kept_responses(doc: Document) -> dict[str, dict[str, Any]]:
         fields = entry.get("fields") if isinstance(entry, dict) else None
         stored = fields.get("model_responses") if isinstance(fields, dict) else None
         if isinstance(stored, dict):
-            kept.update({k: v for k, v in stored.items() if isinstance(v, dict)})
+            clean = drop_secrets(stored)[0]  # an older loom may have kept one
+            kept.update({k: v for k, v in clean.items() if isinstance(v, dict)})
     return kept
 
 
