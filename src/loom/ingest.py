@@ -19,6 +19,7 @@ import io
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     import httpx2
 
 MAX_BYTES = 20 * 1024 * 1024
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # the longest wait for any one step (connecting, the next bytes)
+DEADLINE = 120.0  # the longest a whole download may take, however it trickles in
 CHUNK_MODES = ("paragraphs", "headings")
 _SNIFF = 8192
 _HTML_START = re.compile(
@@ -102,14 +104,20 @@ def gather(
     max_bytes: int = MAX_BYTES,
     stdin: BinaryIO | None = None,
     client: httpx2.Client | None = None,
+    deadline: float = DEADLINE,
 ) -> Gathered:
-    """Read every source: '-' (standard input), a URL, a file or a directory (recursively)."""
+    """Read every source: '-' (standard input), a URL, a file or a directory (recursively).
+
+    Each URL must be downloaded within `deadline` seconds.
+    """
     out = Gathered()
     for spec in specs:
         if spec == "-":
             out.sources.append(read_stream(stdin or sys.stdin.buffer, max_bytes=max_bytes))
         elif is_url(spec):
-            out.sources.append(read_url(spec, max_bytes=max_bytes, client=client))
+            out.sources.append(
+                read_url(spec, max_bytes=max_bytes, client=client, deadline=deadline)
+            )
         else:
             path = Path(spec)
             if path.is_dir():
@@ -171,12 +179,18 @@ def read_stream(
 
 
 def read_url(
-    url: str, *, max_bytes: int = MAX_BYTES, client: httpx2.Client | None = None
+    url: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    client: httpx2.Client | None = None,
+    deadline: float = DEADLINE,
 ) -> Source:
-    """GET a URL (following redirects) with a size cap, and reduce it to text.
+    """GET a URL (following redirects) with a size cap and a deadline, and reduce it to text.
 
-    The request uses the URL as given (credentials and all); everything recorded or
-    printed uses `safe_url`, without userinfo, query or fragment.
+    The whole download, redirects included, must end within `deadline` seconds: a
+    server that sends one byte a second is cut off then, not read forever. The request
+    uses the URL as given (credentials and all); everything recorded or printed uses
+    `safe_url`, without userinfo, query or fragment.
     """
     import httpx2  # only when a URL is ingested
 
@@ -184,19 +198,27 @@ def read_url(
 
     shown = safe_url(url)
     own = client is None
+    wait = min(TIMEOUT, deadline)
     session = client or httpx2.Client(
         follow_redirects=True,
-        timeout=httpx2.Timeout(TIMEOUT),
+        timeout=httpx2.Timeout(wait),
         headers={"User-Agent": f"loom/{__version__} (ingest)"},
     )
+    too_slow = IngestError(
+        f"{shown}: not downloaded within {deadline:g}s (raise it with --timeout)"
+    )
+    end = time.monotonic() + deadline
     try:
-        with session.stream("GET", url) as response:
+        with session.stream("GET", url, timeout=wait) as response:
             if response.status_code >= 400:
                 reason = response.reason_phrase or ""
                 raise IngestError(f"{shown}: HTTP {response.status_code} {reason}".rstrip())
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise _too_big(shown, int(declared), max_bytes)
+            # Each read may wait only for what is left of the deadline (httpx reads the
+            # request's "timeout" extension at every read); the loop checks it too.
+            timeouts = response.request.extensions.get("timeout")
             body = bytearray()
             for piece in response.iter_bytes():
                 body.extend(piece)
@@ -204,11 +226,18 @@ def read_url(
                     raise IngestError(
                         f"{shown}: more than the {size_text(max_bytes)} limit (raise it with --max-bytes)"
                     )
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise too_slow
+                if isinstance(timeouts, dict):
+                    timeouts["read"] = min(wait, left)
             content_type = response.headers.get("content-type", "")
             charset = response.charset_encoding
             final = safe_url(str(response.url))
     except httpx2.TimeoutException:
-        raise IngestError(f"{shown}: timed out after {TIMEOUT:.0f}s") from None
+        if time.monotonic() >= end - 0.05:
+            raise too_slow from None
+        raise IngestError(f"{shown}: no response for {wait:g}s") from None
     except httpx2.TooManyRedirects:
         raise IngestError(f"{shown}: too many redirects") from None
     except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as exc:

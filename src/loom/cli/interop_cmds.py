@@ -31,6 +31,7 @@ from loom.files import size_text
 from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
 from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
+from loom.ingest import DEADLINE as INGEST_DEADLINE
 
 # What -o's name says about the format, when --format is not given (longest suffix first).
 _SUFFIX_FORMATS = (
@@ -315,9 +316,22 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     show_default="20 MB",
     help="Refuse sources larger than this.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=INGEST_DEADLINE,
+    show_default="120",
+    metavar="SECONDS",
+    help="Give up on a URL that is not downloaded within this many seconds in all.",
+)
 @click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
 def ingest_cmd(
-    sources: tuple[str, ...], parent: str | None, chunk: str | None, max_bytes: int, stay: bool
+    sources: tuple[str, ...],
+    parent: str | None,
+    chunk: str | None,
+    max_bytes: int,
+    timeout: float,
+    stay: bool,
 ) -> None:
     """Bring in text: files, directories (recursively), '-' (standard input) or URLs.
 
@@ -325,9 +339,10 @@ def ingest_cmd(
     text, PDFs to their text. Each source becomes a new root (or a child of
     --parent), or with --chunk a chain of nodes split at paragraphs or headings.
     Every node records its source in meta.source (URLs without user, password or
-    query). All sources are read before the document changes: one bad source
-    stops the ingest and nothing is written. Directories skip hidden entries and
-    files that are not text, with a note.
+    query). A URL must be downloaded within --timeout seconds in all, and waits
+    at most 30 seconds for any one reply. All sources are read before the
+    document changes: one bad source stops the ingest and nothing is written.
+    Directories skip hidden entries and files that are not text, with a note.
 
     \b
     Examples:
@@ -338,7 +353,7 @@ def ingest_cmd(
     """
     from loom import ingest
 
-    gathered = ingest.gather(sources, max_bytes=max_bytes)
+    gathered = ingest.gather(sources, max_bytes=max_bytes, deadline=timeout)
     with write_doc() as doc:
         under = doc.resolve(parent).id if parent else None
         chains = ingest.add(doc, gathered.sources, parent=under, chunk=chunk, move_cursor=not stay)
