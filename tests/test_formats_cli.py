@@ -380,3 +380,24 @@ def test_ids_with_control_characters_never_make_a_second_line(tmp_path: Path) ->
     notes = ok.stderr.splitlines()
     assert all(line.startswith("loom: note: ") for line in notes)
     assert not any(line.startswith("loom: note: imported safely") for line in notes)
+
+
+def test_one_tree_exports_say_what_they_cannot_carry(tmp_path: Path) -> None:
+    """The demo has 287 deleted nodes and 308 tagged ones: OpenLoom and Loomsidian say so."""
+    demo = str(fixture("pyloom_loom_demo.json"))
+    assert cli(tmp_path, "import", demo, "--new", "demo.loom.json").code == 0
+    result = cli(tmp_path, "export", "--format", "openloom", "-o", "d.openloom.json")
+    assert result.code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "loom: note: 287 deleted node(s) left out: an OpenLoom file has no deleted state",
+        'loom: note: tags (308 nodes) kept in each node\'s "loom" field, which only loom reads back',
+    ]
+    back = cli(tmp_path, "import", "d.openloom.json", "--new", "back.loom.json")
+    assert back.code == 0, back.stderr
+    saved = json.loads((tmp_path / "back.loom.json").read_text(encoding="utf-8"))
+    assert len(saved["nodes"]) == 764 - 287
+    assert sum(1 for n in saved["nodes"].values() if n.get("tags")) == 308
+    note = cli(tmp_path, "-f", "demo.loom.json", "export", "--format", "loomsidian", "--json")
+    notes = note.json()["notes"]
+    assert notes[0].startswith("287 deleted node(s) left out: a Loomsidian note")
+    assert "bookmark titles (19 nodes)" in notes[1]

@@ -243,7 +243,10 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     of its ancestors: openloom, pyloom, loomsidian (one note), basemode (JSON),
     jsonl (one node per line), loom (a standalone document) and html (one
     self-contained page to browse the tree, with no network access). Formats
-    that hold one tree need NODE when the document has several. -o never writes
+    that hold one tree need NODE when the document has several. OpenLoom and
+    Loomsidian have no deleted state: deleted nodes are left out, and what they
+    have no field for (tags, notes, token probabilities, generation records…)
+    goes in each node's "loom" field, which loom reads back; a note says so. -o never writes
     over the document itself (or its lock and backup files), and replaces an
     existing loom document only with --force.
 
@@ -261,6 +264,7 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
+    notes = formats.export_notes(doc, kind, target)
     if path is None:
         if kind == "html" and stdout_is_terminal() and not json_mode():
             raise click.UsageError(
@@ -274,9 +278,11 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
                     "node": target,
                     "bytes": len(payload),
                     "content": payload.decode("utf-8"),
+                    "notes": notes,
                 }
             )
             return
+        _notes(notes)
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
         return
@@ -289,9 +295,12 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
                 "node": target,
                 "bytes": len(payload),
                 "output": str(path.resolve()),
+                "notes": notes,
             }
         )
-    elif stdout_is_terminal():
+        return
+    _notes(notes)
+    if stdout_is_terminal():
         out(f"wrote {output} ({kind}, {len(payload)} bytes)")
 
 

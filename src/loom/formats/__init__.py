@@ -65,6 +65,7 @@ __all__ = [
     "ImportedForest",
     "ImportedNode",
     "export",
+    "export_notes",
     "graft",
     "import_file",
     "read",
@@ -250,6 +251,20 @@ def import_file(
 
     forest = read(path, format=format, responses=responses)
     return forest, graft(doc, forest, parent)
+
+
+def export_notes(doc: Document, format: str, node: str | None = None) -> list[str]:
+    """What exporting `doc` as `format` leaves out, or keeps only where loom reads it back.
+
+    For the formats with no place for some of loom's data (OpenLoom, Loomsidian), one
+    note per kind of loss with its count; [] for the others.
+    """
+    if format not in _EXPORTERS:
+        raise UsageError(f"unknown export format {format!r} (known: {', '.join(EXPORT_FORMATS)})")
+    losses: Callable[[Document, str | None], list[str]] | None = getattr(
+        _module(_EXPORTERS[format][0]), "losses", None
+    )
+    return losses(doc, node) if losses is not None else []
 
 
 def export(doc: Document, format: str, node: str | None = None) -> bytes:
