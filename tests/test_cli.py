@@ -34,7 +34,7 @@ def test_add_prints_the_id_and_moves_the_cursor(story: Loom) -> None:
 def test_add_from_stdin_file_parent_root_sibling_stay(story: Loom, tmp_path: Path) -> None:
     parent = story.ok("info", "--json").json()["document"]["cursor"]
     story.ok("add", "-", input=" from stdin\n")
-    assert story.ok("show").stdout.endswith(" from stdin\n")
+    assert story.ok("show").stdout.endswith(" from stdin")  # echo's newline is not text
     (tmp_path / "seg.txt").write_text(" from a file")
     fid = story.ok("add", "--from-file", "seg.txt", "--parent", parent[:6]).stdout.strip()
     sid = story.ok("add", "--sibling", " a sibling", "--stay").stdout.strip()
@@ -281,7 +281,7 @@ def test_command_registry_matches_the_modules() -> None:
 
 def test_show_pipe_gets_exact_text_with_unicode(loom: Loom) -> None:
     loom.ok("new", "u.loom.json", "--text", "Ünïcödé 海 ")
-    loom.ok("add", "-", input="line\n\n")
+    loom.ok("add", "-", input="line\n\n\n")
     assert loom.ok("show").stdout == "Ünïcödé 海 line\n\n"
 
 
@@ -498,3 +498,35 @@ def test_undo_more_than_possible_changes_nothing(story: Loom) -> None:
     result = story("undo", "99")
     assert result.code == 1 and "only 2 change(s) can be undone" in result.stderr
     assert (story.cwd / "story.loom.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("piped", "stored"),
+    [
+        (" more\n", " more"),  # what `echo " more" | loom add -` sends
+        (" more\r\n", " more"),
+        (" more", " more"),
+        (" more\n\n", " more\n"),  # exactly one newline goes, as $(…) would take
+        ("\n", ""),
+    ],
+)
+def test_standard_input_loses_one_final_newline(loom: Loom, piped: str, stored: str) -> None:
+    loom.ok("new", "s.loom.json", "--text", "Root")
+    node = loom.ok("add", "-", input=piped).stdout.strip()
+    assert loom.ok("info", node, "--json").json()["node"]["text"] == stored
+    loom.ok("note", "-", input="a note\n")
+    assert loom.ok("info", "@", "--json").json()["node"]["note"] == "a note"
+    (loom.cwd / "seg.txt").write_text(" file\n", encoding="utf-8")
+    from_file = loom.ok("add", "--from-file", "seg.txt").stdout.strip()
+    assert loom.ok("info", from_file, "--json").json()["node"]["text"] == " file\n"  # as it is
+
+
+def test_an_edit_that_changes_nothing_says_so_and_writes_nothing(story: Loom) -> None:
+    path = story.cwd / "story.loom.json"
+    text = story.ok("show", "--segment", "--raw").stdout
+    before = path.read_bytes()
+    stamp = path.stat().st_mtime_ns
+    result = story.ok("edit", "--text", text, "--json").json()
+    assert result["changed"] is False and result["new_version"] is False
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == stamp
+    assert story.ok("edit", "--text", text + "!", "--json").json()["changed"] is True

@@ -378,3 +378,12 @@ def test_show_segment_probs_is_the_segment(tmp_path: Path) -> None:
     assert on_screen[0] == "[x 99%][x 0.7%] and typed"
     whole = Loom(tmp_path).ok("show", "--probs", "-f", path.name).stdout
     assert whole == "A long prompt the model continued[x 99%][x 0.7%] and typed"
+
+
+def test_an_unchanged_edit_says_nothing_changed(tmp_path: Path) -> None:
+    path = tmp_path / "e.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        node = ops.add_child(doc, None, "Same")
+    result = on_terminal(tmp_path, "edit", "--text", "Same", "-f", path.name)
+    assert lines_of(result.stdout) == [f"nothing changed: {node.id[:8]} already has this text"]

@@ -146,7 +146,11 @@ def style(text: str, **kwargs: Any) -> str:
 
 
 def read_text_input(text: str | None, from_file: str | None, *, what: str = "text") -> str:
-    """TEXT, '-' for standard input, or --from-file PATH; exactly one of them."""
+    """TEXT, '-' for standard input, or --from-file PATH; exactly one of them.
+
+    Standard input loses exactly one final newline, as a shell's $(…) drops it:
+    `echo " more" | loom add -` adds " more". A file is read as it is.
+    """
     if text is not None and from_file is not None:
         raise click.UsageError(
             f"give the {what} either as an argument or with --from-file, not both"
@@ -161,9 +165,11 @@ def read_text_input(text: str | None, from_file: str | None, *, what: str = "tex
     if text == "-":
         data = sys.stdin.buffer.read()
         try:
-            return data.decode("utf-8")
+            decoded = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadInput(f"standard input is not UTF-8 text (byte {exc.start})") from None
+        # `echo` ends what it prints with a newline nobody meant as text.
+        return decoded.removesuffix("\n").removesuffix("\r") if decoded.endswith("\n") else decoded
     if text is None:
         raise click.UsageError(
             f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH"
