@@ -165,7 +165,7 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["split", "--at", "0"], 1, "split offset"),
         (["merge"], 1, "is a root"),
         (["up"], 1, "no parent"),
-        (["search", "(", "--regex"], 1, "bad regular expression"),
+        (["search", "(", "--regex"], 2, "bad regular expression"),
         (["history", "--show", "9"], 2, "no text 9"),
         (["history", "--restore", "1"], 2, "no text 1: this node has texts 0..0"),
         (["history", "--show", "zzzz"], 2, "no text zzzz: this node has texts 0..0"),
@@ -174,6 +174,18 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["tree", "--width", "0"], 2, "not in the range"),
         (["log", "-n", "0"], 2, "not in the range"),
         (["mv", "@"], 2, "PARENT or --root"),
+        # Bad flag values are usage errors, however deep they are checked.
+        (["gen", "--sweep", "temperature=abc"], 2, "bad --sweep 'temperature=abc'"),
+        (["gen", "--grid", "temperature=a,b"], 2, "bad --grid"),
+        (["gen", "--jitter", "temperature=1±x"], 2, "bad --jitter"),
+        (["gen", "--per-cell", "2"], 2, "--per-cell needs a --grid"),
+        (["gen", "--param", "temperature=abc"], 2, "bad --param 'temperature=abc'"),
+        (["gen", "--param", "bogus=1"], 2, "unknown parameter 'bogus'"),
+        (["regen", "@", "--param", "temperature=abc"], 2, "bad --param"),
+        (["params", "--set", "temperature=abc"], 2, "bad --set 'temperature=abc'"),
+        (["params", "--set", "nokey"], 2, "expected KEY=VALUE"),
+        (["params", "--unset", "bogus"], 2, "unknown parameter 'bogus'"),
+        (["search", ""], 2, "empty search pattern"),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(
