@@ -542,3 +542,17 @@ def test_an_edit_that_changes_nothing_says_so_and_writes_nothing(story: Loom) ->
     assert result["changed"] is False and result["new_version"] is False
     assert path.read_bytes() == before and path.stat().st_mtime_ns == stamp
     assert story.ok("edit", "--text", text + "!", "--json").json()["changed"] is True
+
+
+def test_top_help_gives_each_command_its_whole_first_sentence(loom: Loom) -> None:
+    listing = loom.ok("--help").stdout.split("Commands:", 1)[1]
+    assert "..." not in listing
+    flat = " ".join(listing.split())
+    assert (
+        "info Describe the document, or one NODE in detail (its metadata and generation record)."
+        in flat
+    )
+    assert (
+        "ingest Bring in text: files, directories (recursively), '-' (standard input) or URLs."
+        in flat
+    )
