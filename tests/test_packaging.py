@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from importlib import metadata
+
+import pytest
 
 from conftest import ROOT
 
@@ -29,3 +33,23 @@ def test_license_is_an_spdx_string_setuptools_accepts_without_warning() -> None:
     assert PROJECT["project"]["license"] == "MIT"
     setuptools = next(r for r in PROJECT["build-system"]["requires"] if r.startswith("setuptools"))
     assert int(setuptools.split(">=")[1].split(".")[0]) >= 77  # the first to take SPDX strings
+
+
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(),
+    reason="needs git and a git checkout of loom",
+)
+def test_document_sidecars_are_ignored_by_git() -> None:
+    """The quick start run in a checkout left backups and locks as untracked files."""
+    sidecars = [
+        ".story.loom.json.lock",
+        ".story.loom.json.bak1",
+        ".story.loom.json.bak3",
+        ".story.loom.json.tmp-4242-123456789",
+        "examples/.story.loom.json.bak2",
+    ]
+    for name in sidecars:
+        checked = subprocess.run(
+            ["git", "check-ignore", "--no-index", "-q", name], cwd=ROOT, check=False
+        )
+        assert checked.returncode == 0, name
