@@ -72,7 +72,7 @@ def restore(node: Any, value: Any) -> list[str]:
             node.tags = list(dict.fromkeys([*node.tags, *item]))
         elif key == "note" and isinstance(item, str):
             node.note = item
-        elif key == "logprobs" and isinstance(item, dict) and _numbers(item.get("lp")):
+        elif key == "logprobs" and _logprobs(item):
             fitted = fit(node.text, item)
             if fitted is None:
                 skipped.append(_LABELS[key])
@@ -93,9 +93,35 @@ def restore(node: Any, value: Any) -> list[str]:
     return skipped
 
 
-def _numbers(values: Any) -> bool:
-    return isinstance(values, list) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _logprobs(record: Any) -> bool:
+    """A well-formed meta.logprobs: as many finite logprobs (and alternative lists) as tokens."""
+    if not isinstance(record, dict):
+        return False
+    tokens, lps, top = record.get("tokens"), record.get("lp"), record.get("top")
+    if not isinstance(tokens, list) or not isinstance(lps, list) or len(tokens) != len(lps):
+        return False
+    if not all(isinstance(t, str) for t in tokens) or not all(_number(v) for v in lps):
+        return False
+    if top is None:
+        return True
+    return (
+        isinstance(top, list)
+        and len(top) == len(tokens)
+        and all(
+            isinstance(entry, list)
+            and all(
+                isinstance(pair, list)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and _number(pair[1])
+                for pair in entry
+            )
+            for entry in top
+        )
     )
 
 
