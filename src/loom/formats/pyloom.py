@@ -753,8 +753,6 @@ def _kept_responses(doc: Document) -> dict[str, dict[str, Any]]:
 def _prompt(doc: Document, node_id: str, gen: dict[str, Any]) -> dict[str, Any]:
     """What pyloom's `prompt` holds ({"text"}), rebuilt from the branch above the node when
     it matches the digest loom recorded; else an empty text beside that digest."""
-    from loom.generation import prompt_digest
-
     digest = gen.get("prompt")
     if not isinstance(digest, dict):
         return {"text": ""}
@@ -772,7 +770,7 @@ def _prompt(doc: Document, node_id: str, gen: dict[str, Any]) -> dict[str, Any]:
             up = doc.nodes[up].get("parent")
         if have >= chars:
             tail = "".join(reversed(pieces))[have - chars :]
-            if prompt_digest(tail).get("sha256") == digest.get("sha256"):
+            if prompt_fingerprint(tail)["prompt"].get("sha256") == digest.get("sha256"):
                 return {"text": tail}
     known = {k: v for k, v in digest.items() if k in ("sha256", "chars")}
     return {"text": "", **known}
