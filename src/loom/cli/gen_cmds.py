@@ -12,6 +12,7 @@ import click
 from loom import config
 from loom.cli.common import (
     command,
+    diagnostic,
     doc_path,
     emit,
     file_option,
@@ -242,7 +243,7 @@ def render_generation(result: Generation, raw: bool, null: bool, command_name: s
             )
     else:
         for warning in result.warnings:
-            sys.stderr.write(f"loom: warning: {warning}\n")
+            diagnostic("warning", warning)
         if null:
             sys.stdout.write("".join(f"{made.text}\0" for made in result.nodes))
             sys.stdout.flush()
