@@ -201,6 +201,19 @@ def test_a_deleted_file_is_written_again(story: Loom) -> None:
     assert draft(story).read_text() == "".join(SEGMENTS)
 
 
+def test_a_read_only_file_is_read_but_never_replaced(story: Loom) -> None:
+    draft(story).chmod(0o444)
+    with draft(story).open("r") as handle:
+        assert handle.read() == "".join(SEGMENTS)
+    assert sync(story)["action"] == "none"
+    story.ok("up")
+    document = (story.cwd / "s.loom.json").read_bytes()
+    refused = story("sync", "draft.md")
+    assert refused.code == 1 and "read-only" in refused.stderr
+    assert draft(story).read_text() == "".join(SEGMENTS)
+    assert (story.cwd / "s.loom.json").read_bytes() == document
+
+
 def test_an_emptied_file_changes_nothing(story: Loom) -> None:
     draft(story).write_text("")
     result = sync(story)
@@ -217,6 +230,11 @@ def test_refuses_the_document_itself_and_files_it_did_not_write(story: Loom) -> 
     refused = story("sync", "notes.txt")
     assert refused.code == 1 and "--adopt" in refused.stderr
     assert other.read_text() == "my own notes"
+    os.mkfifo(story.cwd / "pipe")
+    for target, words in (("pipe", "not a regular file"), ("nowhere/x.md", "does not exist")):
+        result = story("sync", target)
+        assert result.code == 1 and words in result.stderr, result.stderr
+    assert set(json.loads((story.cwd / "s.loom.json").read_text())["sync"]) == {"draft.md"}
     adopted = story.ok("sync", "notes.txt", "--adopt", "--json").json()
     assert adopted["action"] == "branch" and adopted["file_changed"]
     assert doc(story).full_text(doc(story).cursor_id) == "my own notes"
@@ -419,6 +437,35 @@ def test_opcodes_match_words_and_cover_both_texts() -> None:
     codes = opcodes("the cat sat", "the dog sat")
     assert [c[0] for c in codes] == ["equal", "replace", "equal"]
     assert codes[1][1:] == (4, 7, 4, 7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    old=st.text("ab .!\n", max_size=40),
+    new=st.text("ab .!\nc", max_size=40),
+)
+def test_opcodes_cover_both_texts_in_order(old: str, new: str) -> None:
+    at_old = at_new = 0
+    for tag, i1, i2, j1, j2 in opcodes(old, new):
+        assert (i1, j1) == (at_old, at_new) and tag in ("equal", "replace", "insert", "delete")
+        if tag == "equal":
+            assert old[i1:i2] == new[j1:j2]
+        at_old, at_new = i2, j2
+    assert (at_old, at_new) == (len(old), len(new))
+
+
+def test_a_long_text_with_scattered_edits_keeps_its_segments() -> None:
+    """200 sentences in 20 nodes, three words changed far apart: only what changed is new."""
+    segments = [
+        "".join(f"Sentence {n} of part {p} goes on. " for n in range(10)) for p in range(20)
+    ]
+    d, base = _document(segments)
+    edited = base.text.replace("Sentence 3 of part 5", "Line 3 of part 5")
+    edited = edited.replace("of part 17 goes", "of part 17 went")
+    edit = apply_edit(d, base, edited)
+    assert d.full_text(edit.tip or "") == edited
+    copies = [d.nodes[n].get("meta", {}) for n in edit.created]
+    assert len(edit.created) == 15 and sum("version_of" in m for m in copies) == 2
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,9 +52,6 @@ FIELD = "sync"  # the header field holding one record per synced file
 RECORD_VERSION = 1
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _RETRIES = 3  # the file changed while we worked: start again (the lock keeps the tree still)
-# Above this many tokens on either side of the changed stretch, the diff treats the
-# stretch as one replacement: coarser nodes, never lost text, no quadratic blow-up.
-_DIFF_TOKEN_LIMIT = 20_000
 
 
 @dataclass
@@ -208,16 +206,20 @@ def _recorded_branch(doc: Document, rec: dict[str, Any]) -> Branch | None:
 
 # ---- diffing ----------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"\w+|\s+|[^\w\s]", re.UNICODE)
+# Two levels, so that a long text diffs fast and an edit reads as words: sentences and
+# lines first (mostly unique, so difflib is quick on them), then words inside the
+# sentences that changed, within a budget (difflib is quadratic on repetitive tokens).
+# Past the limits a changed stretch stays one replacement: coarser nodes, never lost text.
+_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…]+[\s]+|\n+|\Z)")
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+_CHUNK_LIMIT = 50_000  # sentences per side
+_WORD_LIMIT = 1_000  # words per side of one changed stretch refined word by word
+_WORD_BUDGET = 10_000  # words refined in all, per diff
 Opcode = tuple[str, int, int, int, int]
 
 
-def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text)
-
-
 def opcodes(old: str, new: str) -> list[Opcode]:
-    """difflib-style opcodes turning `old` into `new`, at character offsets, matched by words."""
+    """difflib-style opcodes turning `old` into `new`, at character offsets."""
     size = min(len(old), len(new))
     head = 0
     while head < size and old[head] == new[head]:
@@ -225,26 +227,57 @@ def opcodes(old: str, new: str) -> list[Opcode]:
     tail = 0
     while tail < size - head and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
         tail += 1
-    old_mid, new_mid = old[head : len(old) - tail], new[head : len(new) - tail]
     out: list[Opcode] = []
     if head:
         out.append(("equal", 0, head, 0, head))
-    if old_mid or new_mid:
-        a, b = _tokens(old_mid), _tokens(new_mid)
-        if not a or not b or max(len(a), len(b)) > _DIFF_TOKEN_LIMIT:
-            tag = "replace" if a and b else ("insert" if b else "delete")
-            out.append((tag, head, head + len(old_mid), head, head + len(new_mid)))
-        else:
-            from difflib import SequenceMatcher  # only when there is an edit to read
-
-            a_at = _offsets(a, head)
-            b_at = _offsets(b, head)
-            matcher = SequenceMatcher(None, a, b, autojunk=False)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-                out.append((tag, a_at[i1], a_at[i2], b_at[j1], b_at[j2]))
+    budget = [_WORD_BUDGET]
+    out += _diff(old, new, head, len(old) - tail, head, len(new) - tail, _SENTENCE, budget)
     if tail:
         out.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
     return _slide_insertions_right(out, new)
+
+
+def _diff(
+    old: str,
+    new: str,
+    x1: int,
+    x2: int,
+    y1: int,
+    y2: int,
+    unit: re.Pattern[str],
+    budget: list[int],
+) -> list[Opcode]:
+    """Opcodes for old[x1:x2] -> new[y1:y2], matched by `unit` (sentences, then words)."""
+    if x1 == x2 and y1 == y2:
+        return []
+    if x1 == x2 or y1 == y2:
+        return [("insert" if x1 == x2 else "delete", x1, x2, y1, y2)]
+    a = [piece for piece in unit.findall(old, x1, x2) if piece]
+    b = [piece for piece in unit.findall(new, y1, y2) if piece]
+    words = unit is _TOKEN
+    limit = _WORD_LIMIT if words else _CHUNK_LIMIT
+    if max(len(a), len(b)) > limit or (words and len(a) + len(b) > budget[0]):
+        return [("replace", x1, x2, y1, y2)]
+    if words:
+        budget[0] -= len(a) + len(b)
+    from difflib import SequenceMatcher  # only when there is an edit to read
+
+    a_at, b_at = _offsets(a, x1), _offsets(b, y1)
+    out: list[Opcode] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=not words).get_opcodes():
+        span = (a_at[i1], a_at[i2], b_at[j1], b_at[j2])
+        if tag == "replace" and not words:
+            out += _diff(old, new, *span, _TOKEN, budget)
+        else:
+            out.append((tag, *span))
+    return out
+
+
+def _offsets(pieces: list[str], start: int) -> list[int]:
+    at = [start]
+    for piece in pieces:
+        at.append(at[-1] + len(piece))
+    return at
 
 
 def _slide_insertions_right(codes: list[Opcode], new: str) -> list[Opcode]:
@@ -273,13 +306,6 @@ def _slide_insertions_right(codes: list[Opcode], new: str) -> list[Opcode]:
             continue  # an equal stretch the slide used up
         out.append(code)
     return [(str(t), int(a), int(b), int(c), int(d)) for t, a, b, c, d in out]
-
-
-def _offsets(tokens: list[str], start: int) -> list[int]:
-    at = [start]
-    for token in tokens:
-        at.append(at[-1] + len(token))
-    return at
 
 
 def map_boundaries(codes: list[Opcode], offsets: list[int]) -> list[int]:
@@ -390,8 +416,21 @@ def _carried(doc: Document, original: str, text: str) -> ops.Segment:
 
 def _read_file(path: Path) -> bytes | None:
     if not os.path.lexists(path):
+        if not path.parent.is_dir():
+            raise BadInput(f"{path}: the folder {path.parent} does not exist")
         return None
+    with contextlib.suppress(OSError):  # else read_bytes says what is wrong
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BadInput(f"{path}: not a regular file (sync reads and writes a text file)")
     return files.read_bytes(path, limit=MAX_FILE_BYTES, what="text file")
+
+
+def _read_only(path: Path) -> bool:
+    # A rename would replace it regardless (and root ignores permissions): honour the intent.
+    try:
+        return not os.stat(path).st_mode & 0o222
+    except OSError:
+        return False
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -442,6 +481,11 @@ def sync(
             result, payload = _reconcile(doc, key, file_path, raw, adopt=adopt)
             if _read_file(file_path) != raw:
                 continue  # saved again while we worked: start over from the new text
+            if payload is not None and raw is not None and _read_only(file_path):
+                raise StorageError(
+                    f"{file_path}: read-only, and the branch changed: nothing was changed "
+                    f"(chmod u+w {file_path.name} to let loom rewrite it)"
+                )
             if doc.dirty:
                 store.save(doc, doc_path)
             if payload is not None:
