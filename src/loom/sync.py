@@ -89,6 +89,7 @@ class SyncResult:
     when the tree changed too it is not the cursor, and `both_changed` is set.
     """
 
+    document: Path
     file: Path
     key: str
     action: str
@@ -108,6 +109,7 @@ class SyncResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "document": str(self.document),
             "file": str(self.file),
             "key": self.key,
             "action": self.action,
@@ -478,7 +480,7 @@ def sync(
         for _ in range(_RETRIES):
             doc = store.load(doc_path)
             raw = _read_file(file_path)
-            result, payload = _reconcile(doc, key, file_path, raw, adopt=adopt)
+            result, payload = _reconcile(doc, doc_path, key, file_path, raw, adopt=adopt)
             if _read_file(file_path) != raw:
                 continue  # saved again while we worked: start over from the new text
             if payload is not None and raw is not None and _read_only(file_path):
@@ -501,12 +503,13 @@ def sync(
 
 
 def _reconcile(
-    doc: Document, key: str, path: Path, raw: bytes | None, *, adopt: bool
+    doc: Document, doc_path: Path, key: str, path: Path, raw: bytes | None, *, adopt: bool
 ) -> tuple[SyncResult, bytes | None]:
     """Decide and apply (in memory) what a sync does; returns the bytes to write, if any."""
     current = branch(doc, doc.cursor_id)
     rec = _record(doc, key)
     result = SyncResult(
+        document=store.real(doc_path),
         file=path,
         key=key,
         action="none",
