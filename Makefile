@@ -54,6 +54,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_emulation.py
+	$(PY) bench/bench_editor.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
