@@ -258,6 +258,20 @@ def test_a_file_in_another_folder_is_keyed_relative_to_the_document(story: Loom)
     assert set(records) == {"draft.md", "drafts/one.md"}
 
 
+def test_forget_and_a_record_from_a_newer_loom(story: Loom) -> None:
+    path = story.cwd / "s.loom.json"
+    data = json.loads(path.read_text())
+    data["sync"]["draft.md"]["v"] = 2
+    path.write_text(json.dumps(data))
+    newer = story("sync", "draft.md")
+    assert newer.code == 1 and "newer loom" in newer.stderr
+    assert story.ok("sync", "draft.md", "--forget", "--json").json()["forgotten"] is True
+    assert "sync" not in json.loads(path.read_text())
+    assert draft(story).read_text() == "".join(SEGMENTS)  # left as it is
+    assert sync(story)["first_sync"]  # same text as the branch: taken up again
+    assert "was not synced" in story.ok("sync", "other.md", "--forget").stdout
+
+
 def test_sync_has_help_and_stays_off_the_heavy_imports(story: Loom) -> None:
     assert "Example" in story.ok("sync", "--help").stdout
     probe = (

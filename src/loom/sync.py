@@ -188,12 +188,14 @@ def _remember(doc: Document, key: str, tip: str | None, text: str, file_bytes: b
     doc._set_header(FIELD, all_records)
 
 
-def forget(doc: Document, key: str) -> bool:
-    """Drop a file's sync record (the next sync treats the file as never synced)."""
-    all_records = records(doc)
-    if all_records.pop(key, None) is None:
-        return False
-    doc._set_header(FIELD, all_records or None)
+def forget(document: str | os.PathLike[str], file: str | os.PathLike[str]) -> bool:
+    """Stop remembering FILE (left as it is); its next sync is a first one. False: unknown."""
+    key = file_key(document, file)
+    with store.editing(document) as doc:
+        all_records = records(doc)
+        if all_records.pop(key, None) is None:
+            return False
+        doc._set_header(FIELD, all_records or None)
     return True
 
 

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     is_flag=True,
     help="FILE exists but was never synced: take its text as an edit of the current branch.",
 )
-def sync_cmd(text_file: str, watch: bool, adopt: bool) -> None:
+@click.option(
+    "--forget", is_flag=True, help="Stop remembering FILE (it is left as it is) and exit."
+)
+def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
     """Keep FILE, a plain text file, equal to the current branch, and its edits in the tree.
 
     The first sync writes the branch's full text to FILE. Edit FILE in any editor
@@ -45,10 +48,22 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool) -> None:
       loom sync draft.md                 # write the branch; later, read your edits back
       loom sync draft.md --watch &       # for editors without a loom plugin
       loom sync draft.md --json | jq .action
+      loom sync draft.md --forget        # stop syncing it
     """
     from loom import sync as syncing
 
     path = doc_path()
+    if forget:
+        if watch or adopt:
+            raise click.UsageError("--forget cannot be combined with --watch or --adopt")
+        known = syncing.forget(path, text_file)
+        if json_mode():
+            emit({"command": "sync", "document": str(path.resolve()), "forgotten": known})
+        elif known:
+            out(f"{text_file}: no longer synced (the file is left as it is)")
+        else:
+            out(f"{text_file}: was not synced with {path.name}")
+        return
     if not watch:
         result = syncing.sync(path, text_file, adopt=adopt)
         workspace.remember(path)
