@@ -315,10 +315,7 @@ function M.open(doc, file)
   end
   doc = vim.fn.fnamemodify(doc, ":p")
   if not file or file == "" then
-    file = doc:gsub("%.loom%.json$", "") .. ".md"
-    if file == doc .. ".md" and not doc:match("%.loom%.json$") then
-      file = doc .. ".md"
-    end
+    file = doc:gsub("%.loom%.json$", "") .. ".md" -- story.loom.json -> story.md
   end
   vim.cmd("edit " .. vim.fn.fnameescape(file))
   M.attach(0, doc)
@@ -493,6 +490,9 @@ function M.gen(buf, n)
       reload(state, tick, true)
     end
     refresh_tree(state)
+    for _, warning in ipairs(results[2].warnings or {}) do
+      M.notify(warning, vim.log.levels.WARN)
+    end
     show_picker(state, results[2].nodes or {})
   end)
 end
