@@ -26,6 +26,7 @@ rewrites the file to match.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -214,8 +215,7 @@ def _recorded_branch(doc: Document, rec: dict[str, Any]) -> Branch | None:
 # lines first (mostly unique, so difflib is quick on them), then words inside the
 # sentences that changed, within a budget (difflib is quadratic on repetitive tokens).
 # Past the limits a changed stretch stays one replacement: coarser nodes, never lost text.
-_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…]+[\s]+|\n+|\Z)")
-_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+_UNITS = {"sentences": r"[^\n]*?(?:[.!?…]+[\s]+|\n+|\Z)", "words": r"\w+|\s+|[^\w\s]"}
 _CHUNK_LIMIT = 50_000  # sentences per side
 _WORD_LIMIT = 1_000  # words per side of one changed stretch refined word by word
 _WORD_BUDGET = 10_000  # words refined in all, per diff
@@ -235,7 +235,7 @@ def opcodes(old: str, new: str) -> list[Opcode]:
     if head:
         out.append(("equal", 0, head, 0, head))
     budget = [_WORD_BUDGET]
-    out += _diff(old, new, head, len(old) - tail, head, len(new) - tail, _SENTENCE, budget)
+    out += _diff(old, new, head, len(old) - tail, head, len(new) - tail, "sentences", budget)
     if tail:
         out.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
     return _slide_insertions_right(out, new)
@@ -248,7 +248,7 @@ def _diff(
     x2: int,
     y1: int,
     y2: int,
-    unit: re.Pattern[str],
+    unit: str,
     budget: list[int],
 ) -> list[Opcode]:
     """Opcodes for old[x1:x2] -> new[y1:y2], matched by `unit` (sentences, then words)."""
@@ -256,9 +256,10 @@ def _diff(
         return []
     if x1 == x2 or y1 == y2:
         return [("insert" if x1 == x2 else "delete", x1, x2, y1, y2)]
-    a = [piece for piece in unit.findall(old, x1, x2) if piece]
-    b = [piece for piece in unit.findall(new, y1, y2) if piece]
-    words = unit is _TOKEN
+    pattern = _pattern(unit)
+    a = [piece for piece in pattern.findall(old, x1, x2) if piece]
+    b = [piece for piece in pattern.findall(new, y1, y2) if piece]
+    words = unit == "words"
     limit = _WORD_LIMIT if words else _CHUNK_LIMIT
     if max(len(a), len(b)) > limit or (words and len(a) + len(b) > budget[0]):
         return [("replace", x1, x2, y1, y2)]
@@ -271,10 +272,15 @@ def _diff(
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=not words).get_opcodes():
         span = (a_at[i1], a_at[i2], b_at[j1], b_at[j2])
         if tag == "replace" and not words:
-            out += _diff(old, new, *span, _TOKEN, budget)
+            out += _diff(old, new, *span, "words", budget)
         else:
             out.append((tag, *span))
     return out
+
+
+@functools.cache
+def _pattern(unit: str) -> re.Pattern[str]:
+    return re.compile(_UNITS[unit])  # on first use: compiling costs the import ~8 ms
 
 
 def _offsets(pieces: list[str], start: int) -> list[int]:
