@@ -408,6 +408,42 @@ def test_two_watchers_that_cannot_see_each_other_apply_a_save_once(
         assert proc.wait(timeout=30) == 0
 
 
+def test_file_saves_racing_tree_changes_lose_neither(
+    story: Loom, watcher: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """An editor saving the file while other loom processes change the tree, under a watcher."""
+    proc = watcher("--json")
+    assert proc.stdout is not None and proc.stdout.readline()
+    tree_side = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys\n"
+            "for i in range(6):\n"
+            "    loom = [sys.executable, '-m', 'loom']\n"
+            "    subprocess.run([*loom, 'add', '--stay', f' tree{i}.'], check=True)\n"
+            "    subprocess.run([*loom, 'down'], capture_output=True)  # may have no child\n",
+        ],
+        cwd=story.cwd,
+    )
+    for i in range(6):  # as editors save: a whole new file renamed into place
+        current = draft(story).read_text()
+        staged = story.cwd / ".draft.md.swp"
+        staged.write_text(current + f" file{i}.")
+        os.replace(staged, draft(story))
+        time.sleep(0.3)
+    assert tree_side.wait(timeout=120) == 0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    sync(story)
+    d = doc(story)
+    branches = [d.full_text(n) for n in d.nodes if not d.live_child_ids(n)]
+    for i in range(6):
+        assert any(f" file{i}." in b for b in branches), f"file{i} lost: {branches}"
+        assert any(f" tree{i}." in b for b in branches), f"tree{i} lost: {branches}"
+    assert d.full_text(d.cursor_id) == draft(story).read_text()
+
+
 # ---- the diff, as a library --------------------------------------------------------------
 
 

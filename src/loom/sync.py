@@ -499,15 +499,44 @@ def sync(
             if doc.dirty:
                 store.save(doc, doc_path)
             if payload is not None:
-                if _read_file(file_path) != raw:
+                result.written = _replace_unless_changed(file_path, payload, raw)
+                if not result.written:
                     result.notes.append(
                         f"{file_path} changed while syncing and was left as it is; sync again"
                     )
-                else:
-                    files.write_atomic(store.real(file_path), payload, failure="cannot write")
-                    result.written = True
             return result
     raise StorageError(f"{file_path}: it keeps changing while loom syncs it; try again")
+
+
+class _ChangedMeanwhile(OSError):
+    """The file was saved again after we read it (an OSError, so write_atomic cleans up)."""
+
+
+def _replace_unless_changed(path: Path, payload: bytes, seen: bytes | None) -> bool:
+    """Write `payload` over the file unless it no longer holds `seen`; False if it did not.
+
+    The check runs after the new text is on disk, just before the rename: an editor's
+    save can only be lost in the instant between the two (no editor would tell us more).
+    """
+
+    changed = False
+
+    def unchanged() -> None:
+        nonlocal changed
+        try:
+            changed = _read_file(path) != seen
+        except LoomError:  # became unreadable: not ours to replace either
+            changed = True
+        if changed:
+            raise _ChangedMeanwhile("changed meanwhile")
+
+    try:
+        files.write_atomic(store.real(path), payload, before_replace=unchanged)
+    except StorageError:
+        if changed:
+            return False
+        raise
+    return True
 
 
 def _reconcile(
