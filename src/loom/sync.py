@@ -224,13 +224,8 @@ Opcode = tuple[str, int, int, int, int]
 
 def opcodes(old: str, new: str) -> list[Opcode]:
     """difflib-style opcodes turning `old` into `new`, at character offsets."""
-    size = min(len(old), len(new))
-    head = 0
-    while head < size and old[head] == new[head]:
-        head += 1
-    tail = 0
-    while tail < size - head and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
-        tail += 1
+    head = _common_run(old, new, min(len(old), len(new)), from_end=False)
+    tail = _common_run(old, new, min(len(old), len(new)) - head, from_end=True)
     out: list[Opcode] = []
     if head:
         out.append(("equal", 0, head, 0, head))
@@ -239,6 +234,26 @@ def opcodes(old: str, new: str) -> list[Opcode]:
     if tail:
         out.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
     return _slide_insertions_right(out, new)
+
+
+def _common_run(a: str, b: str, limit: int, *, from_end: bool) -> int:
+    """Length of the longest common prefix (or suffix) of a and b, at most `limit`.
+
+    A binary search over slice comparisons, which run at C speed: a long file is
+    not walked a character at a time in Python.
+    """
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if from_end:
+            same = a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]
+        else:
+            same = a[lo:mid] == b[lo:mid]
+        if same:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _diff(
