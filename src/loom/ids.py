@@ -7,7 +7,6 @@ from collections.abc import Container
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 12  # 60 bits: collisions are checked anyway, but stay vanishingly rare
-_ALPHABET_SET = frozenset(ALPHABET)
 
 
 def new_id(taken: Container[str] = ()) -> str:
@@ -17,7 +16,3 @@ def new_id(taken: Container[str] = ()) -> str:
         candidate = "".join(ALPHABET[b & 31] for b in raw)
         if candidate not in taken:
             return candidate
-
-
-def looks_like_id_prefix(text: str) -> bool:
-    return bool(text) and all(c in _ALPHABET_SET for c in text.lower())
