@@ -21,6 +21,7 @@ from loom import ops
 from loom.sync import Branch, apply_edit, branch, opcodes
 
 from conftest import Loom
+from fakeprovider import Fail, FakeProvider
 
 SEGMENTS = [
     "The lighthouse keeper",
@@ -307,6 +308,89 @@ def test_a_ten_thousand_node_document(loom: Loom, tmp_path: Path) -> None:
     loom.ok("undo")
     assert sync(loom)["action"] == "write"
     assert draft(loom).read_text() == text + " the end"
+
+
+# ---- generating from the file's end (loom gen --sync) -------------------------------------
+
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def woven(story: Loom, fake_provider: FakeProvider) -> Loom:
+    """The synced story plus a default base model on the local fake provider."""
+    fake_provider.api_key = KEY
+    story.ok(
+        "models", "add", "base", "--provider", "openai", "--base-url", fake_provider.openai_url,
+        "--model", "base-1", "--key-env", "FAKE_KEY", "--kind", "base",
+    )  # fmt: skip
+    story.ok("models", "default", "base")
+    return story
+
+
+def gen_synced(loom: Loom, *args: str) -> dict[str, Any]:
+    result = loom("gen", "--sync", "draft.md", "--json", *args, env={"FAKE_KEY": KEY})
+    assert result.code == 0, result.stderr
+    payload: dict[str, Any] = result.json()
+    return payload
+
+
+def test_gen_sync_takes_the_file_in_generates_from_its_end_and_writes_the_pick(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    with draft(woven).open("a") as handle:
+        handle.write(" Gulls cried.\n")
+    result = gen_synced(woven, "-n", "2", "--cursor", "first")
+    before, after = result["sync"]["before"], result["sync"]["after"]
+    assert before["action"] == "append" and len(result["nodes"]) == 2
+    typed = before["created"][0]
+    assert result["parent"] == typed  # generated from the file's end
+    assert fake_provider.requests[0].body["prompt"] == "".join(SEGMENTS) + " Gulls cried."
+    first = result["nodes"][0]
+    assert after["action"] == "write" and after["written"] and after["cursor"] == first["id"]
+    assert draft(woven).read_text() == "".join(SEGMENTS) + " Gulls cried." + first["text"]
+    assert sync(woven)["action"] == "none"
+
+
+def test_gen_sync_with_the_cursor_staying_leaves_the_file(woven: Loom) -> None:
+    result = gen_synced(woven, "-n", "3")
+    assert len(result["nodes"]) == 3 and not result["sync"]["after"]["written"]
+    assert draft(woven).read_text() == "".join(SEGMENTS)
+    assert doc(woven).cursor_id == result["parent"]
+
+
+def test_gen_sync_refuses_a_node_and_reports_a_failing_provider_in_one_line(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    usage = woven("gen", "--sync", "draft.md", "@", env={"FAKE_KEY": KEY})
+    assert usage.code == 2 and "give no NODE" in usage.stderr
+    fake_provider.script(*[Fail(500)] * 10)
+    with draft(woven).open("a") as handle:
+        handle.write(" Kept.")
+    failed = woven("gen", "--sync", "draft.md", "-n", "1", env={"FAKE_KEY": KEY})
+    assert failed.code == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert doc(woven).node(doc(woven).cursor_id).text == " Kept."  # the edit was taken in
+    assert draft(woven).read_text().endswith(" Kept.")
+
+
+def test_gen_sync_from_the_library(
+    woven: Loom, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same call for a program (`loom.sync.generate`), and its async twin."""
+    import asyncio
+
+    from loom import sync as syncing
+    from loom.generation.request import GenerationRequest
+
+    monkeypatch.setenv("FAKE_KEY", KEY)
+    path, file = woven.cwd / "s.loom.json", woven.cwd / "draft.md"
+    first = syncing.generate(path, file, GenerationRequest(n=1, cursor="last"))
+    first.generation.check()
+    assert file.read_text() == doc(woven).full_text(first.generation.nodes[0].id)
+    second = asyncio.run(syncing.agenerate(path, file, GenerationRequest(n=1, cursor="last")))
+    assert second.generation.parent == first.generation.nodes[0].id
+    with pytest.raises(loomlib.InvalidOperation, match="give no node"):
+        syncing.generate(path, file, GenerationRequest(node="@"))
 
 
 # ---- watching ----------------------------------------------------------------------------

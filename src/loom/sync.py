@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom import files, ops, store
 from loom.document import Document, now
@@ -48,6 +48,12 @@ from loom.errors import (
     StorageError,
 )
 from loom.journal import transaction
+
+if TYPE_CHECKING:
+    from loom.generation.backends import BackendPool
+    from loom.generation.core import Generation
+    from loom.generation.events import Sink
+    from loom.generation.request import GenerationRequest
 
 FIELD = "sync"  # the header field holding one record per synced file
 RECORD_VERSION = 1
@@ -640,6 +646,89 @@ def _reconcile(
     payload = current.text.encode("utf-8")
     _remember(doc, key, current.tip, current.text, payload)
     return result, payload
+
+
+# ---- generating from the file's end ------------------------------------------------------
+
+
+@dataclass
+class SyncedGeneration:
+    """A generation framed by two syncs: `before` took the file's edits in, `after` wrote
+    the branch the cursor ended on (with `cursor="first"`, a new child) back to the file."""
+
+    before: SyncResult
+    generation: Generation
+    after: SyncResult | None  # None: interrupted, so the file was left for the next sync
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before.to_dict(),
+            "after": None if self.after is None else self.after.to_dict(),
+        }
+
+
+def _synced_request(request: GenerationRequest | None, before: SyncResult) -> GenerationRequest:
+    from dataclasses import replace
+
+    from loom.generation.request import GenerationRequest
+
+    request = request or GenerationRequest()
+    if request.node is not None or request.regenerate is not None or request.context is not None:
+        raise InvalidOperation(
+            "a synced generation continues the end of its file: give no node, "
+            "regeneration or context"
+        )
+    if before.cursor is None:
+        raise InvalidOperation(
+            f"{before.file} and the document are empty: write the start of the text first"
+        )
+    return replace(request, node=before.cursor)
+
+
+def generate(
+    document: str | os.PathLike[str],
+    file: str | os.PathLike[str],
+    request: GenerationRequest | None = None,
+    events: Sink | None = None,
+    *,
+    backends: BackendPool | None = None,
+) -> SyncedGeneration:
+    """Sync FILE, generate from the end of its branch, then sync again, in one call.
+
+    `request` is as for `loom.generate`, without a node: the generation continues the
+    node the file ends on (the cursor after the first sync). With `cursor="first"` or
+    `"last"` the file then shows the new child; with "stay" it is unchanged. The caller
+    checks `result.generation` (`.check()`), as with `loom.generate`.
+    """
+    from loom.generation.core import generate as run
+
+    before = sync(document, file)
+    generation = run(document, _synced_request(request, before), events, backends=backends)
+    after = None if generation.interrupted else sync(document, file)
+    return SyncedGeneration(before, generation, after)
+
+
+async def agenerate(
+    document: str | os.PathLike[str],
+    file: str | os.PathLike[str],
+    request: GenerationRequest | None = None,
+    events: Sink | None = None,
+    *,
+    backends: BackendPool | None = None,
+) -> SyncedGeneration:
+    """`generate` inside a running event loop (the syncs run in a worker thread).
+
+    Cancelling it keeps the finished branches (see `loom.agenerate`); the file is then
+    left as it is, for the next sync.
+    """
+    import asyncio
+
+    from loom.generation.core import agenerate as run
+
+    before = await asyncio.to_thread(sync, document, file)
+    generation = await run(document, _synced_request(request, before), events, backends=backends)
+    after = None if generation.interrupted else await asyncio.to_thread(sync, document, file)
+    return SyncedGeneration(before, generation, after)
 
 
 # ---- watching ----------------------------------------------------------------------------

@@ -223,7 +223,13 @@ MODULATION_KEYS = (
 )
 
 
-def _render_generation(result: Generation, raw: bool, null: bool, command_name: str) -> None:
+def _render_generation(
+    result: Generation,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     if json_mode():
         # A failed or interrupted run is reported by `check` as one error object instead.
         if result.write_error is None and not result.interrupted and not result.error_summary():
@@ -235,6 +241,7 @@ def _render_generation(result: Generation, raw: bool, null: bool, command_name: 
                     "cursor": result.cursor,
                     "interrupted": result.interrupted,
                     "warnings": result.warnings,
+                    **(extra or {}),
                 }
             )
     else:
@@ -326,13 +333,30 @@ NULL = click.option(
 )
 
 
-def run_generation(request: GenerationRequest, raw: bool, null: bool, command_name: str) -> None:
-    """Make the one library call for a generation command and print what it made."""
+def run_generation(
+    request: GenerationRequest,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    sync_file: str | None = None,
+) -> None:
+    """Make the one library call for a generation command and print what it made.
+
+    `sync_file`: `loom sync` it first, generate from the end of its branch, sync it again.
+    """
     from loom.generation.core import generate
 
     view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
-    result = generate(doc_path(), request, events=view)
-    _render_generation(result, raw, null, command_name)
+    if sync_file is None:
+        result = generate(doc_path(), request, events=view)
+        _render_generation(result, raw, null, command_name)
+        return
+    from loom import sync
+    from loom.cli.sync_cmds import note_synced
+
+    synced = sync.generate(doc_path(), sync_file, request, events=view)
+    note_synced(synced)
+    _render_generation(synced.generation, raw, null, command_name, {"sync": synced.to_dict()})
 
 
 @command(cli, "gen")
@@ -367,6 +391,13 @@ def run_generation(request: GenerationRequest, raw: bool, null: bool, command_na
 )
 @TIMEOUT
 @EMULATE
+@click.option(
+    "--sync",
+    "sync_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Sync FILE first (`loom sync`), generate from its end, then write it the cursor's branch.",
+)
 def gen_cmd(
     node: str | None,
     count: int | None,
@@ -379,6 +410,7 @@ def gen_cmd(
     timeout: float | None,
     emulate: str,
     strict: bool,
+    sync_file: str | None,
     **flags: Any,
 ) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
@@ -402,6 +434,7 @@ def gen_cmd(
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
       loom gen -n 3 -0 | xargs -0 -n1 echo   # one text per NUL-terminated record
+      loom gen --sync draft.md --cursor first # from the end of your file, into it
     """
     from loom.generation.request import GenerationRequest
     from loom.sampling.params import parse_assignments
@@ -431,7 +464,9 @@ def gen_cmd(
         timeout=timeout,
         rng_seed=m["rng_seed"],
     )
-    run_generation(request, raw, null, "gen")
+    if sync_file is not None and node is not None:
+        raise click.UsageError("--sync generates from the end of FILE: give no NODE")
+    run_generation(request, raw, null, "gen", sync_file)
 
 
 @command(cli, "regen")

@@ -13,7 +13,7 @@ from loom.cli.main import cli
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
-    from loom.sync import SyncResult
+    from loom.sync import SyncedGeneration, SyncResult
 
 
 @command(cli, "sync")
@@ -42,6 +42,8 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
     `loom gen --cursor first`, `loom undo`), FILE is rewritten to the current
     branch; when both changed, FILE's edits are kept as a branch first and the
     output says where. A newline your editor adds at the end is ignored.
+    `loom gen --sync FILE` syncs, generates from the file's end and syncs again
+    in one command, for an editor key.
 
     \b
     Examples:
@@ -137,3 +139,19 @@ def _report(result: SyncResult) -> None:
     else:
         out(f"{name}: up to date")
     sys.stdout.flush()
+
+
+def note_synced(synced: SyncedGeneration) -> None:
+    """`loom gen --sync`: what the syncs around the generation did that the user must know."""
+    if json_mode():
+        return
+    for result in (synced.before, synced.after):
+        if result is None:
+            continue
+        for note in result.notes:
+            sys.stderr.write(f"loom: note: {note}\n")
+        if result.both_changed:
+            sys.stderr.write(
+                f"loom: note: {result.file} and the document both changed: your edits are kept "
+                f"in the branch ending at {result.edits}; the file shows the current branch\n"
+            )

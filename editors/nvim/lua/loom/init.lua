@@ -477,23 +477,26 @@ function M.gen(buf, n)
   if not begin(state, "generating") then
     return
   end
-  local first = prologue(state)
-  if first == false then
+  if prologue(state) == false then
     return
   end
   local tick = vim.api.nvim_buf_get_changedtick(state.buf)
-  local gen = { "gen", "-n", tostring(math.floor(n)) }
+  -- One process: sync the file's edits in, generate from its end, sync again.
+  local gen = { "gen", "--sync", state.file, "-n", tostring(math.floor(n)) }
   vim.list_extend(gen, config.gen_args)
-  steps(state, { first, gen }, function(results)
-    report_sync(results[1])
-    if results[1] and results[1].written then
+  steps(state, { gen }, function(results)
+    local result = results[1]
+    local synced = type(result.sync) == "table" and result.sync or {}
+    report_sync(synced.before)
+    if (type(synced.before) == "table" and synced.before.written)
+      or (type(synced.after) == "table" and synced.after.written) then
       reload(state, tick, true)
     end
     refresh_tree(state)
-    for _, warning in ipairs(results[2].warnings or {}) do
+    for _, warning in ipairs(result.warnings or {}) do
       M.notify(warning, vim.log.levels.WARN)
     end
-    show_picker(state, results[2].nodes or {})
+    show_picker(state, result.nodes or {})
   end)
 end
 
