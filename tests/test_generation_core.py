@@ -45,6 +45,10 @@ def test_agenerate_runs_inside_a_running_loop_and_streams_token_events(
             deltas[event.index] = deltas.get(event.index, "") + event.text
     assert sorted(deltas.values()) == texts  # the stream spelled out what was written
     kinds = [e.kind for e in seen]
+    assert kinds[0] == "planned" and seen[0].to_dict() == {
+        "event": "planned",
+        "models": ["base", "base"],
+    }
     assert kinds.count("started") == 2 and kinds.count("finished") == 2
     assert kinds[-1] == "written" and set(seen[-1].to_dict()["node_ids"]) == {  # type: ignore[attr-defined]
         n.id for n in result.nodes

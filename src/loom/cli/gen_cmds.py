@@ -51,7 +51,10 @@ class LiveView:
     def __call__(self, event: Any) -> None:
         from loom.generation import events as ev
 
-        if isinstance(event, ev.BranchStarted):
+        if isinstance(event, ev.Planned):
+            self.total = len(event.models)
+            self._draw(force=True)
+        elif isinstance(event, ev.BranchStarted):
             self.total = max(self.total, event.index + 1)
             self.lines[event.index] = ""
             self.status[event.index] = "…"

@@ -31,7 +31,7 @@ LEGEND = """\b
 Symbols:
   ●    the cursor               ◦    on the path to the cursor
   •    unread (never visited)   ★    a bookmark (and its title)
-  ✎    written or edited by hand  ⇲    imported
+  ✎    by hand, or edited       ⇲    imported
   ✉    has a note               #t   a tag
   ×N   a chain of N single children, folded into one row
   +N   N more children, not shown here

@@ -273,6 +273,7 @@ async def _generate(
         result.warnings = list(
             dict.fromkeys([*warnings, *check_dropped(branches, pool, strict=request.strict)])
         )
+        sink(ev.Planned(tuple(b.model.name for b in branches)))
         for warning in result.warnings:
             sink(ev.Note(warning))
         concurrency = concurrency_for(branches, request.concurrency)

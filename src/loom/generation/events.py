@@ -1,7 +1,7 @@
 """What a generation reports while it runs, for front ends to paint or forward.
 
 Events are plain values handed to one callable (`Sink`) on the event loop's thread,
-in order: a `BranchStarted` per child, `TextDelta`s as tokens stream in, a
+in order: one `Planned` with the children to come, a `BranchStarted` per child, `TextDelta`s as tokens stream in, a
 `BranchFinished` when a branch's stream ends, `Retrying` when a provider is asked
 again, `Note`s for warnings, and one `Written` with the new node ids at the end
 (also when the generation was cancelled: finished branches are kept). The engine
@@ -22,7 +22,15 @@ class Event:
     kind = "event"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.kind, **asdict(self)}
+        """The event as JSON-ready values (tuples become lists)."""
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {"event": self.kind, **fields}
+
+
+@dataclass(frozen=True)
+class Planned(Event):
+    kind = "planned"
+    models: tuple[str, ...]  # each child's model, in order: index i is child i
 
 
 @dataclass(frozen=True)

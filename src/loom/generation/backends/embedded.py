@@ -41,6 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,16 +194,27 @@ def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise BackendError(f"cannot read model file {p}: {exc.strerror or exc}") from None
 
 
-def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Array:
+    """Where a GGUF array's items are: `start` offset, `count` items of type `item`."""
+
+    item: int
+    start: int
+    count: int
+
+
+def _parse_gguf_kv(m: mmap.mmap, arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Scalars and strings by key; the arrays named in `arrays` as `_Array` locations."""
     try:
         version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
         if version not in (2, 3):
             return {}
         out: dict[str, Any] = {}
         off = 24
+        length = struct.Struct("<Q").unpack_from
 
         def string(at: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", m, at)
+            (n,) = length(m, at)
             return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
 
         for _ in range(n_kv):
@@ -214,9 +226,11 @@ def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
             elif kind == _GGUF_ARRAY:
                 item, count = struct.unpack_from("<IQ", m, off)
                 off += 12
+                if key in arrays:
+                    out[key] = _Array(item, off, count)
                 if item == _GGUF_STRING:
                     for _ in range(count):  # vocabularies: 50k-260k strings, ~40 ms
-                        (n,) = struct.unpack_from("<Q", m, off)
+                        (n,) = length(m, off)
                         off += 8 + n
                 else:
                     off += struct.calcsize(_GGUF_SCALARS[item]) * count
@@ -290,52 +304,18 @@ def _scan_special(path: Path) -> frozenset[int]:
 def _special_ids(m: mmap.mmap) -> frozenset[int]:
     if m[:4] != b"GGUF":
         return frozenset()
-    version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
-    if version not in (2, 3):
-        return frozenset()
-    length = struct.Struct("<Q").unpack_from
-    off = 24
-    tokens_at: tuple[int, int] | None = None
-    types: array.array[int] | None = None
-    ends: set[int] = set()
-
-    def string(at: int) -> tuple[str, int]:
-        (n,) = length(m, at)
-        return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
-
-    for _ in range(n_kv):
-        key, off = string(off)
-        (kind,) = struct.unpack_from("<I", m, off)
-        off += 4
-        if kind == _GGUF_STRING:
-            _, off = string(off)
-        elif kind == _GGUF_ARRAY:
-            item, count = struct.unpack_from("<IQ", m, off)
-            off += 12
-            if item == _GGUF_STRING:
-                if key == "tokenizer.ggml.tokens":
-                    tokens_at = (off, count)
-                for _ in range(count):
-                    (n,) = length(m, off)
-                    off += 8 + n
-            else:
-                size = struct.calcsize(_GGUF_SCALARS[item])
-                if key == "tokenizer.ggml.token_type" and size == 4:
-                    types = array.array("i")
-                    types.frombytes(m[off : off + size * count])
-                off += size * count
-        else:
-            fmt = _GGUF_SCALARS[kind]
-            (value,) = struct.unpack_from(fmt, m, off)
-            if key in _END_KEYS:
-                ends.add(int(value))
-            off += struct.calcsize(fmt)
-    if tokens_at is None or types is None:
-        return frozenset()
+    meta = _parse_gguf_kv(m, frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}))
+    tokens, kinds = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.token_type")
+    if not isinstance(tokens, _Array) or not isinstance(kinds, _Array) or kinds.item != 5:
+        return frozenset()  # no vocabulary, or token types not stored as int32
+    types = array.array("i")
+    types.frombytes(m[kinds.start : kinds.start + 4 * kinds.count])
+    ends = {int(meta[k]) for k in _END_KEYS if isinstance(meta.get(k), int)}
     candidates = {i for i, kind in enumerate(types) if kind in (_CONTROL, _USER_DEFINED)}
+    length = struct.Struct("<Q").unpack_from
     banned: set[int] = set()
-    off, count = tokens_at
-    for i in range(count):
+    off = tokens.start
+    for i in range(tokens.count):
         (n,) = length(m, off)
         if i in candidates:
             text = m[off + 8 : off + 8 + n].decode("utf-8", "replace")
