@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "models",
         "recover",
     ),
+    "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
     "loom.cli.sync_cmds": ("sync",),
 }
@@ -45,7 +46,7 @@ HELP_ORDER = (
     "new", "use", "info", "set", "add", "show", "sync", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
-    "gen", "regen", "recover", "params", "presets", "alts", "probe", "models",
+    "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
     "import", "export", "ingest",
 )  # fmt: skip
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from loom import jsonio
 from loom.cli import render
 from loom.cli.common import (
     NODE,
@@ -28,23 +29,49 @@ from loom.document import Node
 )
 @click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
 @click.option("--probs", is_flag=True, help=render.PROBABILITY_HELP)
-def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
+@click.option(
+    "--messages",
+    is_flag=True,
+    help="The messages a chat reply from NODE would send, exactly (JSON).",
+)
+def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: bool) -> None:
     """Print the full text of the branch ending at NODE (default: the cursor).
 
     On a terminal, node boundaries alternate in colour and the node itself is in
     bold, and control characters in the text are shown as symbols (␛, ␇).
     Piped or with --raw, it prints exactly the text: no colour, no newline
-    added.
+    added. A conversation (a branch with user/assistant turns) is shown as turns
+    under their roles; piped or with --raw, as a transcript (`User: …`) that
+    `loom import -` reads back into the same turns.
 
     \b
     Examples:
       loom show
       loom show --raw | wc -w
       loom show a1b2 --json
+      loom show --messages      # what `loom reply` would send
     """
+    from loom.generation.context import context_for, is_conversation
+
     doc = read_doc()
     target = doc.resolve(node)
+    if messages:
+        sent = context_for(doc, target.id, "chat").message_dicts()
+        if json_mode():
+            emit({"command": "show", "node": target.to_dict(), "messages": sent})
+        else:
+            out(jsonio.dump_line(sent).decode().rstrip("\n"))
+        return
+    conversation = not segment and is_conversation(doc, target.id)
     text = target.text if segment else doc.full_text(target.id)
+    if conversation and not json_mode() and not probs:
+        transcript = context_for(doc, target.id, "chat").transcript()
+        if raw or not stdout_is_terminal():
+            sys.stdout.write(transcript + "\n")
+            sys.stdout.flush()
+            return
+        out(render.turns(transcript))
+        return
     if json_mode():
         emit(
             {

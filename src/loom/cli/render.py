@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -351,3 +352,12 @@ def meta_summary(meta: dict[str, Any], short: str) -> list[tuple[str, str]]:
         if key not in ("gen", logprobs.META_KEY):
             rows.append((flat(key), flat(json.dumps(value, ensure_ascii=False))))
     return rows
+
+
+_TURN_LABEL = re.compile(r"^(System|User|Assistant):", re.M)
+
+
+def turns(transcript: str) -> str:
+    """A transcript for the terminal: each role label bold, control characters made visible."""
+    shown = safe(transcript)
+    return _TURN_LABEL.sub(lambda m: style(m.group(0), bold=True), shown)

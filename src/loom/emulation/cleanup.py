@@ -661,10 +661,12 @@ _NEXT_TURN = _lazy(r"\n\s*(?:User|System|Assistant):")
 
 
 def strip_transcript(seam: Seam, draft: Draft) -> Draft:
-    """A reply written into a transcript: no leading space, and nothing past the next turn
-    (a model that ignored the stop sequences goes on to write the user's lines)."""
+    """A reply written into a transcript: nothing past the next turn (a model that ignored
+    the stop sequences goes on to write the user's lines), and a new turn without the
+    space after its label (a continued turn keeps its seam for `restore_trailing`)."""
     m = _NEXT_TURN.search(draft.text)
-    kept = (draft.text if m is None else draft.text[: m.start()]).strip()
+    kept = draft.text if m is None else draft.text[: m.start()]
+    kept = kept.rstrip() if seam.prompt else kept.strip()
     if kept == draft.text:
         return draft
     return draft.then("strip_transcript", kept, next_turn=m is not None)
@@ -807,9 +809,10 @@ IN_PLACE_PROFILE = Profile(
 )
 # No emulation: the reply is kept exactly as sent.
 OFF_PROFILE = Profile(steps=(), checks=("empty",))
-# A reply to a conversation is a turn of its own: nothing to join, only a transcript's
-# framing to take off.
-TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript",), checks=("empty",))
+# A reply to a conversation is a turn of its own, joined to nothing, or continues the
+# assistant's turn (a seam to keep); a transcript's framing comes off first.
+CHAT_REPLY_PROFILE = Profile(steps=("restore_trailing",), checks=("empty",))
+TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript", "restore_trailing"), checks=("empty",))
 
 PROFILES: Mapping[str, Profile] = {
     "completion": IN_PLACE_PROFILE,
@@ -818,7 +821,7 @@ PROFILES: Mapping[str, Profile] = {
     "system": CHAT_PROFILE,
     "fewshot": CHAT_PROFILE,
     "off": OFF_PROFILE,
-    "chat": OFF_PROFILE,
+    "chat": CHAT_REPLY_PROFILE,
     "transcript": TRANSCRIPT_PROFILE,
 }
 

@@ -39,6 +39,7 @@ IMPORT_FORMATS = (
     "exoloom",
     "bonsai",
     "nanoloom",
+    "transcript",
 )
 # format -> (module, function); the branch formats export one branch, the others a tree.
 _EXPORTERS: dict[str, tuple[str, str]] = {
@@ -51,9 +52,10 @@ _EXPORTERS: dict[str, tuple[str, str]] = {
     "html": ("html", "export"),
     "text": ("text", "export_text"),
     "markdown": ("text", "export_markdown"),
+    "transcript": ("transcript", "export"),
 }
 EXPORT_FORMATS = tuple(_EXPORTERS)
-BRANCH_FORMATS = ("text", "markdown")
+BRANCH_FORMATS = ("text", "markdown", "transcript")
 
 __all__ = [
     "BRANCH_FORMATS",
@@ -153,11 +155,13 @@ def _parse(
         format, data = detect.detect(raw, name)
     elif raw.startswith(detect.SQLITE_MAGIC) or format in ("pyloom", "jsonl", "loom"):
         data = None  # parsed below, by the format's own reader
+    elif format == "transcript":
+        data = raw  # plain text, not JSON
     else:
         data = loads(raw, name, keep_surrogates=True)
     if responses and format != "pyloom":
         raise UsageError(f"{name} is a {format} file: response backups only go with pyloom trees")
-    if format != "miniloom" and data is not None and has_surrogate_escapes(raw):
+    if format not in ("miniloom", "transcript") and data is not None and has_surrogate_escapes(raw):
         # Unpaired surrogates (JavaScript can write them) cannot be saved; MiniLoom alone
         # needs them, to rejoin characters its patches split.
         data = scrub_surrogates(data)

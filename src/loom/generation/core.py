@@ -270,8 +270,11 @@ async def _generate(
             emulate=prepared.emulate,
             rng_seed=request.rng_seed,
         )
+        notes = _context_notes(prepared.context, request.mode)
         result.warnings = list(
-            dict.fromkeys([*warnings, *check_dropped(branches, pool, strict=request.strict)])
+            dict.fromkeys(
+                [*notes, *warnings, *check_dropped(branches, pool, strict=request.strict)]
+            )
         )
         sink(ev.Planned(tuple(b.model.name for b in branches)))
         for warning in result.warnings:
@@ -313,7 +316,7 @@ def _prepare(
             emulate = method
         parent = node.parent_id
         assert parent is not None  # regeneration_branches refuses roots
-        mode = "chat" if (node.meta.get("gen") or {}).get("mode") == "chat" else "text"
+        mode = (node.meta.get("gen") or {}).get("mode") or "text"
         return (
             _Prepared(
                 parent, context_for(doc, parent, mode), doc.full_text(parent), doc.id, emulate
@@ -328,6 +331,16 @@ def _prepare(
     return _Prepared(node.id, context, anchor, doc.id, emulate), plan_branches(
         doc, node.id, request, table
     )
+
+
+def _context_notes(context: Context, mode: str) -> list[str]:
+    """What a person should know about how their branch was sent."""
+    if mode == "chat" and context.preamble:
+        return [
+            f"the branch's first {context.preamble} node(s) have no chat role: their text was "
+            "sent as the start of the first user message"
+        ]
+    return []
 
 
 def _deadline_message(deadline: float | None, asked: float | None) -> str:
@@ -387,9 +400,9 @@ async def _keep_and_write(
         )
         for o in kept
     ]
-    if request.mode == "chat" or prepared.context.is_chat:
+    if prepared.context.is_chat:
         for meta in metas:
-            meta["gen"]["mode"] = "chat"
+            meta["gen"]["mode"] = request.mode if request.mode != "text" else "chat"
     texts = [o.text for o in kept]
     kind = "assistant" if prepared.context.is_chat else "model"
     if path is None:

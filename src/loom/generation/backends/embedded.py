@@ -637,8 +637,11 @@ class EmbeddedLlama(Backend):
         for choice in choices:
             index = job.offset + int(choice.get("index", 0))
             state = states.setdefault(index, _Branch())
+            role = None
             if chat:
-                text = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                role = delta.get("role") if isinstance(delta.get("role"), str) else None
             else:
                 text = choice.get("text") or ""
             tokens: list[Token] | None = None
@@ -666,8 +669,8 @@ class EmbeddedLlama(Backend):
                     job.held = chunk  # wait: the usage may follow in its own payload
                 else:
                     out.append(chunk)
-            elif text or tokens:
-                out.append(Chunk(index=index, text=text, tokens=tokens, model=model))
+            elif text or tokens or role:
+                out.append(Chunk(index=index, text=text, tokens=tokens, model=model, role=role))
         return out
 
 
