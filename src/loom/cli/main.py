@@ -38,11 +38,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
+    "loom.cli.sync_cmds": ("sync",),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
 HELP_ORDER = (
-    "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
+    "new", "use", "info", "set", "add", "show", "sync", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
