@@ -471,19 +471,27 @@ def sibling_of(doc: Document, node: str, step: int) -> str:
 
 def bookmark_from(doc: Document, node: str | None, step: int) -> str:
     """The next (step=1) or previous (step=-1) bookmark in document order, wrapping around."""
-    order = list(doc.walk())
-    marks = [i for i in order if "bookmark" in doc.nodes[i]]
+    marks = [i for i in doc.walk() if "bookmark" in doc.nodes[i]]
     if not marks:
         raise NotFound("the document has no bookmarks")
-    if node is None or node not in order:
-        return marks[0] if step > 0 else marks[-1]
-    position = {n: i for i, n in enumerate(order)}
-    here = position[node]
+    return next_in_order(doc, node, marks, step)
+
+
+def next_in_order(doc: Document, node: str | None, targets: Sequence[str], step: int) -> str:
+    """The first of `targets` (listed in document order) after (step=1) or before (step=-1)
+    `node` in document order, wrapping around: how `next --bookmark` and a UI's "next
+    search match" move."""
+    if not targets:
+        raise NotFound("nothing to move to")
+    if node is None or node not in doc.nodes:
+        return targets[0] if step > 0 else targets[-1]
+    position = {n: i for i, n in enumerate(doc.walk(include_archived=True))}
+    here = position.get(node, -1)
     if step > 0:
-        after = [m for m in marks if position[m] > here]
-        return after[0] if after else marks[0]
-    before = [m for m in marks if position[m] < here]
-    return before[-1] if before else marks[-1]
+        after = [t for t in targets if position.get(t, -1) > here]
+        return after[0] if after else targets[0]
+    before = [t for t in targets if position.get(t, -1) < here]
+    return before[-1] if before else targets[-1]
 
 
 def root_of(doc: Document, node: str) -> str:
