@@ -9,7 +9,6 @@ from contextvars import ContextVar
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 12  # 60 bits: collisions are checked anyway, but stay vanishingly rare
-_ALPHABET_SET = frozenset(ALPHABET)
 
 # While an operation runs under `recording`, the ids it draws are noted; under `replaying`,
 # the same ids are drawn again in the same order. loom.session replays a change made in
@@ -54,7 +53,3 @@ def replaying(ids: list[str]) -> Iterator[None]:
         yield
     finally:
         _script.reset(token)
-
-
-def looks_like_id_prefix(text: str) -> bool:
-    return bool(text) and all(c in _ALPHABET_SET for c in text.lower())

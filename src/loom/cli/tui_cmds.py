@@ -11,13 +11,13 @@ from loom.errors import UsageError
 
 
 @command(cli, "tui")
-@click.argument("file", required=False, metavar="[FILE]")
+@click.argument("document", required=False, metavar="[FILE]")
 @click.option(
     "--theme",
     type=click.Choice(["dark", "light"]),
     help="Colour theme (default: $LOOM_THEME, else dark). NO_COLOR turns colour off.",
 )
-def tui_cmd(file: str | None, theme: str | None) -> None:
+def tui_cmd(document: str | None, theme: str | None) -> None:
     """Open the terminal UI on FILE (default: -f, $LOOM_FILE, or this directory's document).
 
     Read the branch, pick among children, generate, edit, split, merge, search and
@@ -34,14 +34,15 @@ def tui_cmd(file: str | None, theme: str | None) -> None:
     """
     import sys
 
-    path = workspace.resolve_path(file or state().file)
+    path = workspace.resolve_path(document or state().file)
     if json_mode():
         raise UsageError("loom tui is interactive: --json has no meaning here")
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("loom tui needs a terminal (standard input and output are not one)")
     from loom.tui import make_app
 
+    # The document first: a missing or damaged file is the error that matters.
     app = make_app(path, theme={"dark": "textual-dark", "light": "textual-light"}.get(theme or ""))
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("loom tui needs a terminal (standard input and output are not one)")
     workspace.remember(path)
     app.run()
     if app.return_code:

@@ -66,18 +66,22 @@ class BranchView(ScrollView, can_focus=True):
         self.caret: int | None = None  # offset in the current node's text, in caret modes
         self.probs = False  # colour tokens by probability
         self._tokens: dict[int, list[tuple[int, int, int]]] = {}  # seg -> (start, end, band)
+        self._pending_path: list[str] = []  # the branch to show (laid out once sized)
 
     # ---- state from the app -----------------------------------------------------------
 
     def show(self, doc: Document, path: list[str], *, follow: bool = True) -> None:
         """Paint the branch `path` (root first) of `doc`."""
         self.doc = doc
-        width = max(10, self.scrollable_content_region.width - 1)
+        self._pending_path = path
+        if self.scrollable_content_region.width <= 1:
+            return  # not laid out yet: on_resize paints it
+        width = self.scrollable_content_region.width - 1
         changed = self.layout_.update(doc, path, width)
         if changed:
             self._tokens.clear()
         self._sync_size()
-        if follow:
+        if follow and changed:
             self.follow()
         self.refresh()
 
@@ -106,8 +110,8 @@ class BranchView(ScrollView, can_focus=True):
         self.virtual_size = Size(self.layout_.width, rows)
 
     def on_resize(self, event: Resize) -> None:
-        if self.doc is not None and self.layout_.path:
-            self.show(self.doc, self.layout_.path)
+        if self.doc is not None:
+            self.show(self.doc, self._pending_path)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
