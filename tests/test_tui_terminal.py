@@ -26,7 +26,10 @@ def test_tui_without_a_terminal_is_a_usage_error(loom: Loom) -> None:
     loom.ok("new", "s.loom.json", "--text", "root")
     result = loom("tui")
     assert result.code == 2
-    assert result.stderr == "loom: error: loom tui needs a terminal (standard input and output are not one)\n"
+    assert (
+        result.stderr
+        == "loom: error: loom tui needs a terminal (standard input and output are not one)\n"
+    )
 
 
 def test_tui_on_a_missing_file_is_one_line(loom: Loom) -> None:
@@ -83,7 +86,9 @@ class Tmux:
         raise AssertionError(f"the screen never showed what was expected:\n{screen}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, env=self.env)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], capture_output=True, env=self.env
+        )
 
 
 @pytest.fixture

@@ -18,18 +18,25 @@ STORY = (
 CHILDREN = (" The gulls were silent.", " A low sound rolled across the bay.", " He laughed.")
 
 
-def story(path: Path) -> dict[str, str]:
-    """root → walk → three children (gulls, sound, laughed); the cursor on walk."""
+def story(path: Path, *, fixed: bool = False) -> dict[str, str]:
+    """root → walk → three children (gulls, sound, laughed); the cursor on walk.
+
+    `fixed` gives the nodes fixed ids (for snapshots, where the status line shows one)."""
     loom.new(path, title="story")
+    names = ("root", "walk", "gulls", "sound", "laughed")
+    given = {n: (f"{n[0]}{i}" * 12)[:12] if fixed else None for i, n in enumerate(names)}
     with loom.edit(path) as doc:
-        root = ops.add_child(doc, None, STORY[0]).id
-        walk = ops.add_child(doc, root, STORY[1]).id
-        kids = [ops.add_child(doc, walk, t, kind="model", move_cursor=False).id for t in CHILDREN]
+        root = ops.add_child(doc, None, STORY[0], node_id=given["root"]).id
+        walk = ops.add_child(doc, root, STORY[1], node_id=given["walk"]).id
+        kids = [
+            ops.add_child(doc, walk, t, kind="model", move_cursor=False, node_id=given[n]).id
+            for n, t in zip(names[2:], CHILDREN, strict=True)
+        ]
         ops.goto(doc, walk)
     return {"root": root, "walk": walk, "gulls": kids[0], "sound": kids[1], "laughed": kids[2]}
 
 
-def with_logprobs(path: Path, parent: str) -> str:
+def with_logprobs(path: Path, parent: str, node_id: str | None = None) -> str:
     """A generated child of `parent` whose tokens have recorded probabilities and alternatives."""
     tokens = [" The", " tide", " came", " back", "."]
     meta = {
@@ -41,7 +48,7 @@ def with_logprobs(path: Path, parent: str) -> str:
         }
     }
     with loom.edit(path) as doc:
-        node = ops.add_child(doc, parent, "".join(tokens), kind="model", meta=meta)
+        node = ops.add_child(doc, parent, "".join(tokens), kind="model", meta=meta, node_id=node_id)
     return node.id
 
 

@@ -426,13 +426,14 @@ def set_document_field(doc: Document, key: str, value: Any) -> None:
 def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
-    if doc.is_archived(node):
+    path = doc.path_ids(node)  # once: a move in a 10,000-deep chain is O(depth) anyway
+    nodes = doc.nodes
+    if any(nodes[i].get("archived") for i in path):
         raise InvalidOperation(
             f"node {node} is deleted (restore it first with `loom restore {node}`)"
         )
-    path = doc.path_ids(node)
     for parent, child in itertools.pairwise(path):
-        if doc.nodes[parent].get("last_child") != child:
+        if nodes[parent].get("last_child") != child:
             doc._set(parent, "last_child", child)
     if not doc.nodes[node].get("visited"):
         doc._set(node, "visited", True)
@@ -442,10 +443,17 @@ def goto(doc: Document, node: str) -> Node:
 
 
 def parent_of(doc: Document, node: str, steps: int = 1) -> str:
-    path = doc.path_ids(node)
-    if len(path) == 1:
+    """The ancestor `steps` levels up (the root if there are fewer)."""
+    nodes = doc.nodes
+    current = nodes[node].get("parent")
+    if current is None:
         raise NotFound(f"node {node} is a root: it has no parent")
-    return path[max(0, len(path) - 1 - steps)]
+    for _ in range(min(steps, len(nodes)) - 1):  # bounded: a damaged cycle cannot loop forever
+        up = nodes[current].get("parent")
+        if up is None:
+            break
+        current = up
+    return str(current)
 
 
 def child_of(doc: Document, node: str, index: int | None = None) -> str:

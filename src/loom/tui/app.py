@@ -127,10 +127,23 @@ class LoomApp(App[None]):
             branch.caret = None
         branch.show(doc, path)
         self.query_one(ChildrenList).show(doc, cursor)
+        self._depth = max(0, len(path) - 1)
+        self.refresh_status()
+        # The tree pane after the text has been painted, once per burst of keys: it costs
+        # O(depth) in loom.view today, and the text is what a keypress is for.
+        if not self._tree_due:
+            self._tree_due = True
+            self.call_after_refresh(self._refresh_tree)
+
+    _tree_due = False
+
+    def _refresh_tree(self) -> None:
+        self._tree_due = False
         tree = self.query_one(TreePane)
         if tree.display:
-            tree.show(doc, cursor)
-        self.refresh_status()
+            tree.show(self.doc, self.doc.cursor_id)
+
+    _depth = 0
 
     def refresh_status(self) -> None:
         status = self.query_one(StatusLine)
@@ -139,6 +152,7 @@ class LoomApp(App[None]):
             status_text(
                 self.session.path.name,
                 self.doc,
+                self._depth,
                 self._save_state(),
                 self.generation_summary(),
                 width,
@@ -170,10 +184,7 @@ class LoomApp(App[None]):
             return Text("p hide probabilities · o alternatives  ").append_text(
                 probability_legend(self.query_one(BranchView))
             )
-        return Text(
-            "g generate  ←→ parent/child  ↑↓ siblings  1-9 child  e edit  a add  s split"
-            "  / search  u undo  ? help  q quit"
-        )
+        return Text("g gen  ←→↑↓ move  e edit  a add  s split  / find  u undo  ? all keys  q quit")
 
     # ---- errors -----------------------------------------------------------------------
 
@@ -219,7 +230,8 @@ class LoomApp(App[None]):
             self._first_unsaved = now
         if self._save_timer is not None:
             self._save_timer.stop()
-        delay = min(SAVE_DELAY, max(0.0, self._first_unsaved + SAVE_MAX_DELAY - now))
+        # Never 0: a zero-delay Textual timer can divide by zero (textual 8.2.8).
+        delay = min(SAVE_DELAY, max(0.005, self._first_unsaved + SAVE_MAX_DELAY - now))
         self._save_timer = self.set_timer(delay, self.start_sync)
 
     def start_sync(self) -> None:
@@ -769,9 +781,7 @@ def probability_legend(branch: BranchView) -> Text:
     out = Text("p ")
     labels = [f"≥{b:g}" for b in BANDS] + [f"<{BANDS[-1]:g}"]
     for level, label in enumerate(labels):
-        out.append(
-            label, style=branch.get_component_rich_style(f"branch--prob-{level}", partial=True)
-        )
+        out.append(label, style=branch.get_component_rich_style(f"branch--prob-{level}"))
         out.append(" ")
     out.append("· plain: none recorded", style="dim")
     return out

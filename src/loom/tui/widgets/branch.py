@@ -48,7 +48,7 @@ class BranchView(ScrollView, can_focus=True):
     BranchView > .branch--even { color: $foreground; }
     BranchView > .branch--odd { color: $foreground 80%; background: $foreground 4%; }
     BranchView > .branch--current { color: $foreground; background: $primary 18%; text-style: bold; }
-    BranchView > .branch--mark { color: $primary; }
+    BranchView > .branch--mark { color: $accent; text-style: bold; }
     BranchView > .branch--caret { text-style: reverse; }
     BranchView > .branch--elided { color: $foreground 50%; text-style: italic; }
     BranchView > .branch--prob-0 { color: $success; }
@@ -124,7 +124,7 @@ class BranchView(ScrollView, can_focus=True):
     # ---- painting ---------------------------------------------------------------------
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(name, partial=True)
+        return self.get_component_rich_style(name)
 
     def render_line(self, y: int) -> Strip:
         layout = self.layout_

@@ -13,17 +13,22 @@ from loom.tui.layout import cells
 
 
 def status_text(
-    name: str, doc: Document, saving: str, generation: str, width: int, error: str | None = None
+    name: str,
+    doc: Document,
+    depth: int,
+    saving: str,
+    generation: str,
+    width: int,
+    error: str | None = None,
 ) -> Text:
     """What the status line says: document, node, place, undo depth, save state; the next
     generation's settings on the right; the last error (if any) before them."""
     cursor = doc.cursor_id
     parts = [name, f"{len(doc):,} nodes"]
     if cursor is not None:
-        path_len = len(doc.path_ids(cursor))
         siblings = [s for s in doc.sibling_ids(cursor) if not doc.nodes[s].get("archived")]
         where = f"{siblings.index(cursor) + 1}/{len(siblings)}" if cursor in siblings else "-"
-        parts += [cursor[:8], f"depth {path_len - 1}", f"sibling {where}"]
+        parts += [cursor[:8], f"depth {depth}", f"sibling {where}"]
     else:
         parts.append("empty")
     parts.append(f"undo {len(undo_entries(doc))}")
