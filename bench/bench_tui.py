@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import fcntl
 import os
 import pty
@@ -35,10 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from loom import jsonio  # noqa: E402
+from loom import store  # noqa: E402
 from loom.document import Document  # noqa: E402
 
-WORDS = "the sea went out and did not come back for a long time while keepers watched lamps burn low".split()
+WORDS = ["the", "sea", "went", "out", "and", "did", "not", "come", "back", "for", "a", "long"]
 ANSI = re.compile(
     rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[()][A-Za-z0-9]|\x1b[=>]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"
 )
@@ -109,7 +111,8 @@ def chain_doc(n: int) -> dict[str, Any]:
 
 
 def write(path: Path, data: dict[str, Any]) -> Path:
-    path.write_bytes(jsonio.dump_document(data))
+    """Saved as loom saves (so later loads trust it, as they trust what loom wrote)."""
+    store.save(Document(data), path)
     return path
 
 
@@ -183,10 +186,8 @@ class Terminal:
                 return usage.ru_maxrss
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if ready:
-                try:
+                with contextlib.suppress(OSError):
                     os.read(self.master, 1 << 16)
-                except OSError:
-                    pass
         self.proc.kill()
         raise RuntimeError("loom tui did not quit on q")
 
@@ -226,10 +227,11 @@ def depth_of(term: Terminal) -> int:
     return int(found[-1])
 
 
-def keypresses(
-    path: Path, env: dict[str, str], rounds: int, *, during_save: bool = False
-) -> list[float]:
-    """Milliseconds from writing a key to the screen showing its effect: h then l, repeated."""
+def keypresses(path: Path, env: dict[str, str], rounds: int, *, pace: float = 0.0) -> list[float]:
+    """Milliseconds from writing a key to the screen showing its effect: h then l, repeated.
+
+    `pace`: seconds between keys (a person reading as they go: saves run in between).
+    """
     term = Terminal(path, env)
     term.wait_for(r"nodes · ")
     term.drain()
@@ -237,10 +239,8 @@ def keypresses(
     out = []
     for _ in range(rounds):
         for key, change in ((b"h", -1), (b"l", +1)):
-            if during_save:
-                term.key(b"b")  # a change: its save starts SAVE_DELAY later
-                term.wait_for(r"unsaved|saving")
-                time.sleep(0.1)
+            if pace:
+                time.sleep(pace)
             sent = term.key(key)
             depth += change
             shown = term.wait_for(rf"depth {depth} ")
@@ -251,12 +251,36 @@ def keypresses(
     return out
 
 
+def in_process(path: Path, rounds: int) -> list[float]:
+    """Milliseconds of the TUI's own work per key, in this process: the action (h or l)
+    and a full repaint of every widget, without the terminal or Textual's frame timer."""
+    from loom.tui import make_app
+
+    app = make_app(path)
+    out: list[float] = []
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            for i in range(2 * rounds):
+                start = time.perf_counter()
+                app.action_parent() if i % 2 == 0 else app.action_child()
+                app._refresh_tree()
+                app.screen._compositor.render_full_update()
+                out.append((time.perf_counter() - start) * 1000)
+                await pilot.pause()
+            await app.wait_synced()
+
+    asyncio.run(main())
+    return out
+
+
 def report_keys(name: str, samples: list[float], floor: float | None) -> float:
     median = statistics.median(samples)
     worst = max(samples)
     p90 = sorted(samples)[int(len(samples) * 0.9) - 1]
     ratio = f"{median / floor:>6.2f}" if floor else "     –"
-    print(f"{name:<40}{median:>8.1f}ms{p90:>8.1f}ms{worst:>8.1f}ms{ratio}")
+    print(f"{name:<40}{median:>8.1f}ms{p90:>8.1f}ms{worst:>8.1f}ms {ratio}")
     return median
 
 
@@ -294,18 +318,26 @@ def main() -> None:
                 f"{'loom tui ' + name + ' first frame':<32}{tui * 1000:>8.1f}ms{tui / base:>9.2f}{tui / show:>9.2f}"
             )
 
-        print("\n## Keypress to repaint (h/l, end to end through the pty)")
-        print(f"{'':<40}{'median':>10}{'p90':>10}{'worst':>10}{'÷ 1k'}")
+        print("\n## Keypress to repaint (h/l, end to end through the pty; TEXTUAL_FPS=120)")
+        print(f"{'':<40}{'median':>10}{'p90':>10}{'worst':>10}{'÷ 1k':>6}")
         floor = report_keys("1k nodes", keypresses(docs["1k"], env, rounds), None)
         for name in docs:
             if name != "1k":
                 report_keys(name, keypresses(docs[name], env, rounds), floor)
-        if "100k" in docs:
-            report_keys(
-                "100k, each key right after a change",
-                keypresses(docs["100k"], env, max(3, rounds // 3), during_save=True),
-                floor,
-            )
+        for name in docs:
+            if name != "1k":
+                report_keys(
+                    f"{name}, a key every 0.4 s (saves between)",
+                    keypresses(docs[name], env, max(3, rounds // 2), pace=0.4),
+                    floor,
+                )
+
+        print("\n## The TUI's own work per key (in process: action + full repaint)")
+        print(f"{'':<40}{'median':>10}{'p90':>10}{'worst':>10}{'÷ 1k':>6}")
+        floor = report_keys("1k nodes", in_process(docs["1k"], rounds), None)
+        for name in docs:
+            if name != "1k":
+                report_keys(name, in_process(docs[name], rounds), floor)
 
         print("\n## Memory (peak RSS)")
         for name, (tui_rss, show_rss) in memory.items():

@@ -57,7 +57,7 @@ def test_the_branch_its_boundaries_the_children_and_the_status_line_show(doc_pat
             "".join(branch.layout_.text_of(s) for s in row) for row in branch.layout_.rows
         ]
         seen["styles"] = {
-            branch.layout_.path[s.seg]: branch._paint(s, branch.rich_style)[0].style
+            branch.layout_.path[s.seg]: branch._paint(s, branch.base_style)[0].style
             for row in branch.layout_.rows
             for s in row
             if not s.is_mark
@@ -420,14 +420,17 @@ def test_tree_pane_hides_theme_switches_log_opens(doc_path: Path) -> None:
         await pilot.press("z")
         seen["tree_again"] = app.query_one(TreePane).display
         dark = app.current_theme.dark
+        before = app.query_one(BranchView).render_line(0)
         await pilot.press("ctrl+t")
+        after = app.query_one(BranchView).render_line(0)
         seen["theme_flipped"] = app.current_theme.dark != dark
+        seen["repainted"] = before.text and next(iter(before)).style != next(iter(after)).style
         await pilot.press("L")
         seen["log"] = screen_text(app)
 
     drive(doc_path, script)
     assert seen["tree"] is False and seen["tree_again"] is True
-    assert seen["theme_flipped"]
+    assert seen["theme_flipped"] and seen["repainted"]
     assert "Recent changes" in seen["log"] and "add" in seen["log"]
 
 

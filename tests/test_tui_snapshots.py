@@ -17,6 +17,7 @@ pytest.importorskip("textual", reason="the [tui] extra is not installed")
 
 import loom
 from loom import ops
+
 from tui_support import story, with_logprobs
 
 

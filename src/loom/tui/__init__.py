@@ -29,6 +29,9 @@ def make_app(path: str | os.PathLike[str], *, theme: str | None = None) -> LoomA
     `theme` is a Textual theme name ("textual-dark", "textual-light"); by default
     $LOOM_THEME, else dark.
     """
+    # Textual paints at most MAX_FPS times a second, so a keypress waits up to a frame
+    # before it shows: 120 halves that wait against the default 60 (still overridable).
+    os.environ.setdefault("TEXTUAL_FPS", "120")
     try:
         from loom.tui.app import LoomApp
     except ImportError as exc:

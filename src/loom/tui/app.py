@@ -40,8 +40,9 @@ from loom.tui.widgets.children import ChildrenList
 from loom.tui.widgets.status import KeyHints, StatusLine, status_text
 from loom.tui.widgets.tree import TreePane
 
-SAVE_DELAY = 0.1  # seconds after a change before saving (more changes meanwhile: one save)
-SAVE_MAX_DELAY = 1.0  # never hold a change back longer than this
+SAVE_DELAY = 0.1  # seconds of quiet after a change before saving (one save for a burst)
+SAVE_MAX_DELAY = 1.0  # never hold a change back longer than this…
+SLOW_SAVE_MAX_DELAY = 3.0  # …unless saves are slow (a 100k-node file): then wait for a pause
 WATCH_INTERVAL = 0.25  # how often to look for another process's save
 RETRY_AFTER = 2.0  # after a failed save, before trying again
 
@@ -90,6 +91,7 @@ class LoomApp(App[None]):
         self._first_unsaved: float | None = None
         self._failed_at = 0.0
         self._quitting = False
+        self._last_sync_seconds = 0.0
 
     # ---- layout and painting ----------------------------------------------------------
 
@@ -230,8 +232,12 @@ class LoomApp(App[None]):
             self._first_unsaved = now
         if self._save_timer is not None:
             self._save_timer.stop()
+        # A save of the whole file holds the interpreter while it encodes (~150 ms at 100k
+        # nodes): when saves are that slow, wait for a longer pause in the typing.
+        quiet = max(SAVE_DELAY, 3 * self._last_sync_seconds)
+        longest = SAVE_MAX_DELAY if quiet <= SAVE_DELAY else SLOW_SAVE_MAX_DELAY
         # Never 0: a zero-delay Textual timer can divide by zero (textual 8.2.8).
-        delay = min(SAVE_DELAY, max(0.005, self._first_unsaved + SAVE_MAX_DELAY - now))
+        delay = min(quiet, max(0.005, self._first_unsaved + longest - now))
         self._save_timer = self.set_timer(delay, self.start_sync)
 
     def start_sync(self) -> None:
@@ -244,8 +250,10 @@ class LoomApp(App[None]):
 
     async def _sync(self) -> None:
         follow = False
+        started = time.monotonic()
         try:
             result = await asyncio.to_thread(self.session.sync)
+            self._last_sync_seconds = time.monotonic() - started
         except LoomError as exc:
             self._failed_at = time.monotonic()
             self.error(f"not saved: {exc.message}")

@@ -9,13 +9,13 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.events import Click, Resize
 from textual.geometry import Size
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from loom import logprobs
 from loom.document import Document
 from loom.tui.layout import BranchLayout, Span
 from loom.tui.messages import SegmentClicked
+from loom.tui.widgets.base import LineView
 
 # Probability bands, as `loom show --probs` colours them (cli/render.PROBABILITY_BANDS).
 BANDS = (0.8, 0.5, 0.2, 0.05)
@@ -27,7 +27,7 @@ def band(logprob: float) -> int:
     return next((i for i, floor in enumerate(BANDS) if p >= floor), len(BANDS))
 
 
-class BranchView(ScrollView, can_focus=True):
+class BranchView(LineView, can_focus=True):
     """Full text of the branch ending at the cursor; boundaries marked, the node emphasised."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -123,13 +123,10 @@ class BranchView(ScrollView, can_focus=True):
 
     # ---- painting ---------------------------------------------------------------------
 
-    def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(name)
-
     def render_line(self, y: int) -> Strip:
         layout = self.layout_
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        base = self.base_style
         index = int(self.scroll_y) + y
         if layout.first:
             if index == 0:

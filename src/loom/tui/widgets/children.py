@@ -13,13 +13,13 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.events import Click
 from textual.geometry import Size
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from loom.cli.render import KIND_MARK, preview
 from loom.document import Document
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
+from loom.tui.widgets.base import LineView
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Stream:
     note: str = ""  # the error, or what finished it
 
 
-class ChildrenList(ScrollView, can_focus=True):
+class ChildrenList(LineView, can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "children--number",
         "children--unread",
@@ -94,12 +94,9 @@ class ChildrenList(ScrollView, can_focus=True):
             self.scroll_to(y=self.selected - height + 1, animate=False, immediate=True)
         self.refresh()
 
-    def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(name)
-
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        base = self.base_style
         index = int(self.scroll_y) + y
         doc = self.doc
         if doc is None:

@@ -28,7 +28,7 @@ def status_text(
     if cursor is not None:
         siblings = [s for s in doc.sibling_ids(cursor) if not doc.nodes[s].get("archived")]
         where = f"{siblings.index(cursor) + 1}/{len(siblings)}" if cursor in siblings else "-"
-        parts += [cursor[:8], f"depth {depth}", f"sibling {where}"]
+        parts += [cursor[:8], f"depth {depth}", f"sib {where}"]
     else:
         parts.append("empty")
     parts.append(f"undo {len(undo_entries(doc))}")

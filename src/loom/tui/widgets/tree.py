@@ -10,20 +10,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.segment import Segment
-from rich.style import Style
 from textual.events import Click
 from textual.geometry import Size
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from loom.cli.render import KIND_MARK, preview
 from loom.document import Document
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
+from loom.tui.widgets.base import LineView
 from loom.view import Row, tree_window
 
 
-class TreePane(ScrollView, can_focus=True):
+class TreePane(LineView, can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "tree--guide",
         "tree--focus",
@@ -86,12 +85,9 @@ class TreePane(ScrollView, can_focus=True):
             out.append(prefix)
         return out
 
-    def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(name)
-
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        base = self.base_style
         index = int(self.scroll_y) + y
         doc = self.doc
         if doc is None or not 0 <= index < len(self.rows):
