@@ -11,7 +11,7 @@ import pytest
 
 import loom
 from loom import ids, journal, ops, store
-from loom.errors import NotFound
+from loom.errors import DocumentError, NotFound
 from loom.session import Session
 
 
@@ -193,3 +193,17 @@ def test_syncing_in_a_thread_beside_another_writer_loses_nothing(tmp_path: Path)
     assert texts == {f" ours {i}" for i in range(30)} | {f" theirs {i}" for i in range(30)}
     assert set(ours) <= set(final.nodes)
     assert set(session.doc.nodes) == set(final.nodes)
+
+
+def test_a_deleted_file_is_an_error_and_the_changes_stay_queued(tmp_path: Path) -> None:
+    path = tmp_path / "s.loom.json"
+    (root,) = make(path, "root")
+    session = Session.open(path)
+    session.apply(lambda d: ops.add_child(d, root, " x"), "add")
+    path.unlink()
+    lock = store.lock_path(store.real(tmp_path) / path.name)
+    lock.unlink(missing_ok=True)
+    with pytest.raises(DocumentError, match="no such file"):
+        session.sync()
+    assert session.pending == 1
+    assert not lock.exists()  # no lock file left behind

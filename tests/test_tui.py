@@ -555,3 +555,22 @@ def test_a_100k_node_document(tmp_path: Path) -> None:
     assert "node 99999 says" in seen["screen"]
     assert "100,000 nodes" in seen["screen"]
     assert seen["cursor"] == ids[0] == cursor_on_disk(path)
+
+
+def test_the_file_deleted_under_the_tui_is_an_error_not_a_crash(doc_path: Path) -> None:
+    ids = story(doc_path)
+    seen: dict[str, Any] = {}
+
+    async def script(app: Any, pilot: Any) -> None:
+        data = doc_path.read_bytes()
+        doc_path.unlink()
+        await pilot.press("1")
+        seen["error"] = await until(pilot, lambda: app.last_error is not None, 5)
+        seen["message"] = app.last_error
+        doc_path.write_bytes(data)  # put back: the queued move is saved on the next try
+        seen["saved"] = await until(pilot, lambda: app.session.pending == 0, 10)
+
+    drive(doc_path, script)
+    assert seen["error"] and "no such file" in seen["message"]
+    assert seen["saved"]
+    assert cursor_on_disk(doc_path) == ids["gulls"]

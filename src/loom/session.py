@@ -119,6 +119,8 @@ class Session:
     def sync(self) -> SyncResult:
         """Bring file and memory together (see the module docstring). Call it from a worker
         thread, one call at a time, and pass its result to `adopt` on the owning thread."""
+        if not store.real(self.path).exists():
+            store.load(self.path)  # its one-line "no such file" error, leaving no lock file
         with store.locked(self.path):
             current = store.identity(self.path)
             if current == self._identity:

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from loom import journal, logprobs, ops
+from loom.cli.render import flat
 from loom.document import Document
 from loom.errors import LoomError
 from loom.session import Session
@@ -152,7 +153,7 @@ class LoomApp(App[None]):
         width = self.size.width or 80
         status.set(
             status_text(
-                self.session.path.name,
+                flat(self.session.path.name),
                 self.doc,
                 self._depth,
                 self._save_state(),
@@ -209,6 +210,9 @@ class LoomApp(App[None]):
             result = self.session.apply(fn, label)
         except LoomError as exc:
             self.error(exc.message)
+            return None
+        except Exception as exc:  # a bug: say so and keep the session (and its queue) alive
+            self.error(f"internal error in {label}: {type(exc).__name__}: {exc} (please report it)")
             return None
         self.last_error = None
         self.refresh_all()
@@ -284,10 +288,9 @@ class LoomApp(App[None]):
         """Start a sync when another process saved the file, or a failed save can retry."""
         if self._syncing or self._quitting or self._save_timer is not None:
             return
-        if self.session.pending:
-            if time.monotonic() - self._failed_at >= RETRY_AFTER:
-                self.start_sync()
-        elif self.session.changed_outside():
+        if self._failed_at and time.monotonic() - self._failed_at < RETRY_AFTER:
+            return  # the file is missing or unwritable: do not retry four times a second
+        if self.session.pending or self.session.changed_outside():
             self.start_sync()
 
     async def wait_synced(self) -> None:
