@@ -174,6 +174,14 @@ class Terminal:
         os.write(self.master, data)
         return sent
 
+    def kill(self) -> None:
+        """Stop the process whatever state it is in (a failed measurement leaves none behind)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+
     def quit(self) -> int:
         """Press q; the peak RSS of the process in KiB."""
         os.write(self.master, b"q")
@@ -182,7 +190,6 @@ class Terminal:
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 self.proc.returncode = os.waitstatus_to_exitcode(status)
-                os.close(self.master)
                 return usage.ru_maxrss
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if ready:
@@ -214,11 +221,14 @@ def first_frame(path: Path, env: dict[str, str], repeat: int) -> tuple[float, in
     samples, rss = [], 0
     for i in range(repeat + 1):
         term = Terminal(path, env)
-        seen = term.wait_for(r"nodes · ")
-        if i:
-            samples.append(seen - term.started)
-        term.drain()
-        rss = max(rss, term.quit())
+        try:
+            seen = term.wait_for(r"nodes · ")
+            if i:
+                samples.append(seen - term.started)
+            term.drain()
+            rss = max(rss, term.quit())
+        finally:
+            term.kill()
     return statistics.median(samples), rss
 
 
@@ -233,21 +243,24 @@ def keypresses(path: Path, env: dict[str, str], rounds: int, *, pace: float = 0.
     `pace`: seconds between keys (a person reading as they go: saves run in between).
     """
     term = Terminal(path, env)
-    term.wait_for(r"nodes · ")
-    term.drain()
-    depth = depth_of(term)
-    out = []
-    for _ in range(rounds):
-        for key, change in ((b"h", -1), (b"l", +1)):
-            if pace:
-                time.sleep(pace)
-            sent = term.key(key)
-            depth += change
-            shown = term.wait_for(rf"depth {depth} ")
-            out.append((shown - sent) * 1000)
-            term.drain(0.05)
-    term.drain()
-    term.quit()
+    try:
+        term.wait_for(r"nodes · ")
+        term.drain()
+        depth = depth_of(term)
+        out = []
+        for _ in range(rounds):
+            for key, change in ((b"h", -1), (b"l", +1)):
+                if pace:
+                    time.sleep(pace)
+                sent = term.key(key)
+                depth += change
+                shown = term.wait_for(rf"depth {depth} ")
+                out.append((shown - sent) * 1000)
+                term.drain(0.05)
+        term.drain()
+        term.quit()
+    finally:
+        term.kill()
     return out
 
 

@@ -86,3 +86,20 @@ def test_no_color(doc_path: Path, snap_compare: Any, monkeypatch: pytest.MonkeyP
     """NO_COLOR: greys only; node boundaries still show as ▏ marks."""
     monkeypatch.setenv("NO_COLOR", "1")
     assert snap_compare(app_for(doc_path))
+
+
+def test_generation_in_progress(doc_path: Path, snap_compare: Any) -> None:
+    """Branches streaming into the children list after the real children: one finished,
+    one still coming, one failed with its reason."""
+    from loom.tui.widgets.children import ChildrenList, Stream
+
+    async def run_before(pilot: Any) -> None:
+        app = pilot.app
+        app.streams = [
+            Stream(" The tide came back at noon.", "done", "stop"),
+            Stream(" By noon the fishermen had gathered", "streaming", "base"),
+            Stream("", "failed", "429 rate limited (after 3 tries)"),
+        ]
+        app.query_one(ChildrenList).set_streams(app.streams)
+
+    assert snap_compare(app_for(doc_path), run_before=run_before)

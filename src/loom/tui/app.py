@@ -27,6 +27,7 @@ from loom.document import Document
 from loom.errors import LoomError
 from loom.session import Session
 from loom.tui import caret
+from loom.tui.generation import Runner, Settings
 from loom.tui.keys import KEYS
 from loom.tui.messages import NodeChosen, SegmentClicked
 from loom.tui.screens.dialogs import (
@@ -37,7 +38,7 @@ from loom.tui.screens.dialogs import (
     TextScreen,
 )
 from loom.tui.widgets.branch import BANDS, BranchView
-from loom.tui.widgets.children import ChildrenList
+from loom.tui.widgets.children import ChildrenList, Stream
 from loom.tui.widgets.status import KeyHints, StatusLine, status_text
 from loom.tui.widgets.tree import TreePane
 
@@ -93,6 +94,10 @@ class LoomApp(App[None]):
         self._failed_at = 0.0
         self._quitting = False
         self._last_sync_seconds = 0.0
+        self.settings = Settings()
+        self.runner: Runner | None = None
+        self.streams: list[Stream] = []
+        self._written: tuple[str, ...] = ()
 
     # ---- layout and painting ----------------------------------------------------------
 
@@ -165,7 +170,8 @@ class LoomApp(App[None]):
         self.query_one(KeyHints).set_hints(self.hints())
 
     def generation_summary(self) -> str:
-        return ""
+        running = self.runner is not None and self.runner.running
+        return ("generating… esc stops · " if running else "") + self.settings.summary()
 
     def _save_state(self) -> str:
         if self._failed_at and self.session.pending:
@@ -278,6 +284,7 @@ class LoomApp(App[None]):
                 self._first_unsaved = None
         if follow:
             self.refresh_all()
+            self._streams_arrived()
         else:
             self.refresh_status()
         if self._sync_again and not self._quitting:
@@ -313,6 +320,9 @@ class LoomApp(App[None]):
             return
         self._quitting = True
         self._failed_at = 0.0
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()  # the finished branches are written before it ends
+            await asyncio.to_thread(self.runner.join, 60)
         await self.wait_synced()
         if self.session.pending:
             self._quitting = False
@@ -751,21 +761,142 @@ class LoomApp(App[None]):
         self.push_screen(LogScreen(journal.undo_entries(self.doc), self.errors))
 
     def action_escape(self) -> None:
-        if self.caret_mode is not None:
+        if self.runner is not None and self.runner.running:
+            if self.runner.cancel():
+                self.say("stopping: the branches that finished are kept")
+        elif self.caret_mode is not None:
             self.leave_caret()
         elif not isinstance(self.focused, BranchView):
             self.query_one(BranchView).focus()
 
-    # ---- generation (wired when loom.agenerate is available) -------------------------------------
+    # ---- generation ------------------------------------------------------------------------------
 
-    def action_generate(self) -> None:
-        self.error("generation is not wired into the TUI yet: use `loom gen` in a shell")
+    def _runner(self) -> Runner:
+        if self.runner is None:
+            from loom.tui.generation import Runner
 
-    def action_regenerate(self) -> None:
-        self.action_generate()
+            self.runner = Runner(self._on_generation, asyncio.get_running_loop())
+        return self.runner
+
+    async def action_generate(self) -> None:
+        if (cursor := self._cursor()) is not None:
+            await self._start_generation(node=cursor)
+
+    async def action_regenerate(self) -> None:
+        """New siblings of this node, made as it was made (its recorded model and settings)."""
+        if (cursor := self._cursor()) is None:
+            return
+        parent = self.doc.nodes[cursor].get("parent")
+        if parent is None:
+            self.error("a root was not generated from anything: g generates its children")
+            return
+        self.goto(parent)  # the new siblings stream into the parent's children
+        await self._start_generation(regenerate=cursor)
+
+    async def _start_generation(self, **target: str) -> None:
+        runner = self._runner()
+        if runner.running:
+            self.error("a generation is running (esc cancels it)")
+            return
+        try:
+            request = self.settings.request(**target)
+        except LoomError as exc:
+            self.error(exc.message)
+            return
+        await self.wait_synced()  # the generation reads the file: it must hold our changes
+        if self.session.pending:
+            self.error("cannot generate until the document is saved (see the error above)")
+            return
+        self.streams = []
+        self._written = ()
+        self.query_one(ChildrenList).set_streams(self.streams)
+        try:
+            runner.start(self.session.path, request)
+        except LoomError as exc:
+            self.error(exc.message)
+            return
+        self.refresh_status()
+
+    def _on_generation(self, item: Any) -> None:
+        """An event from the running generation (on this loop), or its end."""
+        from loom.generation import events as ev
+        from loom.tui.generation import Finished
+        from loom.tui.widgets.children import Stream
+
+        def stream(index: int) -> Stream:
+            while len(self.streams) <= index:
+                self.streams.append(Stream())
+            return self.streams[index]
+
+        if isinstance(item, ev.BranchStarted):
+            stream(item.index).note = item.model
+        elif isinstance(item, ev.TextDelta):
+            stream(item.index).text += item.text
+        elif isinstance(item, ev.BranchFinished):
+            branch = stream(item.index)
+            branch.text = item.text or branch.text
+            if item.error and item.error != "cancelled":
+                branch.state, branch.note = "failed", item.error
+            elif item.error or item.incomplete:
+                branch.state, branch.note = "cancelled", "cut off"
+            else:
+                branch.state, branch.note = "done", item.finish_reason or ""
+        elif isinstance(item, ev.Retrying):
+            for index in item.indexes:
+                stream(index).note = f"retrying in {item.delay:.0f} s ({item.reason})"
+        elif isinstance(item, ev.Note):
+            self.say(item.message)
+        elif isinstance(item, ev.Written):
+            self._written = tuple(item.node_ids)
+        elif isinstance(item, Finished):
+            self._finish_generation(item)
+            return
+        self.query_one(ChildrenList).set_streams(self.streams)
+
+    def _finish_generation(self, done: Finished) -> None:
+        kept = len(self._written)
+        if done.error is not None:
+            self.error(done.error.message)
+        elif done.cancelled:
+            self.say(f"cancelled: {kept} finished branch(es) kept")
+        elif done.result is not None and (summary := done.result.error_summary()):
+            self.error(summary)
+        if not kept:
+            self.streams = []
+            self.query_one(ChildrenList).set_streams(self.streams)
+        self.start_sync()  # read the children in; the streams give way to them then
+        self.refresh_status()
+
+    def _streams_arrived(self) -> None:
+        """After a sync: once the written children are in the document, drop their streams."""
+        if self.streams and self._written and all(i in self.doc.nodes for i in self._written):
+            if not (self.runner and self.runner.running):
+                self.streams = []
+                self._written = ()
+                self.query_one(ChildrenList).set_streams(self.streams)
 
     def action_gen_panel(self) -> None:
-        self.action_generate()
+        from loom.tui.generation import explain, model_names, preset_names
+        from loom.tui.screens.dialogs import GenerationPanel
+
+        cursor = self.doc.cursor_id
+        try:
+            models, presets = model_names(), preset_names()
+        except LoomError as exc:
+            self.error(exc.message)
+            return
+
+        def explain_here(settings: Settings) -> str:
+            if cursor is None or cursor not in self.doc.nodes:
+                return "(an empty document: nothing to continue yet)"
+            return explain(self.doc, cursor, settings)
+
+        def apply(settings: Settings | None) -> None:
+            if settings is not None:
+                self.settings = settings
+                self.refresh_status()
+
+        self.push_screen(GenerationPanel(self.settings, models, presets, explain_here), apply)
 
     # ---- the command palette ---------------------------------------------------------------------
 

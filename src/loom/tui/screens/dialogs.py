@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
@@ -15,6 +15,9 @@ from textual.widgets import Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from loom.tui.keys import CARET_KEYS, KEYS, MOUSE
+
+if TYPE_CHECKING:
+    from loom.tui.generation import Settings
 
 DIALOG_CSS = """
 {name} {{ align: center middle; background: $background 60%; }}
@@ -209,3 +212,130 @@ class LogScreen(ModalScreen[None]):
             with VerticalScroll():
                 yield Static(body)
             yield Label("esc closes", classes="hint")
+
+
+class GenerationPanel(ModalScreen["Settings | None"]):
+    """The next generation's model, preset, n and modulation, with what they resolve to
+    (what `loom params --explain` would say). ctrl+s keeps them, esc leaves them as they were."""
+
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="GenerationPanel")
+        + """
+    GenerationPanel Horizontal { height: auto; }
+    GenerationPanel Horizontal > Label { width: 12; padding: 1 0 0 0; }
+    GenerationPanel Select, GenerationPanel Input { width: 1fr; }
+    GenerationPanel #explain { height: auto; max-height: 12; color: $foreground 80%; }
+    GenerationPanel #problem { color: $error; height: auto; }
+    """
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "save", "Use these", priority=True),
+        Binding("escape", "cancel", "Cancel", priority=True),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: list[str],
+        presets: list[str],
+        explain: Callable[[Settings], str],
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.models = models
+        self.presets = presets
+        self.explain = explain
+
+    def compose(self) -> ComposeResult:
+        from textual.containers import Horizontal
+        from textual.widgets import Select
+
+        s = self.settings
+        with Vertical():
+            yield Label("Next generation", classes="title")
+            with Horizontal():
+                yield Label("model")
+                yield Select(
+                    [(m, m) for m in self.models],
+                    value=s.model if s.model in self.models else Select.BLANK,
+                    prompt="the default model",
+                    id="model",
+                )
+            with Horizontal():
+                yield Label("preset")
+                yield Select(
+                    [(p, p) for p in self.presets],
+                    value=s.presets[0]
+                    if s.presets and s.presets[0] in self.presets
+                    else Select.BLANK,
+                    prompt="none",
+                    id="preset",
+                )
+            with Horizontal():
+                yield Label("n")
+                yield Input(str(s.n or ""), placeholder="the document's default", id="n")
+            with Horizontal():
+                yield Label("modulation")
+                yield Input(
+                    "; ".join(f"{flag} {value}" for flag, value in s.modulation),
+                    placeholder="sweep temperature=0.6:1.4; jitter top_p=0.05",
+                    id="modulation",
+                )
+            yield Static("", id="problem")
+            yield Static("", id="explain")
+            yield Label("ctrl+s uses these · esc keeps the old ones", classes="hint")
+
+    def on_mount(self) -> None:
+        self.update_explain()
+
+    def read(self) -> Settings:
+        from textual.widgets import Select
+
+        from loom.errors import UsageError
+        from loom.tui.generation import Settings, parse_modulation
+
+        model = self.query_one("#model", Select).value
+        preset = self.query_one("#preset", Select).value
+        n_text = self.query_one("#n", Input).value.strip()
+        if n_text and not (n_text.isdigit() and int(n_text) >= 1):
+            raise UsageError(f"n must be a whole number from 1, got {n_text!r}")
+        settings = Settings(
+            model=model if isinstance(model, str) else None,
+            presets=(preset,) if isinstance(preset, str) else (),
+            n=int(n_text) if n_text else None,
+            modulation=parse_modulation(self.query_one("#modulation", Input).value),
+        )
+        settings.request()  # the library's own checks (n's range, the modulation's syntax)
+        return settings
+
+    def update_explain(self) -> None:
+        from loom.errors import LoomError
+
+        problem = self.query_one("#problem", Static)
+        try:
+            settings = self.read()
+            text = self.explain(settings)
+        except LoomError as exc:
+            problem.update(Text(exc.message))
+            return
+        problem.update("")
+        self.query_one("#explain", Static).update(Text(text))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.update_explain()
+
+    def on_select_changed(self, event: Any) -> None:
+        self.update_explain()
+
+    def action_save(self) -> None:
+        from loom.errors import LoomError
+
+        try:
+            settings = self.read()
+        except LoomError as exc:
+            self.query_one("#problem", Static).update(Text(exc.message))
+            return
+        self.dismiss(settings)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
