@@ -4,7 +4,7 @@ The same varied prompts go through every emulation method loom can run on the bu
 SmolLM2-135M-Instruct (`smollm2`, one llama.cpp instance for all methods), K seeded
 samples each. Every output is measured twice, RAW (the model's text appended to the
 prompt as is) and CLEANED (after `loom.emulation.cleanup.clean`, exactly as
-`weave.clean_outcome` calls it), by detectors written here, independent of cleanup:
+`loom.generation.cleaning.clean_outcome` calls it), by detectors written here, independent of cleanup:
 
     voice   a preamble or assistant voice ("Sure! Here's…", "The sentence seems to be…",
             a markdown fence and an explanation after finished code)
@@ -54,10 +54,11 @@ from loom.emulation.framing import (
     choose_method,
     why_not,
 )
+from loom.generation.backends import make_backend, table_provider
 from loom.generation.backends.base import Backend
+from loom.generation.context import Context
 from loom.generation.engine import Branch, Outcome, run_branches
-from loom.generation.factory import make_backend
-from loom.generation.weave import table_provider, user_capabilities_file
+from loom.generation.plan import user_capabilities_file
 
 METHOD_ORDER = ("completion", "template", "prefill", "system", "fewshot")
 TEMPERATURE = 0.8
@@ -383,11 +384,13 @@ def _branches(
     out = []
     params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": TEMPERATURE, "seed": SEED}
     for i in range(samples):
-        branch = Branch(model=model, params=dict(params), provenance={"sample": i})
-        # The framing call weave._frame makes (without a seed phrase: sampling varies here).
+        # Identical requests (one prompt's K samples) share one llama.cpp call with n=K.
+        branch = Branch(model=model, params=dict(params), provenance={"sample": i}, max_n=samples)
+        # The framing generation makes (without a seed phrase: sampling varies here).
         branch.request, branch.framing = build_request(
             method, prompt.text, model.model, 1, branch.params, caps=entry
         )
+        branch.context = Context.of_text(prompt.text)
         out.append(branch)
     return out
 
@@ -395,7 +398,8 @@ def _branches(
 def _sample(method: str, prompt: Prompt, index: int, o: Outcome) -> Sample:
     raw = o.text
     framing = o.branch.framing
-    # The call weave.clean_outcome makes.
+    assert framing is not None  # every branch here was framed
+    # The call generation's clean_outcome makes.
     c = clean(prompt.text, raw, method, o.finish_reason, prepared=framing.prepared)
     s = Sample(
         method=method,
@@ -430,11 +434,7 @@ async def run_method(
         for i, b in enumerate(_branches(model, entry, method, prompt, samples, max_tokens)):
             branches.append(b)
             owners.append((prompt, i))
-    # Identical requests (one prompt's K samples) share one llama.cpp call with n=K; the
-    # `prompt` argument is unused when every branch carries its own request.
-    outcomes = await run_branches(
-        "", branches, {model.name: backend}, concurrency=concurrency, max_n=samples
-    )
+    outcomes = await run_branches(branches, {model.name: backend}, concurrency=concurrency)
     return [_sample(method, p, i, o) for (p, i), o in zip(owners, outcomes, strict=True)]
 
 
@@ -574,11 +574,11 @@ async def bench(args: argparse.Namespace) -> None:
     try:
         # Load the model (and warm it up) with a one-token request, timed on its own.
         t = time.monotonic()
-        await run_branches(
-            "Hello", [Branch(model=model, params={"max_tokens": 1})], {model.name: backend}
-        )
+        warm = Branch(model=model, params={"max_tokens": 1})
+        warm.request, warm.framing = build_request("completion", "Hello", model.model, 1)
+        await run_branches([warm], {model.name: backend})
         load = time.monotonic() - t
-        # What weave uses for this model: the capability table with the user's overrides.
+        # What generation uses for this model: the capability table with the user's overrides.
         entry = load_table(user_capabilities_file()).lookup(table_provider(model), model.model)
         chain = choose_method(backend.capabilities, model.kind, entry)
         methods = [m for m in args.methods if m in METHODS]

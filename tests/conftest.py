@@ -9,9 +9,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from fakeprovider import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["fakeprovider"]  # the `fake_provider` fixture: a real local HTTP server
@@ -73,6 +76,16 @@ class Loom:
         )
         return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`loom ARGS` in the background, for signals and concurrent access."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "loom", *args],
+            cwd=self.cwd,
+            env={**os.environ, **getattr(self, "env", {}), **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
     def ok(self, *args: str, **kwargs: Any) -> Result:
         result = self(*args, **kwargs)
         assert result.code == 0, f"loom {' '.join(args)} failed ({result.code}): {result.stderr}"
@@ -82,3 +95,60 @@ class Loom:
 @pytest.fixture
 def loom(tmp_path: Path) -> Loom:
     return Loom(tmp_path)
+
+
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def woven(loom: Loom, fake_provider: FakeProvider) -> Loom:
+    """A document plus three models on the fake server: base completions, chat, and Anthropic."""
+    env = {"FAKE_KEY": KEY}
+    fake_provider.api_key = KEY
+    loom.ok("new", "s.loom.json", "--text", "Once upon a time")
+    loom.ok(
+        "models",
+        "add",
+        "base",
+        "--provider",
+        "openai",
+        "--base-url",
+        fake_provider.openai_url,
+        "--model",
+        "base-1",
+        "--key-env",
+        "FAKE_KEY",
+        "--kind",
+        "base",
+    )
+    loom.ok(
+        "models",
+        "add",
+        "chat",
+        "--provider",
+        "openai-chat",
+        "--base-url",
+        fake_provider.openai_url,
+        "--model",
+        "chat-1",
+        "--key-env",
+        "FAKE_KEY",
+        "--kind",
+        "chat",
+    )
+    loom.ok(
+        "models",
+        "add",
+        "claude",
+        "--provider",
+        "anthropic",
+        "--base-url",
+        fake_provider.anthropic_url,
+        "--model",
+        "claude-x",
+        "--key-env",
+        "FAKE_KEY",
+    )
+    loom.ok("models", "default", "base")
+    loom.env = env  # type: ignore[attr-defined]
+    return loom

@@ -265,6 +265,9 @@ class FakeProvider:
         self._script: deque[ScriptItem] = deque()
         self._requests: list[Recorded] = []
         self._lock = threading.Lock()
+        self.in_flight = 0  # requests being answered now
+        self.max_in_flight = 0  # the most answered at once (concurrency seen by the server)
+        self.answered = 0  # replies sent to the end
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -342,12 +345,22 @@ class FakeProvider:
         with self._lock:
             self._requests.clear()
             self._script.clear()
+            self.max_in_flight = self.in_flight
 
     def _record(self, item: Recorded) -> int:
         with self._lock:
             self._requests.append(item)
             self._ids += 1
             return self._ids
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _next(self) -> ScriptItem:
         with self._lock:
@@ -447,6 +460,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "/v1/messages": "anthropic",
         }
         kind = routes.get(path)
+        self.fake._enter()
         try:
             if kind is None or self.command != "POST":
                 self._send_json(404, openai_error(f"Unknown request URL: {self.command} {path}"))
@@ -469,8 +483,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._fail(kind, item)
             else:
                 self._reply(kind, request, body, item, number)
+                with self.fake._lock:
+                    self.fake.answered += 1
         except (_Disconnect, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            self.fake._leave()
 
     def _validate(self, kind: str, headers: dict[str, str], body: dict[str, Any]) -> Fail | None:
         key = self.fake.api_key

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from loom.emulation import capabilities as capmod
 from loom.emulation import cleanup
 from loom.emulation import framing as emulate
-from loom.emulation.capabilities import ModelCaps, apply_limits, load_table, lookup, narrow, split_n
+from loom.emulation.capabilities import ModelCaps, apply_limits, load_table, lookup
 from loom.emulation.cleanup import (
     CleanOptions,
     Draft,
@@ -309,9 +309,11 @@ def test_every_method_has_a_cleanup_profile() -> None:
     for profile in cleanup.PROFILES.values():
         assert set(profile.steps) <= set(cleanup.STEPS)
         assert set(profile.checks) <= set(cleanup.CHECKS)
-    assert {m for m, spec in METHODS.items() if not spec.in_place and m != "off"} == set(
-        cleanup.CHAT_METHODS
-    )
+    # Text methods that reply rather than continue in place are the ones cleanup unwraps.
+    replying = {
+        m for m, spec in METHODS.items() if not (spec.in_place or spec.conversation) and m != "off"
+    }
+    assert replying == set(cleanup.CHAT_METHODS)
 
 
 # ---------------------------------------------------------------------------
@@ -681,7 +683,7 @@ def test_shipped_table_is_loaded_once_and_valid() -> None:
             assert method in METHODS, entry.label
 
 
-def test_apply_limits_and_narrow() -> None:
+def test_apply_limits() -> None:
     caps = ModelCaps(temperature=False, top_k=False, logprobs=True, max_top_logprobs=5)
     params, why = apply_limits({"temperature": 0.5, "top_k": 40, "logprobs": 10, "seed": 1}, caps)
     assert params == {"logprobs": 5, "seed": 1}
@@ -691,16 +693,3 @@ def test_apply_limits_and_narrow() -> None:
     assert apply_limits({}, one) == ({}, {})
     pair = ModelCaps(exclusive=(("temperature", "top_p"),))
     assert apply_limits({"top_p": 0.9}, pair) == ({"top_p": 0.9}, {})
-    backend = Capabilities(chat=True, n=True, logprobs=True, max_top_logprobs=20, prefill=True)
-    narrowed = narrow(backend, lookup("anthropic", "claude-opus-4-7"))
-    assert not (narrowed.n or narrowed.logprobs or narrowed.prefill)
-    assert narrow(backend, ModelCaps()) == backend
-
-
-@settings(deadline=None)
-@given(n=st.integers(0, 300), max_n=st.none() | st.integers(0, 50))
-def test_split_n(n: int, max_n: int | None) -> None:
-    parts = split_n(n, max_n)
-    assert sum(parts) == n
-    if max_n:
-        assert all(1 <= p <= max_n for p in parts)

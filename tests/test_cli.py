@@ -365,7 +365,7 @@ def test_tree_and_ls_help_explain_every_symbol(loom: Loom, name: str) -> None:
     shown = loom.ok(name, "--help").stdout
     for symbol in ("●", "◦", "•", "★", "✎", "⇲", "✉", "×N", "+N", "[N]"):
         assert symbol in shown, symbol
-    assert "✎    written by hand (human)" in shown and "⇲    imported" in shown
+    assert "✎    by hand, or edited" in shown and "⇲    imported" in shown
 
 
 def test_show_help_explains_the_probability_colours(loom: Loom) -> None:

@@ -303,7 +303,7 @@ def test_interop_commands_load_their_libraries_only_when_run(tmp_path: Path) -> 
         "except SystemExit:\n"
         "    pass\n"
         "assert 'loom.cli.interop_cmds' in sys.modules\n"
-        "heavy = ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'httpx', 'lxml', 'asyncio', 'loom.formats.forest', 'loom.formats.readers', 'loom.formats.selection', 'loom.formats.tokens', 'loom.formats.secrets', 'loom.generation')\n"
+        "heavy = ('trafilatura', 'pypdf', 'sqlite3', 'httpx2', 'httpx', 'lxml', 'asyncio', 'loom.formats.forest', 'loom.formats.readers', 'loom.formats.selection', 'loom.formats.tokens', 'loom.formats.secrets', 'loom.generation.core', 'loom.generation.engine', 'loom.sampling')\n"
         "print('\\nHEAVY', [m for m in heavy if m in sys.modules])\n"
     )
     proc = subprocess.run(

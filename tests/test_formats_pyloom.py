@@ -400,19 +400,19 @@ def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatc
     import subprocess
     import sys
 
-    import loom.generation
+    import loom.generation.context
     from loom.formats.tokens import prompt_fingerprint
 
     prompt = "Once upon a time \ud800"  # a lone surrogate must not break the hash
-    assert prompt_fingerprint(prompt) == {"prompt": loom.generation.prompt_digest(prompt)}
+    assert prompt_fingerprint(prompt) == {"prompt": loom.generation.context.prompt_digest(prompt)}
     sentinel = {"sha256": "sentinel", "chars": -1}
-    monkeypatch.setattr(loom.generation, "prompt_digest", lambda _prompt: sentinel)
+    monkeypatch.setattr(loom.generation.context, "prompt_digest", lambda _prompt: sentinel)
     assert prompt_fingerprint(prompt) == {"prompt": sentinel}
     # Hashing a prompt on import loads no network or async machinery.
     script = (
         "import sys\n"
         "from loom import formats\n"
-        "from loom.formats.forest import prompt_fingerprint\n"
+        "from loom.formats.tokens import prompt_fingerprint\n"
         f"formats.read({str(TELEOLOGY)!r})\n"
         "prompt_fingerprint('x')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'httpx', 'httpx2')))\n"

@@ -13,64 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Loom
+from conftest import KEY, Loom
 from fakeprovider import Fail, FakeProvider, Reply
-
-KEY = "sk-test-0123456789abcdef"
-
-
-@pytest.fixture
-def woven(loom: Loom, fake_provider: FakeProvider) -> Loom:
-    """A document plus three models on the fake server: base completions, chat, and Anthropic."""
-    env = {"FAKE_KEY": KEY}
-    fake_provider.api_key = KEY
-    loom.ok("new", "s.loom.json", "--text", "Once upon a time")
-    loom.ok(
-        "models",
-        "add",
-        "base",
-        "--provider",
-        "openai",
-        "--base-url",
-        fake_provider.openai_url,
-        "--model",
-        "base-1",
-        "--key-env",
-        "FAKE_KEY",
-        "--kind",
-        "base",
-    )
-    loom.ok(
-        "models",
-        "add",
-        "chat",
-        "--provider",
-        "openai-chat",
-        "--base-url",
-        fake_provider.openai_url,
-        "--model",
-        "chat-1",
-        "--key-env",
-        "FAKE_KEY",
-        "--kind",
-        "chat",
-    )
-    loom.ok(
-        "models",
-        "add",
-        "claude",
-        "--provider",
-        "anthropic",
-        "--base-url",
-        fake_provider.anthropic_url,
-        "--model",
-        "claude-x",
-        "--key-env",
-        "FAKE_KEY",
-    )
-    loom.ok("models", "default", "base")
-    loom.env = env  # type: ignore[attr-defined]
-    return loom
 
 
 def gen(loom: Loom, *args: str, ok: bool = True) -> object:
@@ -214,8 +158,10 @@ def test_concurrent_edit_during_generation_is_kept(
     assert len(data["node"]["children"]) == 1
 
 
-def interrupt_gen(woven: Loom, fake_provider: FakeProvider, *extra: str) -> tuple[int, str, str]:
-    """Run `loom gen` on two branches, one slow, and press Ctrl-C once the fast one is done."""
+def interrupt_gen(
+    woven: Loom, fake_provider: FakeProvider, *extra: str, signum: int = signal.SIGINT
+) -> tuple[int, str, str]:
+    """Run `loom gen` on two branches, one slow, and signal it once the fast one is done."""
     # A model without `n`: one request per branch, so one can finish while the other streams.
     models_toml = Path(os.environ["LOOM_HOME"]) / "models.toml"
     models_toml.write_text(
@@ -227,16 +173,13 @@ def interrupt_gen(woven: Loom, fake_provider: FakeProvider, *extra: str) -> tupl
         Reply([" fast and done"], finish_reason="stop"),
         Reply([" slow " * 50], chunk_delay=0.2, finish_reason="stop"),
     )
-    args = [sys.executable, "-m", "loom", "gen", "-n", "2", "-m", "single", "--concurrency", "2"]
-    env = {**os.environ, **woven.env}  # type: ignore[attr-defined]
-    proc = subprocess.Popen(
-        [*args, *extra], cwd=woven.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 20
-    while len(fake_provider.requests) < 1 and time.monotonic() < deadline:
+    proc = woven.start("gen", "-n", "2", "-m", "single", "--concurrency", "2", *extra)
+    deadline = time.monotonic() + 30
+    while not (fake_provider.answered >= 1 and len(fake_provider.requests) >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "the branches never started"
         time.sleep(0.02)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # the fast branch's last bytes reach loom
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out.decode(), err.decode()
 
@@ -255,6 +198,20 @@ def test_ctrl_c_keeps_finished_branches(
         assert partial["meta"]["incomplete"] is True
     else:
         assert texts == [" fast and done"]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_keep_finished_branches_as_ctrl_c_does(
+    woven: Loom, fake_provider: FakeProvider, signum: int, code: int
+) -> None:
+    exit_code, out, err = interrupt_gen(woven, fake_provider, "--json", signum=signum)
+    assert exit_code == code and out == ""
+    error = json.loads(err)
+    assert error["error"]["code"] == "interrupted"
+    assert signal.Signals(signum).name in error["error"]["message"]
+    [kept] = error["error"]["details"]["created"]
+    assert kept["text"] == " fast and done"
+    assert [k["id"] for k in woven.ok("ls", "--json").json()["children"]] == [kept["id"]]
 
 
 def test_ctrl_c_with_json_is_an_error_object_listing_what_was_kept(
@@ -331,13 +288,10 @@ def test_a_crashing_backend_does_not_lose_the_other_branches(
     tmp_path: Path, fake_provider: FakeProvider
 ) -> None:
     """A bug in one backend (any exception, not a provider error) must not cost the others."""
+    import loom
     from loom import ops, store
-    from loom.config import ModelConfig
     from loom.document import Document
     from loom.generation.backends.base import Backend, Capabilities, GenRequest, WireParams
-    from loom.generation.backends.openai_compat import OpenAICompletions
-    from loom.generation.engine import Branch
-    from loom.generation.weave import generate
 
     class Crashing(Backend):
         name = "crashing"
@@ -354,14 +308,12 @@ def test_a_crashing_backend_does_not_lose_the_other_branches(
     doc = Document.new()
     ops.add_child(doc, None, "Once")
     store.save(doc, path)
-    good = ModelConfig(
-        name="good", provider="openai", model="m", base_url=fake_provider.openai_url, kind="base"
-    )
-    bad = ModelConfig(
-        name="bad", provider="openai", model="m", base_url="http://unused", kind="base"
-    )
-    backends = {"good": OpenAICompletions(fake_provider.openai_url, model="m"), "bad": Crashing()}
-    result = generate(path, branches=[Branch(model=good), Branch(model=bad)], backends=backends)
+    for name in ("good", "bad"):
+        loom.config.add_model(
+            name, {"provider": "openai", "model": "m", "base_url": fake_provider.openai_url}
+        )
+    request = loom.GenerationRequest(n=1, models=("good", "bad"))
+    result = loom.generate(path, request, backends={"bad": Crashing()})
     assert [n.text for n in result.nodes] == [result.outcomes[0].text] and result.outcomes[0].text
     assert "internal error in crashing: RuntimeError: bug in a backend" in (
         result.outcomes[1].error or ""
@@ -433,7 +385,7 @@ def test_a_malformed_base_url_is_refused_when_added(loom: Loom, url: str) -> Non
 
 def test_fit_prompt_keeps_the_tail_that_fits() -> None:
     from loom.errors import InvalidOperation
-    from loom.generation.weave import fit_prompt
+    from loom.generation.plan import fit_prompt
 
     text = " ".join(f"word{i}" for i in range(2000))
     tail, cut = fit_prompt(text, 512, 64, 8)

@@ -34,6 +34,11 @@ def test_gen_on_the_embedded_model_writes_text_and_logprobs(loom: Loom, model_pa
         assert "".join(probs["tokens"]) == node["text"]
         assert all(math.isfinite(lp) and lp <= 0 for lp in probs["lp"])
         assert all(len(alts) == 5 for alts in probs["top"])
+        # The values in effect, llama.cpp's own defaults included (none were given but seed).
+        sampler = gen["sampler"]
+        assert sampler["values"]["temperature"] == 0.8 and sampler["values"]["top_k"] == 40
+        assert sampler["values"]["seed"] == 1 and sampler["defaults_from"] == "embedded"
+        assert gen["runtime"]["threads"] >= 1
     # What was printed is what was saved.
     saved = loom.ok("ls", "--json").json()["children"]
     assert [c["text"] for c in saved] == [n["text"] for n in made["nodes"]]
@@ -97,3 +102,30 @@ def test_a_branch_longer_than_the_embedded_context_still_generates(
     assert made["nodes"][0]["text"]
     assert made["nodes"][0]["meta"]["gen"]["prompt"]["trimmed"] > 0
     assert any("longer than the model's context" in w for w in made["warnings"])
+
+
+def test_control_tokens_never_become_text_or_alternatives(loom: Loom, model_path: Path) -> None:
+    """Gemma samples `<start_of_image>` about once in 40 generations; a bias of +100 towards
+    it would make every token one, unless control tokens are banned at sampling."""
+    from loom.generation.backends.embedded import special_tokens
+
+    banned = special_tokens(model_path)
+    vocab = {"<start_of_image>": 255999, "<eos>": 1, "<pad>": 0}  # Gemma-3's own ids
+    assert vocab["<start_of_image>"] in banned and vocab["<pad>"] in banned
+    assert vocab["<eos>"] not in banned  # banning it would stop the model from finishing
+    assert special_tokens(model_path) == banned  # read back from its cache
+    models_toml = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models_toml.parent.mkdir(parents=True, exist_ok=True)
+    models_toml.write_text(
+        f'[models.gemma]\nprovider = "embedded"\nmodel = "gemma-3-270m"\n[models.gemma.options]\nmodel_path = "{model_path}"\n'
+    )
+    loom.ok("new", "c.loom.json", "--text", "A picture of a cat:")
+    bias = '{"255999": 100}'
+    made = loom.ok(
+        "gen", "-m", "gemma", "-n", "2", "--max-tokens", "6", "--seed", "3",
+        "--param", f"logit_bias={bias}", "--json",
+    ).json()  # fmt: skip
+    for node in made["nodes"]:
+        assert "<start_of_image>" not in node["text"] and "<pad>" not in node["text"]
+        alternatives = {alt for top in node["meta"]["logprobs"]["top"] for alt, _ in top}
+        assert not alternatives & {"<start_of_image>", "<pad>", "<bos>"}

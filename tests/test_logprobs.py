@@ -62,8 +62,79 @@ def test_no_or_stale_probabilities_are_refused() -> None:
     node = doc.cursor_id
     assert node is not None
     ops.edit(doc, node, " The sea fell")  # in place: the tokens no longer spell the text
+    with pytest.raises(InvalidOperation, match="edited by hand"):
+        logprobs.alternatives_at(doc, node, 0)
+    # A file edited by another tool can still leave stale probabilities behind.
+    doc.nodes[node]["meta"] = {"logprobs": dict(PROBS)}
     with pytest.raises(InvalidOperation, match="no longer match"):
         logprobs.alternatives_at(doc, node, 0)
+
+
+def test_editing_model_text_marks_it_and_moves_its_probabilities_to_history() -> None:
+    doc = generated()
+    node = doc.cursor_id
+    assert node is not None and not doc.node(node).edited
+    ops.edit(doc, node, " The sea fell")
+    edited = doc.node(node)
+    assert edited.edited and edited.to_dict()["edited"] is True
+    assert "logprobs" not in edited.meta
+    assert edited.history[-1] == {
+        "text": " The sea rose",
+        "at": edited.history[-1]["at"],
+        "logprobs": PROBS,
+    }
+    ops.restore_version(doc, node, 0)  # the generated text comes back with its probabilities
+    assert doc.node(node).meta["logprobs"] == PROBS
+    assert logprobs.alternatives_at(doc, node, 5).token == " sea"
+    journal.undo(doc)
+    journal.undo(doc)
+    assert doc.node(node).meta["logprobs"] == PROBS and not doc.node(node).edited
+
+
+def test_a_new_version_of_model_text_is_marked_edited() -> None:
+    doc = generated()
+    node = doc.cursor_id
+    assert node is not None
+    ops.add_child(doc, node, " and fell.")
+    version = ops.edit(doc, node, " The sea sank")  # it has children: a sibling version
+    assert version.id != node and version.edited and not doc.node(node).edited
+    human = ops.add_child(doc, None, "by hand")
+    assert not ops.edit(doc, human.id, "by hand, again").edited  # a person's text stays a person's
+
+
+def test_ls_and_tree_show_edited_model_text_with_a_pencil(loom: Loom, tmp_path: Path) -> None:
+    path = tmp_path / "p.loom.json"
+    doc = generated()
+    store.create(path, doc)
+    node = doc.cursor_id
+    assert node is not None
+    root = doc.root_ids[0]
+    loom.ok("edit", node, "--text", " The sea fell", "-f", str(path))
+    for args in (["tree"], ["ls", root]):
+        out = loom.ok(*args, "-f", str(path)).stdout
+        line = next(ln for ln in out.splitlines() if "The sea fell" in ln)
+        assert "✎" in line, out
+
+
+def test_alts_lists_every_token_and_takes_negative_offsets(loom: Loom, tmp_path: Path) -> None:
+    path = tmp_path / "p.loom.json"
+    doc = generated()
+    store.create(path, doc)
+    node = doc.cursor_id
+    assert node is not None
+    table = loom.ok("alts", node, "-f", str(path), "--json").json()["tokens"]
+    assert [(t["offset"], t["token"], t["alternatives"]) for t in table] == [
+        (0, " The", 2),
+        (4, " sea", 3),
+        (8, " rose", 0),
+    ]
+    assert table[1]["prob"] == pytest.approx(math.exp(-0.7))
+    lines = loom.ok("alts", node, "-f", str(path)).stdout.splitlines()
+    assert lines[1].split()[0] == "4" and "' sea'" in lines[1] and "+3 alt" in lines[1]
+    last = loom.ok("alts", node, "-1", "-f", str(path), "--json").json()
+    assert last["token"] == " rose" and last["offset"] == 8
+    result = loom("alts", node, "--pick", "1", "-f", str(path))
+    assert result.code == 2 and "--pick needs an OFFSET" in result.stderr
 
 
 def test_branch_from_an_alternative_is_one_undoable_sibling() -> None:

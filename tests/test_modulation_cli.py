@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,13 +177,16 @@ def test_user_presets_file_is_used(doc: Loom, fake_provider: FakeProvider) -> No
 
 
 def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> None:
-    from loom.generation.weave import regenerate
+    from loom import GenerationRequest, generate
+
+    def regenerate(path: Path, node: str, **fields: Any) -> Any:
+        return generate(path, GenerationRequest(regenerate=node, **fields))
 
     path = doc.cwd / "m.loom.json"
     made = doc.ok("gen", "-n", "1", "-t", "0.7", "--param", "openai.user=abc", "--json").json()
     [first] = made["nodes"]
     fake_provider.clear()
-    result = regenerate(path, first["id"][:6], n=2, overrides={"top_p": "0.5"}, model="b")
+    result = regenerate(path, first["id"][:6], n=2, params={"top_p": "0.5"}, models=("b",))
     assert [n.parent_id for n in result.nodes] == [first["parent"]] * 2
     body = fake_provider.requests[0].body
     assert (body["model"], body["temperature"], body["top_p"], body["user"], body["n"]) == (
@@ -200,23 +204,25 @@ def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> No
         with pytest.raises(InvalidOperation, match=message):
             regenerate(path, node)
     with pytest.raises(InvalidOperation, match="temperature"):
-        regenerate(path, first["id"], overrides={"temperature": "hot"})
+        regenerate(path, first["id"], params={"temperature": "hot"})
 
 
-def test_plan_generation_is_the_one_planning_path(doc: Loom, fake_provider: FakeProvider) -> None:
-    from loom import ops, store
-    from loom.generation.weave import generate, plan_generation
-    from loom.sampling.modulate import ModulationSpecs
+def test_plan_branches_is_the_one_planning_path(doc: Loom, fake_provider: FakeProvider) -> None:
+    from loom import GenerationRequest, generate, ops, store
+    from loom.generation.plan import capability_table, plan_branches
 
     path = doc.cwd / "m.loom.json"
     root = store.load(path).root_ids[0]
-    branches = plan_generation(
-        store.load(path),
-        root,
-        3,
-        ["a", "b"],
-        {"temperature": "0.5"},
-        ModulationSpecs.parse(sweep="top_p=0.5:0.9"),
+
+    def plan(**fields: Any) -> list[Any]:
+        request = GenerationRequest(node=root, **fields).checked()
+        return plan_branches(store.load(path), root, request, capability_table())
+
+    branches = plan(
+        n=3,
+        models=["a", "b"],
+        params={"temperature": "0.5"},
+        modulation={"sweep": "top_p=0.5:0.9"},
         presets=["creative"],
     )
     assert [b.model.name for b in branches] == ["a"] * 3 + ["b"] * 3
@@ -226,10 +232,9 @@ def test_plan_generation_is_the_one_planning_path(doc: Loom, fake_provider: Fake
     # Not told how many: the document's `n`, for the CLI and the library alike.
     with store.editing(path) as edited:
         ops.set_document_field(edited, "defaults", {"n": 2})
-    assert len(plan_generation(store.load(path), root)) == 2
-    assert len(generate(path, root, n=None).nodes) == 2
-    grid = ModulationSpecs.parse(grid="temperature=0.5,0.7,0.9")
-    assert len(plan_generation(store.load(path), root, modulation=grid)) == 3  # one per cell
+    assert len(plan()) == 2
+    assert len(generate(path, GenerationRequest(node=root)).nodes) == 2
+    assert len(plan(modulation={"grid": "temperature=0.5,0.7,0.9"})) == 3  # one per cell
 
 
 @pytest.mark.parametrize("value", ["lots", 0, 2.5, True])

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import termios
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from loom import ops
 from loom.cli import render
 from loom.cli.gen_cmds import LiveView
 from loom.document import Document, Node
+from loom.generation import events as ev
 
 from conftest import Result
 
@@ -212,8 +212,8 @@ def test_cli_rows_of_wide_text_fit_the_terminal(tmp_path: Path) -> None:
 # ---- the live generation view ------------------------------------------------------------------
 
 
-def _outcome(index: int, text: str = "", error: str | None = None) -> Any:
-    return SimpleNamespace(index=index, text=text, error=error)
+def _finished(index: int, text: str = "", error: str | None = None) -> ev.BranchFinished:
+    return ev.BranchFinished(index, text, "stop", error)
 
 
 class _Screen:
@@ -234,10 +234,10 @@ def test_live_view_fits_the_screen(monkeypatch: pytest.MonkeyPatch, rows: int, t
     screen = _Screen()
     view = LiveView(total, stream=screen)
     for i in range(total):
-        view.started(_outcome(i))
-        view.text(_outcome(i, WIDE + CONTROLS), "")
+        view(ev.BranchStarted(i, "m"))
+        view(ev.TextDelta(i, WIDE + CONTROLS))
         if i % 2:
-            view.finished(_outcome(i, WIDE))
+            view(_finished(i, WIDE))
     frame = view.frame()
     assert len(frame) == min(total + 1, max(1, rows - 1))
     assert all(render.visible_width(line) < 40 for line in frame), frame
@@ -258,8 +258,8 @@ def test_live_view_shows_the_end_of_each_branch(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("COLUMNS", "30")
     monkeypatch.setenv("LINES", "24")
     view = LiveView(2, stream=_Screen())
-    view.finished(_outcome(0, "the start\nand then the very end"))
-    view.finished(_outcome(1, "", error="refused"))
+    view(_finished(0, "the start\nand then the very end"))
+    view(_finished(1, "", error="refused"))
     frame = view.frame()
     assert frame[1].endswith("the very end") and "…" in frame[1]
     assert frame[2].endswith("[refused]")

@@ -22,7 +22,17 @@ HEAVY = (
     "trafilatura",
     "pypdf",
     "sqlite3",
-    "loom.generation",
+    # Generation's machinery. The provider registry (loom.generation.backends) and the
+    # request value are light on purpose: `loom --help` lists `gen`'s choices from them.
+    "loom.generation.core",
+    "loom.generation.engine",
+    "loom.generation.plan",
+    "loom.generation.backends.http",
+    "loom.generation.backends.openai_compat",
+    "loom.generation.backends.anthropic",
+    "loom.generation.backends.embedded",
+    "loom.sampling",
+    "loom.emulation",
 )
 
 PROBE = """
@@ -67,3 +77,18 @@ def test_navigation_does_not_import_heavy_modules(loom: Loom, args: list[str]) -
     # A command that failed early would import little and pass for the wrong reason.
     assert probe["code"] == 0, f"`loom {' '.join(args)}` failed: {proc.stderr}"
     assert probe["imported"] == [], f"`loom {' '.join(args)}` imported {probe['imported']}"
+
+
+def test_the_light_generation_modules_stay_light() -> None:
+    """What `loom --help` and config load from generation must not pull in its machinery."""
+    script = (
+        "import json, sys\n"
+        "import loom.generation.backends, loom.generation.request, loom.generation.context\n"
+        "import loom.config\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(proc.stdout) == []

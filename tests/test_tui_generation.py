@@ -13,6 +13,7 @@ pytest.importorskip("textual", reason="the [tui] extra is not installed")
 
 from loom import store
 from loom.tui.widgets.children import ChildrenList
+
 from conftest import KEY, Loom
 from fakeprovider import Fail, FakeProvider, Reply
 from tui_support import drive, screen_text, until
@@ -49,7 +50,7 @@ def test_g_streams_several_branches_into_the_children_list(
             pilot, lambda: any(s.text and s.state == "streaming" for s in app.streams), 10
         )
         seen["mid_screen"] = screen_text(app)
-        await pilot.press("h", "l")  # the keys still work while it streams
+        await pilot.press("b")  # keys still work (and save) while it streams
         seen["done"] = await until(
             pilot, lambda: len(app.query_one(ChildrenList).ids) == 3 and not app.streams, 20
         )
@@ -65,26 +66,31 @@ def test_g_streams_several_branches_into_the_children_list(
     assert "the gulls were silent." in seen["screen"]
     assert app.last_error is None
     assert fake_provider.requests[0].body["n"] == 3  # one request for the three
+    root = store.load(doc).cursor_id
+    assert root is not None and "bookmark" in store.load(doc).nodes[root]  # both writes kept
 
 
 def test_escape_stops_and_keeps_the_finished_branches(
     doc: Path, fake_provider: FakeProvider
 ) -> None:
-    long = " and on" * 60
-    fake_provider.script(Reply([" short.", long], chunk_delay=0.05))
+    long = " and on" * 100
+    # A sweep makes two requests (different temperatures): one quick, one slow.
+    fake_provider.script(Reply([" short."]), Reply([long], chunk_delay=0.1))
     seen: dict[str, Any] = {}
 
     async def script(app: Any, pilot: Any) -> None:
-        app.settings = type(app.settings)(n=2)
+        app.settings = type(app.settings)(n=2, modulation=(("sweep", "temperature=0.5:0.9"),))
         await pilot.press("ctrl+@")
         seen["one_done"] = await until(
             pilot, lambda: any(s.state == "done" for s in app.streams), 15
         )
+        seen["states"] = [(s.state, s.text[:20], s.note) for s in app.streams]
         await pilot.press("escape")
         seen["stopped"] = await until(pilot, lambda: not app.runner.running and not app.streams, 15)
 
     drive(doc, script)
-    assert seen["one_done"] and seen["stopped"]
+    assert seen["one_done"], seen["states"]
+    assert seen["stopped"]
     assert children_texts(doc) == [" short."]
 
 
@@ -143,7 +149,7 @@ def test_the_panel_sets_the_next_generation_and_explains_it(
     drive(doc, script, size=(100, 40))
     assert "Next generation" in seen["panel"]
     assert "temperature" in seen["explain"]  # what `loom params --explain` would say
-    assert "n=2" in seen["status"] and "sweep temperature=0.6:1.4" in seen["status"]
+    assert "n=2 · sweep" in seen["status"]
     temperatures = sorted(r.body.get("temperature") for r in fake_provider.requests)
     assert temperatures == [0.6, 1.4]  # the sweep reached the wire
 

@@ -1,7 +1,6 @@
-"""`python -m loom` runs the command-line tool."""
+"""`python -m loom`: the same entry point as the `loom` command."""
 
-import sys
+from loom.cli.entry import main
 
-from loom.cli.main import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    main()

@@ -33,31 +33,8 @@ from loom.errors import ConfigError
 from loom.redact import safe_url
 from loom.workspace import loom_home
 
-PROVIDERS = ("openai", "openai-chat", "anthropic", "embedded")
 KINDS = ("base", "chat")
 EMBEDDED = "embedded"
-
-_PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "openai": {
-        "base_url_env": "OPENAI_BASE_URL",
-        "base_url": "https://api.openai.com/v1",
-        "key_env": "OPENAI_API_KEY",
-        "kind": "base",
-    },
-    "openai-chat": {
-        "base_url_env": "OPENAI_BASE_URL",
-        "base_url": "https://api.openai.com/v1",
-        "key_env": "OPENAI_API_KEY",
-        "kind": "chat",
-    },
-    "anthropic": {
-        "base_url_env": "ANTHROPIC_BASE_URL",
-        "base_url": "https://api.anthropic.com",
-        "key_env": "ANTHROPIC_API_KEY",
-        "kind": "chat",
-    },
-    "embedded": {"base_url": "", "key_env": None, "kind": "base"},
-}
 
 
 @dataclass
@@ -155,19 +132,21 @@ def _read() -> dict[str, Any]:
 
 
 def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> ModelConfig:
+    from loom.generation.backends import PROVIDERS  # the registry: a light module
+
     provider = table.get("provider")
-    if provider not in PROVIDERS:
+    if not isinstance(provider, str) or provider not in PROVIDERS:
         raise ConfigError(
             f"model {name!r}: provider must be one of {', '.join(PROVIDERS)}, got {provider!r}"
         )
-    defaults = _PROVIDER_DEFAULTS[provider]
-    kind = table.get("kind") or defaults["kind"]
+    defaults = PROVIDERS[provider]
+    kind = table.get("kind") or defaults.kind
     if kind not in KINDS:
         raise ConfigError(f"model {name!r}: kind must be base or chat, got {kind!r}")
     base_url = (
         table.get("base_url")
-        or os.environ.get(defaults.get("base_url_env") or "", "")
-        or defaults["base_url"]
+        or os.environ.get(defaults.base_url_env or "", "")
+        or defaults.base_url
     )
     if base_url and not _valid_url(str(base_url)):
         raise ConfigError(
@@ -182,7 +161,7 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
         provider=provider,
         model=str(table.get("model", "")),
         base_url=str(base_url).rstrip("/"),
-        key_env=table.get("key_env") or defaults["key_env"],
+        key_env=table.get("key_env") or defaults.key_env,
         kind=kind,
         context=table.get("context"),
         params=dict(params),
@@ -264,6 +243,8 @@ def get_model(name: str | None = None) -> ModelConfig:
     models = all_models()
     if name in models:
         return models[name]
+    from loom.generation.backends import PROVIDERS
+
     provider, sep, model_id = name.partition(":")
     if sep and provider in PROVIDERS and provider != EMBEDDED and model_id:
         return _from_table(name, {"provider": provider, "model": model_id})

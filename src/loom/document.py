@@ -114,6 +114,12 @@ class Node:
         return bool(self.record.get("visited", False))
 
     @property
+    def edited(self) -> bool:
+        """Model-written text that was changed by hand (its generation record no longer
+        accounts for all of it)."""
+        return bool(self.record.get("edited", False))
+
+    @property
     def archived(self) -> bool:
         """True when this node or an ancestor was deleted (and not purged)."""
         return self.doc.is_archived(self.id)
@@ -158,6 +164,7 @@ class Node:
             "bookmark": rec.get("bookmark"),
             "note": self.note or None,
             "visited": self.visited,
+            "edited": self.edited,
             "archived": bool(rec.get("archived", False)),
             "meta": rec.get("meta", {}),
         }

@@ -56,16 +56,52 @@ def token_at(logprobs: dict[str, Any], offset: int) -> int:
     return max(i for i, s in enumerate(starts(logprobs)) if s <= offset)
 
 
-def alternatives_at(doc: Document, node_id: str, offset: int) -> TokenChoice:
-    """The token covering `offset` in the node's text and the alternatives recorded for it."""
+def absolute_offset(doc: Document, node_id: str, offset: int) -> int:
+    """`offset` within the node's text; a negative one counts from the end (-1: the last
+    character), as `split` counts."""
+    return offset + len(doc.node(node_id).text) if offset < 0 else offset
+
+
+def token_table(doc: Document, node_id: str) -> list[dict[str, Any]]:
+    """Every recorded token of the node: its index, character offset, text, probability
+    and how many alternatives were recorded for it."""
+    import math
+
+    probs = _aligned_probs(doc, node_id)
+    lps = probs.get("lp", [])
+    tops = probs.get("top") or []
+    return [
+        {
+            "index": i,
+            "offset": start,
+            "token": token,
+            "prob": math.exp(lps[i]) if i < len(lps) else None,
+            "alternatives": len(tops[i]) if i < len(tops) else 0,
+        }
+        for i, (start, token) in enumerate(zip(starts(probs), probs["tokens"], strict=True))
+    ]
+
+
+def _aligned_probs(doc: Document, node_id: str) -> dict[str, Any]:
     node = doc.node(node_id)
     probs = of(doc, node.id)
+    if probs is None and node.edited:
+        raise InvalidOperation(
+            f"node {node.id} was edited by hand since it was generated: its token "
+            "probabilities went into its history with the old text (`loom history`)"
+        )
     if probs is None:
         raise InvalidOperation(f"node {node.id} has no token probabilities recorded")
     if not aligned(probs, node.text):
         raise InvalidOperation(
             f"node {node.id} was edited since it was generated: its token probabilities no longer match its text"
         )
+    return probs
+
+
+def alternatives_at(doc: Document, node_id: str, offset: int) -> TokenChoice:
+    """The token covering `offset` in the node's text and the alternatives recorded for it."""
+    probs = _aligned_probs(doc, node_id)
     index = token_at(probs, offset)
     tops = probs.get("top") or []
     alternatives = [(str(t), float(lp)) for t, lp in (tops[index] if index < len(tops) else [])]

@@ -16,6 +16,7 @@ from typing import Any
 from loom.document import KINDS, Document, Node, Record, now
 from loom.errors import InvalidOperation, NotFound
 from loom.journal import transaction
+from loom.logprobs import META_KEY as LOGPROBS_KEY
 from loom.logprobs import split_logprobs
 
 
@@ -125,20 +126,40 @@ def edit(doc: Document, node: str, text: str, *, in_place: bool = False) -> Node
     rec = doc.node(node).record
     if text == rec.get("text", ""):
         return Node(doc, node)
+    # Model-written text changed by hand is marked so: its record no longer says all of it.
+    edited = rec.get("kind") == "model" or rec.get("edited") or None
     if rec.get("children") and not in_place:
         with transaction(doc, "edit", f"new version of {node}"):
             meta = {"version_of": node}
             version = add_sibling(doc, node, text, kind=rec.get("kind", "human"), meta=meta)
+            doc._set(version.id, "edited", edited)
         return version
     with transaction(doc, "edit", f"edit {node}"):
-        history = [
-            *rec.get("history", []),
-            {"text": rec.get("text", ""), "at": rec.get("modified") or now()},
-        ]
-        doc._set(node, "history", history)
+        earlier: dict[str, Any] = {"text": rec.get("text", ""), "at": rec.get("modified") or now()}
+        meta = dict(rec.get("meta") or {})
+        stale = meta.pop(LOGPROBS_KEY, None)
+        if stale is not None:
+            # The token probabilities describe the old text: they go with it into history.
+            earlier[LOGPROBS_KEY] = stale
+            doc._set(node, "meta", meta or None)
+        restored = _history_logprobs(rec, text)
+        if restored is not None:
+            doc._set(node, "meta", {**meta, LOGPROBS_KEY: restored})
+        doc._set(node, "history", [*rec.get("history", []), earlier])
         doc._set(node, "text", text)
         doc._set(node, "modified", now())
+        doc._set(node, "edited", edited)
     return Node(doc, node)
+
+
+def _history_logprobs(rec: Record, text: str) -> dict[str, Any] | None:
+    """The probabilities an earlier text kept in history, when that text comes back."""
+    for entry in reversed(rec.get("history", [])):
+        probs = entry.get(LOGPROBS_KEY)
+        spelled = isinstance(probs, dict) and "".join(probs.get("tokens", [])) == text
+        if entry.get("text") == text and spelled:
+            return probs
+    return None
 
 
 def versions(doc: Document, node: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from loom.errors import DocumentError, LockTimeout, StorageError
 
 BACKUPS = 3
 BACKUP_INTERVAL = 300.0  # seconds: rotate backups at most this often, so they span real time
-LOCK_TIMEOUT = 30.0
+LOCK_TIMEOUT = 30.0  # seconds a writer waits for another; $LOOM_LOCK_TIMEOUT overrides it
 SUFFIX = ".loom.json"
 
 # One function per schema step: _MIGRATIONS[n] turns version n into version n + 1.
@@ -343,9 +343,10 @@ def _rotate_backups(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def locked(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[None]:
     """Hold the document's writer lock (an advisory lock on a sidecar file)."""
     path = real(path)
+    timeout = lock_timeout() if timeout is None else timeout
     lock_file = lock_path(path)
     if not path.parent.is_dir():
         raise StorageError(f"{path}: the folder {path.parent} does not exist")
@@ -393,6 +394,15 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def lock_timeout() -> float:
+    """How long a writer waits for the lock: $LOOM_LOCK_TIMEOUT seconds, else LOCK_TIMEOUT."""
+    given = os.environ.get("LOOM_LOCK_TIMEOUT")
+    try:
+        return max(0.0, float(given)) if given else LOCK_TIMEOUT
+    except ValueError:
+        return LOCK_TIMEOUT
+
+
 def _acquire(fd: int, path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.001
@@ -409,7 +419,7 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def editing(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[Document]:
+def editing(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[Document]:
     """Lock, load, yield the document, and save it if it changed. Nothing is saved on error."""
     if not real(path).exists():
         load(path)  # the one-line "no such file" error, without leaving a lock file behind

@@ -28,6 +28,17 @@ def loom_home() -> Path:
     return Path(platformdirs.user_config_dir("loom", appauthor=False))
 
 
+def data_home() -> Path:
+    """The per-user folder for data loom keeps for you (recovered texts): $LOOM_HOME, else
+    the platform's data dir."""
+    home = os.environ.get("LOOM_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("loom", appauthor=False))
+
+
 def _state_file() -> Path:
     return loom_home() / "recent.json"
 

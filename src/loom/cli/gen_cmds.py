@@ -24,9 +24,12 @@ from loom.cli.common import (
     write_doc,
 )
 from loom.cli.main import cli
+from loom.generation.backends import PROVIDERS  # the registry: a light module
+from loom.generation.request import EMULATION_CHOICES
 
 if TYPE_CHECKING:
-    from loom.generation.engine import Outcome
+    from loom.generation.core import Generation
+    from loom.generation.request import GenerationRequest
 
 
 class LiveView:
@@ -34,34 +37,43 @@ class LiveView:
 
     It is redrawn by moving the cursor up over the previous frame, so a frame
     must fit on the screen: at most rows - 1 lines, none wider than the terminal.
+    It is an events sink (`loom.generation.events`): call it with each event.
     """
 
-    def __init__(self, total: int, stream: Any = None) -> None:
-        self.total = total
+    def __init__(self, total: int | None = None, stream: Any = None) -> None:
+        self.total = total or 0
         self.lines: dict[int, str] = {}
         self.status: dict[int, str] = {}
         self.drawn = 0
         self.last = 0.0
         self.stream = stream or sys.stderr
 
-    def started(self, outcome: Outcome) -> None:
-        self.lines[outcome.index] = ""
-        self.status[outcome.index] = "…"
-        self._draw()
+    def __call__(self, event: Any) -> None:
+        from loom.generation import events as ev
 
-    def text(self, outcome: Outcome, delta: str) -> None:
-        self.lines[outcome.index] = outcome.text
-        self._draw()
-
-    def finished(self, outcome: Outcome) -> None:
-        if outcome.error:
-            self.status[outcome.index] = style("✗", fg="red")
-        else:
-            self.status[outcome.index] = style("✓", fg="green")
-        self.lines[outcome.index] = (
-            outcome.text if not outcome.error else f"{outcome.text} [{outcome.error}]"
-        )
-        self._draw(force=True)
+        if isinstance(event, ev.Planned):
+            self.total = len(event.models)
+            self._draw(force=True)
+        elif isinstance(event, ev.BranchStarted):
+            self.total = max(self.total, event.index + 1)
+            self.lines[event.index] = ""
+            self.status[event.index] = "…"
+            self._draw()
+        elif isinstance(event, ev.TextDelta):
+            self.lines[event.index] = self.lines.get(event.index, "") + event.text
+            self._draw()
+        elif isinstance(event, ev.BranchFinished):
+            self.status[event.index] = (
+                style("✗", fg="red") if event.error else style("✓", fg="green")
+            )
+            self.lines[event.index] = (
+                event.text if not event.error else f"{event.text} [{event.error}]"
+            )
+            self._draw(force=True)
+        elif isinstance(event, ev.Retrying):
+            for index in event.indexes:
+                self.status[index] = "↻"
+            self._draw(force=True)
 
     def frame(self) -> list[str]:
         """The lines to draw now."""
@@ -69,7 +81,7 @@ class LiveView:
 
         columns, rows = render.terminal_size(self.stream)
         room = max(1, columns - 1)  # a line as wide as the terminal wraps on some
-        done = sum(1 for s in self.status.values() if s != "…")
+        done = sum(1 for s in self.status.values() if s not in ("…", "↻"))
         lines = [style(render.clip(f"generating {done}/{self.total}", room), dim=True)]
         slots = max(0, rows - 2)  # rows - 1 lines in all, the header among them
         shown = self.total if self.total <= slots else max(0, slots - 1)
@@ -80,7 +92,7 @@ class LiveView:
             lines.append(f"{self.status.get(i, ' ')} {i + 1:>{digits}} {text}")
         if shown < self.total and slots:
             rest = range(shown, self.total)
-            finished = sum(1 for i in rest if self.status.get(i, "…") not in ("…", " "))
+            finished = sum(1 for i in rest if self.status.get(i, "…") not in ("…", "↻", " "))
             more = f"… {len(rest)} more ({finished} done)"
             lines.append(style(render.clip(more, room), dim=True))
         return lines
@@ -214,17 +226,16 @@ MODULATION_KEYS = (
 )
 
 
-def _render_generation(result: Any, raw: bool, command_name: str) -> None:
-    from loom.generation.weave import check
-
+def _render_generation(result: Generation, raw: bool, null: bool, command_name: str) -> None:
     if json_mode():
-        # An interrupted or failed run is reported by `check` as one error object instead.
-        if not result.interrupted and not result.error_summary():
+        # A failed or interrupted run is reported by `check` as one error object instead.
+        if result.write_error is None and not result.interrupted and not result.error_summary():
             emit(
                 {
                     "command": command_name,
                     "parent": result.parent,
                     "nodes": [made.to_dict() for made in result.nodes],
+                    "cursor": result.cursor,
                     "interrupted": result.interrupted,
                     "warnings": result.warnings,
                 }
@@ -232,7 +243,10 @@ def _render_generation(result: Any, raw: bool, command_name: str) -> None:
     else:
         for warning in result.warnings:
             sys.stderr.write(f"loom: warning: {warning}\n")
-        if raw or not stdout_is_terminal():
+        if null:
+            sys.stdout.write("".join(f"{made.text}\0" for made in result.nodes))
+            sys.stdout.flush()
+        elif raw or not stdout_is_terminal():
             sys.stdout.write(
                 "\n\n".join(made.text for made in result.nodes)
                 if raw
@@ -241,10 +255,10 @@ def _render_generation(result: Any, raw: bool, command_name: str) -> None:
             sys.stdout.flush()
         elif result.nodes:
             _list_children(result)
-    check(result)
+    result.check()
 
 
-def _list_children(result: Any) -> None:
+def _list_children(result: Generation) -> None:
     """The new children, numbered as `loom ls` numbers them (so `loom down N` works), and a hint."""
     from loom.cli import render
     from loom.document import Node
@@ -253,7 +267,11 @@ def _list_children(result: Any) -> None:
     ids = [made.id for made in result.nodes if made.id in doc.nodes]
     if not ids:
         return
-    kids = doc.live_child_ids(result.parent) if result.parent in doc.nodes else []
+    kids = (
+        doc.live_child_ids(result.parent)
+        if result.parent is not None and result.parent in doc.nodes
+        else []
+    )
     shorts = doc.short_ids(ids)
     for made_id in ids:
         node = Node(doc, made_id)
@@ -289,11 +307,35 @@ CURSOR = click.option(
 )
 EMULATE = click.option(
     "--emulate",
-    type=click.Choice(["auto", "completion", "template", "prefill", "system", "fewshot", "off"]),
+    type=click.Choice(EMULATION_CHOICES),
     default="auto",
     show_default=True,
     help="How a chat model is made to continue text (auto: from its capabilities).",
 )
+TIMEOUT = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Deadline for the whole call (default: the model's timeout option, else 120).",
+)
+RAW = click.option(
+    "--raw", is_flag=True, help="Print only the generated texts, separated by a blank line."
+)
+NULL = click.option(
+    "-0",
+    "--null",
+    is_flag=True,
+    help="Print only the generated texts, each followed by a NUL byte (for scripts).",
+)
+
+
+def run_generation(request: GenerationRequest, raw: bool, null: bool, command_name: str) -> None:
+    """Make the one library call for a generation command and print what it made."""
+    from loom.generation.core import generate
+
+    view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
+    result = generate(doc_path(), request, events=view)
+    _render_generation(result, raw, null, command_name)
 
 
 @command(cli, "gen")
@@ -314,9 +356,8 @@ EMULATE = click.option(
 )
 @sampler_options
 @modulation_options
-@click.option(
-    "--raw", is_flag=True, help="Print only the generated texts, separated by a blank line."
-)
+@RAW
+@NULL
 @click.option(
     "--keep-partial", is_flag=True, help="On Ctrl-C, keep unfinished branches (marked incomplete)."
 )
@@ -324,19 +365,21 @@ EMULATE = click.option(
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Requests in flight at once.",
+    default=None,
+    help="Requests in flight per model (default: the provider's, 16 for hosted APIs).",
 )
+@TIMEOUT
 @EMULATE
 def gen_cmd(
     node: str | None,
     count: int | None,
     models: tuple[str, ...],
     raw: bool,
+    null: bool,
     keep_partial: bool,
     cursor: str,
-    concurrency: int,
+    concurrency: int | None,
+    timeout: float | None,
     emulate: str,
     strict: bool,
     **flags: Any,
@@ -349,6 +392,8 @@ def gen_cmd(
     see `loom params --explain`), and modulators vary them across the children.
     Each child records the model, the parameters sent and where they came from,
     finish reason, usage, timing, logprobs and how a chat model was framed.
+    Ctrl-C (or SIGTERM) keeps the branches that finished; if the document cannot
+    be written, the texts go to a recovery file (`loom recover`).
 
     \b
     Examples:
@@ -359,45 +404,41 @@ def gen_cmd(
       loom gen -n 4 --jitter temperature=1.0±0.2 --rng-seed 7
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
+      loom gen -n 3 -0 | xargs -0 -n1 echo   # one text per NUL-terminated record
     """
-    from loom.generation.weave import generate, plan_generation
-    from loom.sampling.modulate import ModulationSpecs
+    from loom.generation.request import GenerationRequest
     from loom.sampling.params import parse_assignments
 
-    doc = read_doc()
-    target = doc.resolve(node)
     m = {key: flags.pop(key) for key in MODULATION_KEYS}
-    specs = ModulationSpecs.parse(
-        sweep=m["sweep"],
-        grid=m["grid"],
-        per_cell=m["per_cell"],
-        jitter=m["jitter"],
-        mix=m["mix"],
-        schedule=m["schedule"],
-        random_preset=m["random_preset"],
-    )
-    params = {**_params_from_flags(**flags), **parse_assignments(m["param_items"])}
-    branches = plan_generation(
-        doc, target.id, count, models, params, specs, presets=m["presets"], rng_seed=m["rng_seed"]
-    )
-    view = LiveView(len(branches)) if (sys.stderr.isatty() and not json_mode()) else None
-    result = generate(
-        doc_path(),
-        target.id,
-        branches=branches,
-        events=view,  # type: ignore[arg-type]
-        keep_partial=keep_partial,
-        concurrency=concurrency,
-        cursor=cursor,
+    modulation = {
+        "sweep": m["sweep"],
+        "grid": m["grid"],
+        "per_cell": m["per_cell"],
+        "jitter": m["jitter"],
+        "mix": m["mix"],
+        "schedule": m["schedule"],
+        "random_preset": m["random_preset"],
+    }
+    request = GenerationRequest(
+        node=node,
+        n=count,
+        models=models,
+        params={**_params_from_flags(**flags), **parse_assignments(m["param_items"])},
+        presets=m["presets"],
+        modulation=modulation,
         emulate=emulate,
-        rng_seed=m["rng_seed"],
+        cursor=cursor,
+        keep_partial=keep_partial,
         strict=strict,
+        concurrency=concurrency,
+        timeout=timeout,
+        rng_seed=m["rng_seed"],
     )
-    _render_generation(result, raw, "gen")
+    run_generation(request, raw, null, "gen")
 
 
 @command(cli, "regen")
-@click.argument("node", metavar="NODE")
+@click.argument("node", required=False, metavar="[NODE]")
 @click.option(
     "-n",
     "count",
@@ -415,42 +456,47 @@ def gen_cmd(
     help="Override a recorded parameter.",
 )
 @click.option("-m", "--model", "model_name", help="Use another model than the recorded one.")
-@click.option("--raw", is_flag=True, help="Print only the generated texts.")
+@RAW
+@NULL
 @CURSOR
+@TIMEOUT
 @EMULATE
 def regen_cmd(
-    node: str,
+    node: str | None,
     count: int,
     param_items: tuple[str, ...],
     model_name: str | None,
     raw: bool,
+    null: bool,
     cursor: str,
+    timeout: float | None,
     emulate: str,
     **sampler: Any,
 ) -> None:
-    """Re-run the generation that made NODE, with its recorded parameters: new sibling(s).
+    """Re-run the generation that made NODE (default: the cursor), with its recorded
+    parameters: new sibling(s).
 
     Overrides given as flags replace the recorded values; the rest is exactly
     what was sent before (including the emulation method, unless --emulate).
 
     \b
     Examples:
-      loom regen a1b2
+      loom regen
       loom regen a1b2 -n 3 --temperature 1.2
     """
-    from loom.generation.weave import regenerate
+    from loom.generation.request import GenerationRequest
     from loom.sampling.params import parse_assignments
 
-    result = regenerate(
-        doc_path(),
-        node,
+    request = GenerationRequest(
+        regenerate=node or "@",
         n=count,
-        overrides={**_params_from_flags(**sampler), **parse_assignments(param_items)},
-        model=model_name,
+        models=(model_name,) if model_name else (),
+        params={**_params_from_flags(**sampler), **parse_assignments(param_items)},
         emulate=emulate,
         cursor=cursor,
+        timeout=timeout,
     )
-    _render_generation(result, raw, "regen")
+    run_generation(request, raw, null, "regen")
 
 
 @command(cli, "params")
@@ -648,39 +694,53 @@ def presets_cmd() -> None:
             out(" " * (len(head) + 9) + style(settings, dim=True))
 
 
-@command(cli, "alts")
+@command(cli, "alts", context_settings={"ignore_unknown_options": True})
 @click.argument("node", metavar="NODE")
-@click.argument("offset", type=int)
+@click.argument("offset", type=int, required=False)
 @click.option(
     "--pick",
     "pick",
     type=click.IntRange(min=1),
     help="Branch from alternative K (1-based): a new sibling.",
 )
-def alts_cmd(node: str, offset: int, pick: int | None) -> None:
-    """List the alternatives recorded at the token covering character OFFSET of NODE's text.
+def alts_cmd(node: str, offset: int | None, pick: int | None) -> None:
+    """The alternatives recorded at the token covering character OFFSET of NODE's text.
 
-    With --pick K, adds a sibling of NODE whose text is NODE's text up to that
-    token followed by alternative K, and moves there.
+    Without OFFSET: every token of NODE with its character offset and probability,
+    so you can see which offset to ask about. A negative OFFSET counts from the end
+    of the text (-1 is the last character). With --pick K, adds a sibling of NODE
+    whose text is NODE's text up to that token followed by alternative K, and moves
+    there.
 
     \b
     Examples:
+      loom alts a1b2             # the token table
       loom alts a1b2 12
+      loom alts a1b2 -1          # the last token
       loom alts a1b2 12 --pick 2 && loom gen
     """
     from loom import logprobs
 
+    if offset is None:
+        if pick is not None:
+            raise click.UsageError("--pick needs an OFFSET: the token to branch at")
+        _token_table(node)
+        return
     if pick is not None:
         with write_doc() as wdoc:
-            made = logprobs.branch_from_alternative(wdoc, wdoc.resolve(node).id, offset, pick - 1)
+            target_id = wdoc.resolve(node).id
+            at = logprobs.absolute_offset(wdoc, target_id, offset)
+            made = logprobs.branch_from_alternative(wdoc, target_id, at, pick - 1)
         if json_mode():
-            emit({"command": "alts", "node": made.to_dict()})
+            emit({"command": "alts", "node": made.to_dict(), "cursor": made.id})
         else:
             out(made.id)
         return
     doc = read_doc()
     target = doc.resolve(node)
-    choice = logprobs.alternatives_at(doc, target.id, offset)
+    choice = logprobs.alternatives_at(
+        doc, target.id, logprobs.absolute_offset(doc, target.id, offset)
+    )
     rows = [
         {"token": t, "logprob": lp, "prob": math.exp(lp), "chosen": t == choice.token}
         for t, lp in choice.alternatives
@@ -691,6 +751,7 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
                 "command": "alts",
                 "node_id": target.id,
                 "offset": choice.start,
+                "token_index": choice.token_index,
                 "token": choice.token,
                 "alternatives": rows,
             }
@@ -701,6 +762,22 @@ def alts_cmd(node: str, offset: int, pick: int | None) -> None:
     for k, row in enumerate(rows, 1):
         mark = "●" if row["chosen"] else " "
         out(f"{mark} {k:>2}. {row['token']!r:<20} p={row['prob']:.3f}")
+
+
+def _token_table(node: str) -> None:
+    from loom import logprobs
+
+    doc = read_doc()
+    target = doc.resolve(node)
+    tokens = logprobs.token_table(doc, target.id)
+    if json_mode():
+        emit({"command": "alts", "node_id": target.id, "tokens": tokens})
+        return
+    width = len(str(tokens[-1]["offset"])) if tokens else 1
+    for row in tokens:
+        p = "   ?" if row["prob"] is None else f"{row['prob']:.2f}"
+        alts = f"  +{row['alternatives']} alt" if row["alternatives"] else ""
+        out(f"{row['offset']:>{width}}  {p}  {row['token']!r}{alts}")
 
 
 @command(cli, "probe")
@@ -734,6 +811,14 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
         for s in scores
     ]
     winner = next((s.method for s in scores if s.ok), None)
+    if all(s.errors and len(s.errors) == s.total for s in scores):
+        from loom.errors import BackendError
+
+        reasons = list(dict.fromkeys(e for s in scores for e in s.errors))
+        raise BackendError(
+            f"every probe request to {model} failed: {'; '.join(reasons[:3])}",
+            methods=rows,
+        )
     if json_mode():
         emit(
             {
@@ -752,6 +837,84 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
         if winner
         else "no method produced a clean continuation"
     )
+
+
+@command(cli, "recover")
+@click.argument("files", nargs=-1, metavar="[RECOVERY_FILE]...")
+@click.option("--list", "list_", is_flag=True, help="List what is waiting; add nothing.")
+@click.option("--all", "every", is_flag=True, help="With --list: recovery files of every document.")
+def recover_cmd(files: tuple[str, ...], list_: bool, every: bool) -> None:
+    """Add generated texts that could not be saved, as the children they were meant to be.
+
+    When a generation's final write fails (a full disk, a read-only file system, a
+    lock held by another process), its texts are kept in a recovery file in loom's
+    data folder and the error names it. `loom recover` adds every recovery file of
+    the selected document (or the RECOVERY_FILEs given) in one undoable step, then
+    deletes them. Children whose parent was deleted or changed become roots holding
+    the whole text they continue.
+
+    \b
+    Examples:
+      loom recover --list
+      loom recover
+      loom recover ~/.local/share/loom/recovery/20261201T120000-ab12.json
+    """
+    from loom import store
+    from loom.generation import recovery
+
+    if list_:
+        if files:
+            raise click.UsageError("--list takes no RECOVERY_FILE")
+        if every:
+            waiting = recovery.pending()
+        else:
+            path = doc_path()
+            waiting = recovery.pending(store.real(path), _document_id())
+        rows = [r.summary() for r in waiting]
+        if json_mode():
+            emit({"command": "recover", "pending": rows})
+        elif not rows:
+            out("nothing to recover")
+        else:
+            for r in rows:
+                out(f"{r['file']}  {r['nodes']} text(s), {r['chars']} chars, {r['created']}")
+        return
+    if every:
+        raise click.UsageError("--all goes with --list (recovery adds to the selected document)")
+    path = doc_path()
+    chosen = (
+        [recovery.read(f) for f in files]
+        if files
+        else recovery.pending(store.real(path), _document_id())
+    )
+    made = []
+    with write_doc() as doc:
+        for item in chosen:
+            made.extend(recovery.restore(doc, item))
+    for item in chosen:  # only once the document holds them
+        recovery.discard(item)
+    if json_mode():
+        emit(
+            {
+                "command": "recover",
+                "nodes": [n.to_dict() for n in made],
+                "files": [str(r.path) for r in chosen],
+            }
+        )
+    elif not chosen:
+        out("nothing to recover")
+    else:
+        for node in made:
+            out(node.id)
+
+
+def _document_id() -> str | None:
+    from loom.errors import LoomError
+
+    try:
+        return read_doc().id
+    except LoomError:  # a damaged or missing document still has recovery files by path
+        return None
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -804,7 +967,7 @@ def models_list() -> None:
 @click.argument("name")
 @click.option(
     "--provider",
-    type=click.Choice(["openai", "openai-chat", "anthropic", "embedded"]),
+    type=click.Choice(list(PROVIDERS)),
     required=True,
 )
 @click.option("--model", "model_id", required=True, help="The provider's model id.")
@@ -818,6 +981,17 @@ def models_list() -> None:
     help="base: raw continuation; chat: instruct model.",
 )
 @click.option("--context", type=click.IntRange(min=1), help="Context length in tokens.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Deadline for a whole generation with this model (default 120).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Requests in flight at once (default: the provider's; 16 for hosted APIs).",
+)
 @click.option(
     "--param",
     "param",
@@ -834,6 +1008,8 @@ def models_add(
     key_env: str | None,
     kind: str | None,
     context: int | None,
+    timeout: float | None,
+    concurrency: int | None,
     param: tuple[str, ...],
     replace: bool,
 ) -> None:
@@ -858,6 +1034,7 @@ def models_add(
         "kind": kind,
         "context": context,
         "params": params,
+        "options": {k: v for k, v in {"timeout": timeout, "concurrency": concurrency}.items() if v},
     }
     model = config.add_model(name, table, replace=replace)
     if json_mode():

@@ -26,7 +26,16 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "loom.cli.edit_cmds": ("add", "edit", "split", "merge", "mv", "rm", "restore", "purge"),
     "loom.cli.mark_cmds": ("bookmark", "tag", "note"),
     "loom.cli.history_cmds": ("history", "undo", "redo", "log"),
-    "loom.cli.gen_cmds": ("gen", "regen", "params", "presets", "alts", "probe", "models"),
+    "loom.cli.gen_cmds": (
+        "gen",
+        "regen",
+        "params",
+        "presets",
+        "alts",
+        "probe",
+        "models",
+        "recover",
+    ),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
     "loom.cli.tui_cmds": ("tui",),
 }
@@ -36,8 +45,8 @@ HELP_ORDER = (
     "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
-    "gen", "regen", "params", "presets", "alts", "probe", "models", "import", "export", "ingest",
-    "tui",
+    "gen", "regen", "recover", "params", "presets", "alts", "probe", "models",
+    "import", "export", "ingest", "tui",
 )  # fmt: skip
 
 

@@ -19,12 +19,19 @@ if TYPE_CHECKING:
 
 KIND_MARK = {"model": "", "human": "✎", "import": "⇲", "system": "S", "user": "U", "assistant": "A"}
 
+
+def kind_mark(node: Node) -> str:
+    """Who wrote the node: a model (no mark), a person (✎, also for model text edited by
+    hand), an import, or a chat role."""
+    return "✎" if node.edited else KIND_MARK.get(node.kind, "?")
+
+
 # The symbols node lines and trees use, for `loom tree --help` and `loom ls --help`.
 LEGEND = """\b
 Symbols:
   ●    the cursor               ◦    on the path to the cursor
   •    unread (never visited)   ★    a bookmark (and its title)
-  ✎    written by hand (human)  ⇲    imported
+  ✎    by hand, or edited       ⇲    imported
   ✉    has a note               #t   a tag
   ×N   a chain of N single children, folded into one row
   +N   N more children, not shown here
@@ -161,7 +168,7 @@ def node_line(
     room = room or width()
     head = ("● " if current else "  ") + (f"{number:>2}. " if number is not None else "")
     head += style(short, fg="cyan")
-    mark = KIND_MARK.get(node.kind, "?")
+    mark = kind_mark(node)
     unread = "" if node.visited else style("•", fg="green")
     kids = len(node.doc.live_child_ids(node.id))
     tail = style(f" [{kids}]", dim=True) if kids else ""
@@ -245,7 +252,7 @@ def tree_lines(doc: Document, rows: Iterable[Row], focus: str | None) -> list[st
         )
         badge = " ".join(filter(None, (badges(Node(doc, i)) for i in ids_here)))
         tail = chain + hidden + (f" {badge}" if badge else "")
-        kind = KIND_MARK.get(node.kind, "?")
+        kind = kind_mark(node)
         start = f"{prefix}{marker} {short} {kind}{unread} "
         body = preview(text, max(12, room - visible_width(start + tail) - 1))
         if is_focus:

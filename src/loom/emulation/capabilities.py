@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import ConfigError
-from loom.generation.backends.base import Capabilities
 
 KINDS = frozenset({"base", "instruct", "chat"})
 PREFILL_FLAGS = frozenset({"prefix", "partial"})
@@ -270,21 +269,6 @@ def merge(entries: Sequence[Entry]) -> ModelCaps:
 # ---------------------------------------------------------------------------
 
 
-def narrow(capabilities: Capabilities, caps: ModelCaps) -> Capabilities:
-    """A backend's flags, limited by what the table says this model accepts."""
-    limit = caps.max_top_logprobs
-    return replace(
-        capabilities,
-        n=capabilities.n and (caps.max_n is None or caps.max_n > 1),
-        logprobs=capabilities.logprobs and caps.logprobs is not False,
-        max_top_logprobs=capabilities.max_top_logprobs
-        if limit is None
-        else min(limit, capabilities.max_top_logprobs),
-        prefill=capabilities.prefill and caps.prefill is not False,
-        seed=capabilities.seed and caps.seed is not False,
-    )
-
-
 def apply_limits(
     params: Mapping[str, Any], caps: ModelCaps
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -316,11 +300,3 @@ def apply_limits(
         for name in present[1:]:
             drop(name, f"cannot be sent together with {present[0]}")
     return out, why
-
-
-def split_n(n: int, max_n: int | None) -> list[int]:
-    """Sample counts per request when a model caps `n` (e.g. 5 with max 2 → [2, 2, 1])."""
-    if n <= 0:
-        return []
-    step = n if max_n is None or max_n <= 0 else max_n
-    return [min(step, n - i) for i in range(0, n, step)]

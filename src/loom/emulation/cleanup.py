@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from loom.generation.context import Context
+
 
 class _LazyPattern:
     """A regex compiled on first use: importing cleanup (~130 patterns) would otherwise cost
@@ -655,6 +657,19 @@ def trim_length(seam: Seam, draft: Draft) -> Draft:
     return draft.then("trim_length", draft.text[: m.start()], removed=draft.text[m.start() :])
 
 
+_NEXT_TURN = _lazy(r"\n\s*(?:User|System|Assistant):")
+
+
+def strip_transcript(seam: Seam, draft: Draft) -> Draft:
+    """A reply written into a transcript: no leading space, and nothing past the next turn
+    (a model that ignored the stop sequences goes on to write the user's lines)."""
+    m = _NEXT_TURN.search(draft.text)
+    kept = (draft.text if m is None else draft.text[: m.start()]).strip()
+    if kept == draft.text:
+        return draft
+    return draft.then("strip_transcript", kept, next_turn=m is not None)
+
+
 # ---------------------------------------------------------------------------
 # Verdicts
 # ---------------------------------------------------------------------------
@@ -751,6 +766,7 @@ STEPS: Mapping[str, Step] = {
     "restore_trailing": restore_trailing,
     "seam_space": seam_space,
     "trim_length": trim_length,
+    "strip_transcript": strip_transcript,
 }
 CHECKS: Mapping[str, Check] = {
     "refusal": check_refusal,
@@ -791,6 +807,9 @@ IN_PLACE_PROFILE = Profile(
 )
 # No emulation: the reply is kept exactly as sent.
 OFF_PROFILE = Profile(steps=(), checks=("empty",))
+# A reply to a conversation is a turn of its own: nothing to join, only a transcript's
+# framing to take off.
+TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript",), checks=("empty",))
 
 PROFILES: Mapping[str, Profile] = {
     "completion": IN_PLACE_PROFILE,
@@ -799,6 +818,8 @@ PROFILES: Mapping[str, Profile] = {
     "system": CHAT_PROFILE,
     "fewshot": CHAT_PROFILE,
     "off": OFF_PROFILE,
+    "chat": OFF_PROFILE,
+    "transcript": TRANSCRIPT_PROFILE,
 }
 
 
@@ -817,7 +838,7 @@ def judge(seam: Seam, draft: Draft, checks: Sequence[str]) -> Verdict:
 
 
 def clean(
-    prompt: str,
+    prompt: str | Context,
     raw: str,
     method: str,
     finish_reason: str | None = None,
@@ -827,12 +848,15 @@ def clean(
 ) -> Cleaned:
     """Turn a model's reply into text to append after `prompt`, with a verdict.
 
-    `prompt` is the document text up to the seam exactly as the user has it;
+    `prompt` is the document text up to the seam exactly as the user has it (or the
+    `Context` it came from: a reply to a conversation is a turn, joined to nothing);
     `prepared` is what `prepare_prompt` made of it for the request (recomputed
     without rewinding when omitted).
     """
     if method not in PROFILES:
         raise ValueError(f"unknown emulation method {method!r}")
+    if isinstance(prompt, Context):
+        prompt = prompt.seam_text
     options = options or CleanOptions()
     prepared = prepared or prepare_prompt(prompt)
     if prepared.original != prompt:

@@ -11,6 +11,12 @@ A method is a way of getting a raw continuation out of a model:
 - `fewshot`: the same with short worked examples, for models that ignore instructions.
 - `off`: no emulation; the document is sent as a plain user message.
 
+A conversation (a chat `Context`) is not continued but replied to, by one of two methods:
+
+- `chat`: the messages as they are, to a chat endpoint.
+- `transcript`: the messages written out as a plain transcript (`User: …\n\nAssistant:`)
+  for a raw-prompt model, with stop sequences at the next turn, so base models can chat.
+
 Methods are data (`METHODS`), the words sent are data too (`FRAMINGS`, by version), and
 the builders are pure: `build_request` returns the request and a `Framing` record of
 what it did, which the node keeps so a continuation can be reproduced and cleaned.
@@ -27,6 +33,7 @@ from loom.emulation.capabilities import ModelCaps, apply_limits
 from loom.emulation.cleanup import Prepared, prepare_prompt
 from loom.errors import ConfigError
 from loom.generation.backends.base import Capabilities, GenRequest
+from loom.generation.context import Context
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Method:
     open_turn: bool  # ends on the document as an assistant turn the model must continue
     in_place: bool  # the model continues the sent text itself (vs. replying to it)
     summary: str
+    conversation: bool = False  # replies to a conversation (a chat Context) rather than text
 
 
 METHODS: Mapping[str, Method] = {
@@ -47,8 +55,20 @@ METHODS: Mapping[str, Method] = {
         Method("system", "chat", False, False, "a continuation-engine system prompt"),
         Method("fewshot", "chat", False, False, "a system prompt with worked examples"),
         Method("off", "chat", False, False, "no emulation: the document as a user message"),
+        Method("chat", "chat", False, False, "the conversation as chat messages", True),
+        Method(
+            "transcript", "raw_prompt", False, False, "the conversation as a plain transcript", True
+        ),
     )
 }
+TEXT_METHODS = tuple(name for name, m in METHODS.items() if not m.conversation)
+# How a conversation is written for a raw model, and where its reply stops.
+TRANSCRIPT_LABELS: Mapping[str, str] = {
+    "system": "System",
+    "user": "User",
+    "assistant": "Assistant",
+}
+TRANSCRIPT_STOPS = ("\nUser:", "\nSystem:")
 # The order methods are tried in when neither the user nor the table says otherwise.
 # `template` is left out: it needs server fields only a table entry knows.
 DEFAULT_CHAINS: Mapping[str, tuple[str, ...]] = {
@@ -232,6 +252,7 @@ class _Ask:
     caps: ModelCaps
     system_message: str | None
     seed_phrase: str | None
+    context: Context  # the whole context (the conversation, for `chat` and `transcript`)
 
 
 @dataclass(frozen=True)
@@ -241,6 +262,7 @@ class _Body:
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()  # stop sequences the method needs, added to the caller's
     prefill: str | None = None
     seeded: bool = True  # whether the seed phrase reached the request
     notes: tuple[str, ...] = ()
@@ -323,6 +345,35 @@ def _off(ask: _Ask) -> _Body:
     return _Body(messages=messages)
 
 
+def _conversation(ask: _Ask) -> _Body:
+    messages = ask.context.message_dicts(with_system=False)
+    if ask.system_message is not None or ask.seed_phrase:
+        messages.insert(0, {"role": "system", "content": _system(ask, "")})
+    return _Body(messages=messages)
+
+
+def transcript(context: Context, system: str | None = None) -> str:
+    """A conversation as plain text, ending on an open assistant turn (the documented format).
+
+    Each turn is `Label: text` (System, User, Assistant), turns separated by a blank line.
+    """
+    system = context.system if system is None else system
+    turns = [("system", system)] if system else []
+    turns += [(m.role, m.content) for m in context.messages]
+    lines = [f"{TRANSCRIPT_LABELS[role]}: {text.strip()}" for role, text in turns]
+    return "\n\n".join([*lines, f"{TRANSCRIPT_LABELS['assistant']}:"])
+
+
+def _transcript(ask: _Ask) -> _Body:
+    notes = ("seed phrase not sent: a transcript has no hidden place for it",)
+    return _Body(
+        prompt=transcript(ask.context, ask.system_message),
+        seeded=False,
+        stop=TRANSCRIPT_STOPS,
+        notes=notes if ask.seed_phrase else (),
+    )
+
+
 BUILDERS: Mapping[str, Callable[[_Ask], _Body]] = {
     "completion": _completion,
     "template": _template,
@@ -330,12 +381,14 @@ BUILDERS: Mapping[str, Callable[[_Ask], _Body]] = {
     "system": _system_method,
     "fewshot": _fewshot,
     "off": _off,
+    "chat": _conversation,
+    "transcript": _transcript,
 }
 
 
 def build_request(
     method: str,
-    prompt: str,
+    context: Context | str,
     model: str,
     n: int = 1,
     params: Mapping[str, Any] | None = None,
@@ -346,21 +399,36 @@ def build_request(
     caps: ModelCaps | None = None,
     rewind: bool = False,
 ) -> tuple[GenRequest, Framing]:
-    """The request that asks `model` to continue `prompt` by `method`, and its record.
+    """The request that asks `model` to continue `context` by `method`, and its record.
 
-    `system_message` replaces the framing's instructions; `seed_phrase` is attached to
-    the system message; `caps` (the capability table's facts) adds prefill flags and
-    server fields and drops sampler parameters the model rejects; `rewind` holds back
-    a partial last word (see `cleanup.prepare_prompt`).
+    `context` is a text (or a `Context`: a text, or a conversation for `chat` and
+    `transcript`). Its system message, or `system_message` when given, replaces the
+    framing's instructions; `seed_phrase` is attached to the system message; `caps` (the
+    capability table's facts) adds prefill flags and server fields and drops sampler
+    parameters the model rejects; `rewind` holds back a partial last word (see
+    `cleanup.prepare_prompt`).
     """
-    if method not in METHODS:
+    spec = METHODS.get(method)
+    if spec is None:
         raise ConfigError(f"unknown emulation method {method!r} (known: {', '.join(METHODS)})")
+    ctx = context if isinstance(context, Context) else Context.of_text(context)
+    if spec.conversation != ctx.is_chat:
+        what = "a conversation" if ctx.is_chat else "a text"
+        fits = ", ".join(m for m, s in METHODS.items() if s.conversation == ctx.is_chat)
+        raise ConfigError(f"method {method!r} cannot send {what} (use one of: {fits})")
     caps = caps or ModelCaps()
-    # `off` sends the prompt untouched, so it records no stripped whitespace either.
-    prepared = Prepared(prompt) if method == "off" else prepare_prompt(prompt, rewind=rewind)
-    ask = _Ask(prompt, prepared, framing_text(framing_version), caps, system_message, seed_phrase)
+    system = system_message if system_message is not None else ctx.system
+    prompt = ctx.seam_text
+    # `off` and the conversation methods send the text untouched: no seam bookkeeping.
+    untouched = method == "off" or spec.conversation
+    prepared = Prepared(prompt) if untouched else prepare_prompt(prompt, rewind=rewind)
+    ask = _Ask(prompt, prepared, framing_text(framing_version), caps, system, seed_phrase, ctx)
     body = BUILDERS[method](ask)
     params_sent, adjusted = apply_limits(params or {}, caps)
+    if body.stop:
+        given = params_sent.get("stop") or []
+        given = [given] if isinstance(given, str) else list(given)
+        params_sent["stop"] = list(dict.fromkeys([*given, *body.stop]))
     request = GenRequest(
         model=model,
         prompt=body.prompt,
@@ -374,9 +442,9 @@ def build_request(
         version=framing_version,
         prepared=prepared,
         prefill=body.prefill,
-        stitch=METHODS[method].in_place,
+        stitch=spec.in_place,
         seed_phrase=seed_phrase if body.seeded else None,
-        custom_system=system_message is not None and method != "completion",
+        custom_system=system is not None and method not in ("completion", "transcript"),
         adjusted=adjusted,
         notes=body.notes,
     )
@@ -418,25 +486,40 @@ def choose_method(
     model_kind: str | None,
     table_entry: ModelCaps | None,
     forced: str | None = None,
+    *,
+    conversation: bool = False,
 ) -> list[str]:
     """The methods to try, best first; a rejecting verdict from cleanup moves to the next.
 
-    `forced` (the user's choice) is returned alone if it can run. A base model with a
-    raw endpoint gets `completion` only. Otherwise the capability table's list, filtered
-    by what the backend can do; without one, `DEFAULT_CHAINS` for the model's kind
-    (given, from the table, or guessed from the backend's flags).
+    `forced` (the user's choice) is returned alone if it can run. A conversation goes to
+    a chat endpoint as it is (`chat`), or as a transcript to a raw-prompt model. For
+    text, a base model with a raw endpoint gets `completion` only; otherwise the
+    capability table's list, filtered by what the backend can do; without one,
+    `DEFAULT_CHAINS` for the model's kind (given, from the table, or guessed from the
+    backend's flags).
     """
     if forced is not None:
+        if METHODS.get(forced) is not None and METHODS[forced].conversation != conversation:
+            fits = ", ".join(m for m, s in METHODS.items() if s.conversation == conversation)
+            what = "a conversation" if conversation else "text"
+            raise ConfigError(
+                f"--emulate {forced} cannot send {what}; for {what} use one of: {fits}"
+            )
         problem = why_not(forced, capabilities, table_entry)
         if problem:
             raise ConfigError(problem)
         return [forced]
+    if conversation:
+        chain = [m for m in ("chat", "transcript") if not why_not(m, capabilities, table_entry)]
+        if not chain:
+            raise ConfigError("this backend accepts neither chat messages nor a raw prompt")
+        return chain[:1]
 
     kind = model_kind or (table_entry.kind if table_entry else None)
     if kind == "base" and capabilities.raw_prompt:
         return ["completion"]
     if table_entry is not None and table_entry.methods:
-        unknown = [m for m in table_entry.methods if m not in METHODS]
+        unknown = [m for m in table_entry.methods if m not in TEXT_METHODS]
         if unknown:
             where = ", ".join(table_entry.sources)
             raise ConfigError(f"unknown emulation methods {unknown} in capability table ({where})")

@@ -10,7 +10,6 @@ later generations use it without asking again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +43,20 @@ class MethodScore:
 async def _probe(
     model: ModelConfig, prompts: tuple[str, ...], max_tokens: int
 ) -> list[MethodScore]:
-    from loom.emulation.capabilities import load_table
-    from loom.emulation.framing import METHODS, build_request, why_not
-    from loom.generation.factory import make_backend
-    from loom.generation.weave import clean_outcome, table_provider, user_capabilities_file
+    from loom.emulation.framing import TEXT_METHODS, why_not
+    from loom.generation.backends import BackendPool, table_provider
+    from loom.generation.cleaning import clean_outcome
+    from loom.generation.context import Context
+    from loom.generation.plan import capability_table, frame_branch
 
-    backend = make_backend(model)
+    pool = BackendPool()
     try:
-        entry = load_table(user_capabilities_file()).lookup(table_provider(model), model.model)
+        backend = pool.get(model)
+        entry = capability_table().lookup(table_provider(model), model.model)
         methods = [
-            m for m in METHODS if m != "off" and why_not(m, backend.capabilities, entry) is None
+            m
+            for m in TEXT_METHODS
+            if m != "off" and why_not(m, backend.capabilities, entry) is None
         ]
         scores: list[MethodScore] = []
         for method in methods:
@@ -63,24 +66,21 @@ async def _probe(
                     model=model,
                     params={**model.params, "max_tokens": max_tokens, "temperature": 0.7},
                 )
-                branch.request, branch.framing = build_request(
-                    method, prompt, model.model, 1, branch.params, caps=entry
-                )
-                [outcome] = await run_branches(prompt, [branch], {model.name: backend})
+                frame_branch(branch, method, Context.of_text(prompt), entry, None)
+                [outcome] = await run_branches([branch], pool)
                 score.total += 1
                 if outcome.error and not outcome.text:
                     score.errors.append(outcome.error)
                     score.verdicts.append("error")
                     continue
-                ok = clean_outcome(outcome, prompt)
+                ok = clean_outcome(outcome)
                 score.ok += ok
                 score.verdicts.append(str((outcome.cleanup or {}).get("verdict", "ok")))
                 score.cut_chars += max(0, len(outcome.raw_text or outcome.text) - len(outcome.text))
             scores.append(score)
         return scores
     finally:
-        with contextlib.suppress(Exception):
-            await backend.aclose()
+        await pool.aclose()
 
 
 def rank(scores: list[MethodScore]) -> list[MethodScore]:
@@ -101,7 +101,8 @@ def probe(
         raise ConfigError(f"model {model.name!r}: no emulation method can run on this backend")
     usable = [s for s in scores if s.ok]
     if record and usable:
-        from loom.generation.weave import table_provider, user_capabilities_file
+        from loom.generation.backends import table_provider
+        from loom.generation.plan import user_capabilities_file
 
         save_methods(
             user_capabilities_file(),

@@ -173,6 +173,6 @@ def alternatives(entry: Any) -> list[tuple[str, float]]:
 
 def prompt_fingerprint(prompt: str) -> dict[str, Any]:
     """How meta.gen records a prompt without storing it (the engine's own digest)."""
-    from loom.generation import prompt_digest  # the package's __init__ loads no backend
+    from loom.generation.context import prompt_digest  # a light module: no backend loads
 
     return {"prompt": prompt_digest(prompt)}

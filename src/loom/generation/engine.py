@@ -1,12 +1,11 @@
-"""Run N branches: plan requests, run them concurrently, stream, and record what made each child.
+"""Run N branches: group requests, run them concurrently, stream, fill one outcome per child.
 
-The engine knows nothing of terminals or files. It takes the prompt and a list
-of planned children (`Branch`), groups children with identical requests into one
-call with `n` where the backend allows it, runs the calls concurrently under a
-cap, reports progress through an `Events` callback object, and returns one
-`Outcome` per child. `record()` turns an outcome into the node metadata that
-docs/schema.md describes. Outcomes are filled in place as chunks arrive, so a
-caller interrupted half-way still holds every finished branch.
+The engine knows nothing of terminals, files or emulation. It takes planned children
+(`Branch`, each with its framed request), groups children with identical requests
+into one call with `n` where the backend and the model allow it, runs the calls
+concurrently under a cap per model, reports progress as events
+(`loom.generation.events`), and fills one `Outcome` per child in place as chunks
+arrive, so a caller interrupted half-way still holds every finished branch.
 """
 
 from __future__ import annotations
@@ -14,17 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.config import ModelConfig
-from loom.errors import BackendError, LoomError, StreamCut
-from loom.generation import prompt_digest
+from loom.errors import LoomError, StreamCut
+from loom.generation import events as ev
 from loom.generation.backends.base import Backend, Chunk, GenRequest, Token
-from loom.redact import safe_url
 
-LOGPROB_DIGITS = 4
+if TYPE_CHECKING:
+    from loom.emulation.framing import Framing
+    from loom.generation.backends import BackendPool
+    from loom.generation.context import Context
+
+MAX_N = 16  # samples per request when neither the backend nor the model says less
 
 
 @dataclass
@@ -35,15 +38,14 @@ class Branch:
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # modulator, index, preset… (recorded)
-    # Set by emulation (loom.generation.weave): the framed request, its record, and the
-    # methods still to try if cleanup rejects the output.
+    # Set when the branch is framed (loom.generation.plan): what it continues (after trimming
+    # to the model's window), the request that asks for it, how emulation framed it, the
+    # methods still to try if cleanup rejects the output, and the model's limit on `n`.
+    context: Context | None = None
     request: GenRequest | None = None
-    framing: Any = None  # an emulate.Framing
+    framing: Framing | None = None
     methods: list[str] = field(default_factory=list)
-    # The tail of the prompt actually continued, when the whole did not fit the model's
-    # context; `trimmed` counts the characters left out at the front.
-    prompt: str | None = None
-    trimmed: int = 0
+    max_n: int | None = None
 
     def group_key(self) -> tuple[Any, ...]:
         import orjson
@@ -51,7 +53,12 @@ class Branch:
         request_key = None
         if self.request is not None:
             request_key = orjson.dumps(
-                {"p": self.request.prompt, "m": self.request.messages, "x": self.request.extra},
+                {
+                    "p": self.request.prompt,
+                    "m": self.request.messages,
+                    "x": self.request.extra,
+                    "w": self.request.params,
+                },
                 option=orjson.OPT_SORT_KEYS,
             )
         return (
@@ -88,6 +95,7 @@ class Outcome:
     raw_text: str | None = None  # the model's text before cleanup, when cleanup changed it
     cleanup: dict[str, Any] | None = None  # verdict and operations (emulated output)
     retried_from: dict[str, Any] | None = None  # the first method and its verdict, after a retry
+    kept: bool = False  # becomes a node (decided when the generation ends)
 
     @property
     def done(self) -> bool:
@@ -98,96 +106,79 @@ class Outcome:
         return self.done and self.error is None and not self.incomplete
 
 
-class Events:
-    """Progress callbacks; override what you need. Called on the event loop."""
-
-    def started(self, outcome: Outcome) -> None:
-        pass
-
-    def text(self, outcome: Outcome, delta: str) -> None:
-        pass
-
-    def finished(self, outcome: Outcome) -> None:
-        pass
-
-
-BackendFactory = Callable[[ModelConfig], Backend]
+def _backend(backends: BackendPool | Mapping[str, Backend], model: ModelConfig) -> Backend:
+    if isinstance(backends, Mapping):
+        return backends[model.name]
+    return backends.get(model)
 
 
 def plan_requests(
-    branches: Sequence[Branch], backends: dict[str, Backend], max_n: int = 16
+    branches: Sequence[Branch], backends: BackendPool | Mapping[str, Backend]
 ) -> list[list[int]]:
-    """Group children into requests: identical requests share one call with `n` when allowed."""
+    """Group children into requests: identical requests share one call with `n` when allowed
+    (by the backend, and by the model's `max_n` from the capability table)."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     singles: list[list[int]] = []
+    limits: dict[tuple[Any, ...], int] = {}
     for i, branch in enumerate(branches):
-        backend = backends[branch.model.name]
-        if backend.capabilities.n:
-            groups.setdefault(branch.group_key(), []).append(i)
+        limit = min(branch.max_n or MAX_N, MAX_N)
+        if _backend(backends, branch.model).capabilities.n and limit > 1:
+            key = branch.group_key()
+            groups.setdefault(key, []).append(i)
+            limits[key] = limit
         else:
             singles.append([i])
     planned: list[list[int]] = []
-    for members in groups.values():
-        planned.extend(members[k : k + max_n] for k in range(0, len(members), max_n))
+    for key, members in groups.items():
+        size = limits[key]
+        planned.extend(members[k : k + size] for k in range(0, len(members), size))
     return planned + singles
 
 
-def build_request(prompt: str, branch: Branch, n: int, *, system: str | None = None) -> GenRequest:
-    """The request for a branch: emulation's framing if it set one, else a raw prompt or plain chat."""
-    if branch.request is not None:
-        req = branch.request  # framed by emulation: what the model rejects is already left out
-        return GenRequest(
-            model=req.model,
-            prompt=req.prompt,
-            messages=req.messages,
-            n=n,
-            params=dict(req.params),
-            extra={**req.extra, **branch.extra},
-        )
-    model = branch.model
-    if model.kind == "base":
-        return GenRequest(
-            model=model.model,
-            prompt=prompt,
-            n=n,
-            params=dict(branch.params),
-            extra=dict(branch.extra),
-        )
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+def _request(branch: Branch, n: int) -> GenRequest:
+    req = branch.request
+    if req is None:
+        raise ValueError("a branch must be framed (given a request) before it runs")
     return GenRequest(
-        model=model.model,
-        messages=messages,
+        model=req.model,
+        prompt=req.prompt,
+        messages=req.messages,
         n=n,
-        params=dict(branch.params),
-        extra=dict(branch.extra),
+        params=dict(req.params),
+        extra={**req.extra, **branch.extra},
     )
 
 
 async def run_branches(
-    prompt: str,
     branches: Sequence[Branch],
-    backends: dict[str, Backend],
+    backends: BackendPool | Mapping[str, Backend],
     *,
     outcomes: list[Outcome] | None = None,
-    events: Events | None = None,
-    concurrency: int = 8,
-    system: str | None = None,
-    max_n: int = 16,
+    events: ev.Sink | None = None,
+    concurrency: int | Mapping[str, int] = 8,
 ) -> list[Outcome]:
-    """Produce every branch. `outcomes`, if given, is filled in place (for interrupted callers)."""
-    events = events or Events()
+    """Produce every branch. `outcomes`, if given, is filled in place (for interrupted callers).
+
+    `concurrency`: requests in flight, for every model or per model name.
+    """
+    sink = events or ev.ignore
     results = outcomes if outcomes is not None else []
     results[:] = [Outcome(i, b) for i, b in enumerate(branches)]
-    gate = asyncio.Semaphore(max(1, concurrency))
+    gates: dict[str, asyncio.Semaphore] = {}
+
+    def gate(model: ModelConfig) -> asyncio.Semaphore:
+        if model.name not in gates:
+            limit = concurrency if isinstance(concurrency, int) else concurrency.get(model.name, 8)
+            gates[model.name] = asyncio.Semaphore(max(1, limit))
+        return gates[model.name]
 
     async def run_one(members: list[int]) -> None:
         first = branches[members[0]]
-        backend = backends[first.model.name]
-        request = build_request(prompt, first, len(members), system=system)
+        backend = _backend(backends, first.model)
+        request = _request(first, len(members))
         wire = backend.wire_params(request)
-        async with gate:
+        async with gate(first.model):
+            ev.current_request.set((sink, tuple(members)))
             start = time.monotonic()
             for k, i in enumerate(members):
                 o = results[i]
@@ -196,12 +187,12 @@ async def run_branches(
                 o.sent = {**wire.body, **request.extra}
                 o.backend, o.base_url = backend.name, backend.base_url
                 o.request_n, o.request_index = len(members), k
-                events.started(o)
+                sink(ev.BranchStarted(i, first.model.name, len(members)))
             try:
                 # aclosing: an early exit closes the HTTP response now, not at loop shutdown.
                 async with contextlib.aclosing(backend.stream(request)) as chunks:
                     async for chunk in chunks:
-                        _absorb(chunk, members, results, events)
+                        _absorb(chunk, members, results, sink)
                 for i in members:
                     o = results[i]
                     if o.ended is None:  # a branch the backend never closed
@@ -210,35 +201,39 @@ async def run_branches(
                             o.error
                             or "the provider ended the response without finishing this branch"
                         )
-                        events.finished(o)
+                        _finished(o, sink)
             except StreamCut as exc:
-                _fail(members, results, events, exc.message, incomplete=True)
+                _fail(members, results, sink, exc.message, incomplete=True)
             except LoomError as exc:
                 _fail(
                     members,
                     results,
-                    events,
+                    sink,
                     exc.message,
                     incomplete=False,
                     status=getattr(exc, "status", None),
                 )
             except asyncio.CancelledError:
-                _fail(members, results, events, "cancelled", incomplete=True)
+                _fail(members, results, sink, "cancelled", incomplete=True)
                 raise
             except Exception as exc:  # a backend bug must not cost the other branches their text
                 _fail(
                     members,
                     results,
-                    events,
+                    sink,
                     f"internal error in {backend.name}: {type(exc).__name__}: {exc}",
                     incomplete=False,
                 )
 
-    await asyncio.gather(*(run_one(m) for m in plan_requests(branches, backends, max_n)))
+    await asyncio.gather(*(run_one(m) for m in plan_requests(branches, backends)))
     return results
 
 
-def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], events: Events) -> None:
+def _finished(o: Outcome, sink: ev.Sink) -> None:
+    sink(ev.BranchFinished(o.index, o.text, o.finish_reason, o.error, o.incomplete))
+
+
+def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], sink: ev.Sink) -> None:
     if not 0 <= chunk.index < len(members):
         return  # a choice index we did not ask for: ignore rather than misattribute
     o = results[members[chunk.index]]
@@ -246,7 +241,7 @@ def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], events: Ev
         if o.first_token_at is None:
             o.first_token_at = time.monotonic()
         o.text += chunk.text
-        events.text(o, chunk.text)
+        sink(ev.TextDelta(o.index, chunk.text))
     if chunk.tokens:
         o.tokens.extend(chunk.tokens)
     if chunk.model:
@@ -261,13 +256,13 @@ def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], events: Ev
     if chunk.finish_reason and o.ended is None:
         o.finish_reason = chunk.finish_reason
         o.ended = time.monotonic()
-        events.finished(o)
+        _finished(o, sink)
 
 
 def _fail(
     members: list[int],
     results: list[Outcome],
-    events: Events,
+    sink: ev.Sink,
     message: str,
     *,
     incomplete: bool,
@@ -280,73 +275,4 @@ def _fail(
             o.error = message
             o.error_status = status
             o.incomplete = incomplete or bool(o.text)
-            events.finished(o)
-
-
-def compact_logprobs(tokens: list[Token], source: str) -> dict[str, Any] | None:
-    if not tokens:
-        return None
-    r = LOGPROB_DIGITS
-    out: dict[str, Any] = {
-        "source": source,
-        "tokens": [t.text for t in tokens],
-        "lp": [round(t.logprob, r) for t in tokens],
-    }
-    if any(t.top for t in tokens):
-        out["top"] = [[[alt, round(lp, r)] for alt, lp in t.top] for t in tokens]
-    return out
-
-
-def record(outcome: Outcome, prompt: str, *, logprob_source: str = "post") -> dict[str, Any]:
-    """The node metadata for one outcome (see docs/schema.md, meta.gen and meta.logprobs)."""
-    o, model = outcome, outcome.branch.model
-    gen: dict[str, Any] = {
-        "backend": o.backend or model.provider,
-        "base_url": safe_url(o.base_url or model.base_url)
-        if (o.base_url or model.base_url)
-        else "",
-        "model": model.name,
-        "model_id": model.model,
-        "reported_model": o.reported_model,
-        "params": o.branch.params,
-        "extra": o.branch.extra or None,
-        "sent": o.sent,
-        "prompt": {
-            **prompt_digest(o.branch.prompt or prompt),
-            **({"trimmed": o.branch.trimmed} if o.branch.trimmed else {}),
-        },
-        "finish_reason": o.finish_reason,
-        "usage": o.usage,
-        "latency_ms": None if o.ended is None else round((o.ended - o.started) * 1000),
-        "ttft_ms": None
-        if o.first_token_at is None
-        else round((o.first_token_at - o.started) * 1000),
-        "request": {"n": o.request_n, "index": o.request_index},
-    }
-    if o.dropped:
-        gen["dropped"] = o.dropped
-    if o.branch.provenance:
-        gen["modulation"] = o.branch.provenance
-    if o.branch.framing is not None:
-        emulation: dict[str, Any] = dict(o.branch.framing.to_record())
-        if o.cleanup:
-            emulation["cleanup"] = o.cleanup
-        if o.retried_from:
-            emulation["retried_from"] = o.retried_from
-        gen["emulation"] = emulation
-    if o.error:
-        gen["error"] = o.error
-    meta: dict[str, Any] = {"gen": {k: v for k, v in gen.items() if v is not None}}
-    probs = compact_logprobs(o.tokens, logprob_source)
-    if probs and "".join(probs["tokens"]) == o.text:
-        meta["logprobs"] = probs  # only when aligned with the text, so offsets stay meaningful
-    if o.incomplete:
-        meta["incomplete"] = True
-    return meta
-
-
-def raise_if_all_failed(outcomes: Sequence[Outcome]) -> None:
-    """One clear error when nothing came back at all."""
-    if outcomes and all(o.error and not o.text for o in outcomes):
-        messages = list(dict.fromkeys(o.error for o in outcomes if o.error))
-        raise BackendError(messages[0] if len(messages) == 1 else "; ".join(messages[:3]))
+            _finished(o, sink)

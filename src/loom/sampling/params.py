@@ -429,14 +429,6 @@ def parse_assignments(items: Iterable[str], *, flag: str = "--param") -> dict[st
 # Pass-through to one backend family
 # ---------------------------------------------------------------------------
 
-# Which namespaces reach a provider's backends. The embedded backend is llama.cpp.
-_PROVIDER_FAMILIES: Mapping[str, tuple[str, ...]] = {
-    "openai": ("openai",),
-    "openai-chat": ("openai", "openai-chat"),
-    "anthropic": ("anthropic",),
-    "embedded": ("embedded", "llamacpp"),
-}
-
 
 def backend_families(model: ModelConfig) -> tuple[str, ...]:
     """The namespaces whose pass-through keys reach `model`'s backend.
@@ -444,11 +436,13 @@ def backend_families(model: ModelConfig) -> tuple[str, ...]:
     The provider's own families, plus `options.family` (a name or list) for an
     OpenAI-compatible server that is really vLLM, llama.cpp, Ollama…
     """
+    from loom.generation.backends import PROVIDERS
+
     declared = model.options.get("family", ())
     extra = (declared,) if isinstance(declared, str) else tuple(declared)
-    return tuple(
-        dict.fromkeys((*_PROVIDER_FAMILIES.get(model.provider, (model.provider,)), *extra))
-    )
+    known = PROVIDERS.get(model.provider)
+    own = known.families if known is not None else (model.provider,)
+    return tuple(dict.fromkeys((*own, *extra)))
 
 
 def split_passthrough(

@@ -27,7 +27,7 @@ from loom.document import Document
 from loom.errors import LoomError
 from loom.session import Session
 from loom.tui import caret
-from loom.tui.generation import Runner, Settings
+from loom.tui.generation import Finished, Runner, Settings
 from loom.tui.keys import KEYS
 from loom.tui.messages import NodeChosen, SegmentClicked
 from loom.tui.screens.dialogs import (
@@ -98,6 +98,7 @@ class LoomApp(App[None]):
         self.runner: Runner | None = None
         self.streams: list[Stream] = []
         self._written: tuple[str, ...] = ()
+        self.generating = False  # from starting a generation until its end is handled
 
     # ---- layout and painting ----------------------------------------------------------
 
@@ -170,8 +171,7 @@ class LoomApp(App[None]):
         self.query_one(KeyHints).set_hints(self.hints())
 
     def generation_summary(self) -> str:
-        running = self.runner is not None and self.runner.running
-        return ("generating… esc stops · " if running else "") + self.settings.summary()
+        return ("generating… esc stops · " if self.generating else "") + self.settings.summary()
 
     def _save_state(self) -> str:
         if self._failed_at and self.session.pending:
@@ -284,9 +284,9 @@ class LoomApp(App[None]):
                 self._first_unsaved = None
         if follow:
             self.refresh_all()
-            self._streams_arrived()
         else:
             self.refresh_status()
+        self._streams_arrived()
         if self._sync_again and not self._quitting:
             self._sync_again = False
             self.start_sync()
@@ -761,7 +761,7 @@ class LoomApp(App[None]):
         self.push_screen(LogScreen(journal.undo_entries(self.doc), self.errors))
 
     def action_escape(self) -> None:
-        if self.runner is not None and self.runner.running:
+        if self.generating and self.runner is not None:
             if self.runner.cancel():
                 self.say("stopping: the branches that finished are kept")
         elif self.caret_mode is not None:
@@ -815,20 +815,21 @@ class LoomApp(App[None]):
         except LoomError as exc:
             self.error(exc.message)
             return
+        self.generating = True
         self.refresh_status()
 
     def _on_generation(self, item: Any) -> None:
         """An event from the running generation (on this loop), or its end."""
         from loom.generation import events as ev
-        from loom.tui.generation import Finished
-        from loom.tui.widgets.children import Stream
 
         def stream(index: int) -> Stream:
             while len(self.streams) <= index:
                 self.streams.append(Stream())
             return self.streams[index]
 
-        if isinstance(item, ev.BranchStarted):
+        if isinstance(item, ev.Planned):  # every row at once, before any request starts
+            self.streams = [Stream(note=f"{model}: waiting") for model in item.models]
+        elif isinstance(item, ev.BranchStarted):
             stream(item.index).note = item.model
         elif isinstance(item, ev.TextDelta):
             stream(item.index).text += item.text
@@ -852,8 +853,11 @@ class LoomApp(App[None]):
             self._finish_generation(item)
             return
         self.query_one(ChildrenList).set_streams(self.streams)
+        if not isinstance(item, ev.TextDelta):
+            self.refresh_status()
 
     def _finish_generation(self, done: Finished) -> None:
+        self.generating = False
         kept = len(self._written)
         if done.error is not None:
             self.error(done.error.message)
@@ -865,15 +869,16 @@ class LoomApp(App[None]):
             self.streams = []
             self.query_one(ChildrenList).set_streams(self.streams)
         self.start_sync()  # read the children in; the streams give way to them then
+        self._streams_arrived()  # (or now, if a sync already read them)
         self.refresh_status()
 
     def _streams_arrived(self) -> None:
         """After a sync: once the written children are in the document, drop their streams."""
-        if self.streams and self._written and all(i in self.doc.nodes for i in self._written):
-            if not (self.runner and self.runner.running):
-                self.streams = []
-                self._written = ()
-                self.query_one(ChildrenList).set_streams(self.streams)
+        written = self._written and all(i in self.doc.nodes for i in self._written)
+        if self.streams and written and not self.generating:
+            self.streams = []
+            self._written = ()
+            self.query_one(ChildrenList).set_streams(self.streams)
 
     def action_gen_panel(self) -> None:
         from loom.tui.generation import explain, model_names, preset_names

@@ -10,6 +10,7 @@ task (Escape) keeps the branches that finished, as `loom.agenerate` promises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import threading
 from collections.abc import Callable
@@ -158,10 +159,8 @@ class Runner:
             self._thread.join(timeout)
 
     def _send(self, item: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the app has closed its loop
             self.ui_loop.call_soon_threadsafe(self.deliver, item)
-        except RuntimeError:  # the app has closed its loop
-            pass
 
     def _main(self, path: Path, request: GenerationRequest) -> None:
         asyncio.run(self._run(path, request))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,11 @@ class Backend(abc.ABC):
     name: str = "backend"  # e.g. "openai", "openai-chat", "anthropic", "embedded"
     capabilities: Capabilities = Capabilities()
     base_url: str = ""
+    # The sampler values the backend uses for parameters a request leaves out, by canonical
+    # name, where it knows them (a local engine); None: the provider decides, unseen.
+    sampler_defaults: Mapping[str, Any] | None = None
+    # Facts about how the backend ran that each node records (e.g. CPU threads).
+    runtime: Mapping[str, Any] | None = None
 
     @abc.abstractmethod
     def wire_params(self, request: GenRequest) -> WireParams:

@@ -24,12 +24,15 @@ Design notes:
 
 from __future__ import annotations
 
+import array
 import asyncio
 import atexit
 import contextlib
+import json
 import math
 import mmap
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -38,11 +41,12 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loom import files
-from loom.errors import BackendError, StreamCut
+from loom.errors import BackendError, StorageError, StreamCut
 from loom.generation.backends.base import (
     Backend,
     Capabilities,
@@ -190,16 +194,27 @@ def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise BackendError(f"cannot read model file {p}: {exc.strerror or exc}") from None
 
 
-def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Array:
+    """Where a GGUF array's items are: `start` offset, `count` items of type `item`."""
+
+    item: int
+    start: int
+    count: int
+
+
+def _parse_gguf_kv(m: mmap.mmap, arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Scalars and strings by key; the arrays named in `arrays` as `_Array` locations."""
     try:
         version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
         if version not in (2, 3):
             return {}
         out: dict[str, Any] = {}
         off = 24
+        length = struct.Struct("<Q").unpack_from
 
         def string(at: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", m, at)
+            (n,) = length(m, at)
             return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
 
         for _ in range(n_kv):
@@ -211,9 +226,11 @@ def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
             elif kind == _GGUF_ARRAY:
                 item, count = struct.unpack_from("<IQ", m, off)
                 off += 12
+                if key in arrays:
+                    out[key] = _Array(item, off, count)
                 if item == _GGUF_STRING:
                     for _ in range(count):  # vocabularies: 50k-260k strings, ~40 ms
-                        (n,) = struct.unpack_from("<Q", m, off)
+                        (n,) = length(m, off)
                         off += 8 + n
                 else:
                     off += struct.calcsize(_GGUF_SCALARS[item]) * count
@@ -224,6 +241,104 @@ def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
         return out
     except (struct.error, KeyError, ValueError):
         return {}  # malformed or unknown types: llama.cpp will give the verdict
+
+
+# --- special tokens --------------------------------------------------------------------
+
+# GGUF token types (llama.cpp's llama_token_type): control tokens (<pad>, <bos>, <unusedN>,
+# <start_of_turn>) and user-defined ones (Gemma's <start_of_image>, but also its runs of
+# newlines, which are ordinary text).
+_CONTROL, _USER_DEFINED = 3, 4
+_MARKER = re.compile(r"\A(?:<[^<>\s]+>|\[[^\[\]\s]+\])\Z")  # <start_of_image>, [multimodal]
+# Tokens that end a generation; banning them would stop a model from ever finishing.
+_ENDS = frozenset(
+    {"<eos>", "</s>", "<end_of_turn>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"}
+)
+_END_KEYS = (
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.eom_token_id",
+)
+_SPECIAL_VERSION = 1
+_BANNED_MARGIN = 8  # extra alternatives asked for, to cover banned ones left out
+
+
+def special_tokens(path: str | os.PathLike[str]) -> frozenset[int]:
+    """Ids of the model's control and marker tokens that must never become text.
+
+    They are banned at sampling (a logit bias of -inf) and left out of the recorded
+    alternatives; the tokens that end a generation are kept. Reading a 262k-token
+    vocabulary costs about half a second, so the answer is cached beside the model's
+    other files, keyed by the file's size and modification time.
+    """
+    p = Path(path)
+    try:
+        info = p.stat()
+    except OSError:
+        return frozenset()
+    cache = (
+        default_model_path().parent
+        / ".special"
+        / f"{p.name}-{info.st_size}-{info.st_mtime_ns}.json"
+    )
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if data.get("version") == _SPECIAL_VERSION:
+            return frozenset(int(i) for i in data["ids"])
+    ids = _scan_special(p)
+    with contextlib.suppress(OSError, StorageError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"version": _SPECIAL_VERSION, "ids": sorted(ids)})
+        files.write_atomic(cache, body.encode())
+    return ids
+
+
+def _scan_special(path: Path) -> frozenset[int]:
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return _special_ids(m)
+    except (OSError, ValueError, struct.error, KeyError):
+        return frozenset()  # not a readable GGUF: llama.cpp will say so
+
+
+def _special_ids(m: mmap.mmap) -> frozenset[int]:
+    if m[:4] != b"GGUF":
+        return frozenset()
+    meta = _parse_gguf_kv(m, frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}))
+    tokens, kinds = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.token_type")
+    if not isinstance(tokens, _Array) or not isinstance(kinds, _Array) or kinds.item != 5:
+        return frozenset()  # no vocabulary, or token types not stored as int32
+    types = array.array("i")
+    types.frombytes(m[kinds.start : kinds.start + 4 * kinds.count])
+    ends = {int(meta[k]) for k in _END_KEYS if isinstance(meta.get(k), int)}
+    candidates = {i for i, kind in enumerate(types) if kind in (_CONTROL, _USER_DEFINED)}
+    length = struct.Struct("<Q").unpack_from
+    banned: set[int] = set()
+    off = tokens.start
+    for i in range(tokens.count):
+        (n,) = length(m, off)
+        if i in candidates:
+            text = m[off + 8 : off + 8 + n].decode("utf-8", "replace")
+            marker = types[i] == _CONTROL or _MARKER.match(text) is not None
+            if marker and text not in _ENDS and i not in ends:
+                banned.add(i)
+        off += 8 + n
+    return frozenset(banned)
+
+
+def _with_bans(given: Any, banned: frozenset[int]) -> list[list[Any]]:
+    """The request's logit_bias in llama.cpp's list form, with every banned token at -inf."""
+    if isinstance(given, Mapping):
+        pairs = [[_bias_key(k), v] for k, v in given.items()]
+    elif isinstance(given, list):
+        pairs = [list(pair) for pair in given]
+    else:
+        pairs = []
+    return pairs + [[token, False] for token in sorted(banned)]
+
+
+def _bias_key(key: Any) -> Any:
+    return int(key) if isinstance(key, str) and key.lstrip("-").isdigit() else key
 
 
 # --- the backend -----------------------------------------------------------------------
@@ -272,6 +387,8 @@ class EmbeddedLlama(Backend):
         self._chat = chat
         self._caps: Capabilities | None = None
         self._lock = threading.Lock()  # guards _server, _sock_dir and _jobs
+        self._banned: frozenset[int] = frozenset()
+        self.runtime = {"threads": threads, "n_parallel": n_parallel}
         self._server: Any = None
         self._sock_dir: str | None = None
         self._jobs: set[_Job] = set()
@@ -399,6 +516,8 @@ class EmbeddedLlama(Backend):
                     retryable=False,
                 ) from None
             self._server, self._sock_dir = server, sock_dir
+            self._banned = special_tokens(path)
+            self.sampler_defaults = _sampler_defaults(params.sampling)
             _LIVE.add(self)
             return server
 
@@ -437,6 +556,12 @@ class EmbeddedLlama(Backend):
         body: dict[str, Any] = dict(self.wire_params(request).body)
         want = request.params.get("logprobs")
         n_top = 0 if want is None or want is False else min(int(want), MAX_TOP_LOGPROBS)
+        if self._banned:
+            body["logit_bias"] = _with_bans(body.get("logit_bias"), self._banned)
+            if n_top:
+                # The alternatives come from the distribution before the ban: ask for a few
+                # more, so N remain once banned tokens are left out.
+                body["n_probs"] = min(n_top + _BANNED_MARGIN, MAX_TOP_LOGPROBS)
         body["stream"] = True
         body["return_progress"] = True  # callbacks during prompt evaluation: prompt cancels
         if request.messages is not None:
@@ -520,7 +645,7 @@ class EmbeddedLlama(Backend):
             entries = (choice.get("logprobs") or {}).get("content") or []
             if entries:
                 for entry in entries:
-                    state.pending.append(_token(entry, n_top))
+                    state.pending.append(_token(entry, n_top, self._banned))
             if state.pending and text:
                 # Tokens held back by a partial stop match carry no text of their own
                 # (theirs arrives with a later token); emit them with the text.
@@ -637,13 +762,39 @@ class _Job:
             self._post(_End(error))
 
 
-def _token(entry: Mapping[str, Any], n_top: int) -> Token:
-    alternatives = entry.get("top_logprobs") or []
+def _token(entry: Mapping[str, Any], n_top: int, banned: frozenset[int] = frozenset()) -> Token:
+    # The alternatives are the raw distribution, before the ban: leave banned tokens out.
+    alternatives = [a for a in entry.get("top_logprobs") or () if a.get("id") not in banned]
     return Token(
         text=entry.get("token") or "",
         logprob=float(entry.get("logprob", -math.inf)),
         top=[(alt.get("token") or "", float(alt["logprob"])) for alt in alternatives[:n_top]],
     )
+
+
+# llama.cpp's sampling fields for what a request leaves out, by canonical name.
+_DEFAULT_FIELDS = {
+    "temperature": "temp",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "typical_p": "typ_p",
+    "repetition_penalty": "penalty_repeat",
+    "presence_penalty": "penalty_present",
+    "frequency_penalty": "penalty_freq",
+}
+
+
+def _sampler_defaults(sampling: Any) -> dict[str, Any]:
+    """What llama.cpp uses for each sampler parameter a request does not set."""
+    out: dict[str, Any] = {}
+    for name, field_ in _DEFAULT_FIELDS.items():
+        value = getattr(sampling, field_, None)
+        if isinstance(value, float):
+            value = round(value, 6)  # stored as float32: 0.8 reads back as 0.800000011920929
+        if isinstance(value, int | float):
+            out[name] = value
+    return out
 
 
 def _usage(data: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ import orjson
 
 from loom.errors import BackendError, StreamCut
 from loom.generation.backends.base import Chunk
+from loom.generation.events import report_retry
 from loom.redact import redact, safe_url
 
 if TYPE_CHECKING:
@@ -67,8 +68,9 @@ class HttpOptions:
 
     connect_timeout: float = 10.0
     # Longest silence while reading: between SSE events when streaming, the whole
-    # generation when not. Generous because slow local models stream slowly.
-    read_timeout: float = 180.0
+    # generation when not. Generous because slow local models stream slowly; the whole
+    # call has its own deadline (GenerationRequest.timeout) on top of this.
+    read_timeout: float = 90.0
     write_timeout: float = 30.0
     # Waiting for a pooled connection is not a provider failure, so no limit by default.
     pool_timeout: float | None = None
@@ -543,6 +545,7 @@ class Endpoint:
         re-raised as a StreamCut, so the caller keeps what it received.
         """
         opts = self.options
+        timeouts = 0
         for number in range(opts.max_retries + 1):
             yielded = False
             try:
@@ -558,13 +561,18 @@ class Endpoint:
                     raise as_cut(exc) from None
                 last = number == opts.max_retries
                 too_long = exc.retry_after is not None and exc.retry_after > opts.max_retry_after
-                if not exc.retryable or last or too_long:
+                # A server that accepted the request and went silent is asked once more, not
+                # max_retries times: each wait is a whole read timeout.
+                silent = exc.details.get("error_type") == "ReadTimeout"
+                timeouts += silent
+                if not exc.retryable or last or too_long or timeouts > 1:
                     if number > 0:
                         exc.message = f"{exc.message} (gave up after {number + 1} attempts)"
                         exc.args = (exc.message,)
                         exc.details["attempts"] = number + 1
                     raise
                 delay = backoff_delay(number, opts, exc.retry_after)
+                report_retry(exc.message, delay, number + 1)
                 log.info(
                     "%s; retrying in %.2fs (retry %d of %d)",
                     exc.message,

@@ -257,7 +257,7 @@ class GenerationPanel(ModalScreen["Settings | None"]):
                 yield Label("model")
                 yield Select(
                     [(m, m) for m in self.models],
-                    value=s.model if s.model in self.models else Select.BLANK,
+                    value=s.model if s.model in self.models else Select.NULL,
                     prompt="the default model",
                     id="model",
                 )
@@ -267,7 +267,7 @@ class GenerationPanel(ModalScreen["Settings | None"]):
                     [(p, p) for p in self.presets],
                     value=s.presets[0]
                     if s.presets and s.presets[0] in self.presets
-                    else Select.BLANK,
+                    else Select.NULL,
                     prompt="none",
                     id="preset",
                 )

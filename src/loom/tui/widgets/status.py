@@ -24,28 +24,38 @@ def status_text(
     """What the status line says: document, node, place, undo depth, save state; the next
     generation's settings on the right; the last error (if any) before them."""
     cursor = doc.cursor_id
-    parts = [name, f"{len(doc):,} nodes"]
+    count = f"{len(doc):,} nodes"
+    place: list[str] = []
+    where = ""
     if cursor is not None:
         siblings = [s for s in doc.sibling_ids(cursor) if not doc.nodes[s].get("archived")]
-        where = f"{siblings.index(cursor) + 1}/{len(siblings)}" if cursor in siblings else "-"
-        parts += [cursor[:8], f"depth {depth}", f"sib {where}"]
+        where = f"sib {siblings.index(cursor) + 1}/{len(siblings)}" if cursor in siblings else ""
+        place = [cursor[:8], f"depth {depth}"]
     else:
-        parts.append("empty")
-    parts.append(f"undo {len(undo_entries(doc))}")
-    parts.append(saving)
-    left = " · ".join(parts)
+        place = ["empty"]
+    tail = [f"undo {len(undo_entries(doc))}", saving]
+    # Narrow terminals drop the node count, then the sibling position, before the
+    # next generation's settings on the right.
+    wanted = min(cells(generation), 28)
+    for parts in (
+        [name, count, *place, where, *tail],
+        [name, *place, where, *tail],
+        [name, *place, *tail],
+    ):
+        left = " · ".join(p for p in parts if p)
+        if cells(left) + wanted + 2 <= width:
+            break
     out = Text(left)
-    right = Text(generation, style="dim")
     if error:
-        room = width - cells(left) - cells(generation) - 4
+        room = width - cells(left) - 4
         if room > 10:
-            message = error if cells(error) <= room else error[: room - 1] + "…"
             out.append("  ")
-            out.append(message, style="bold red")
-    gap = width - out.cell_len - right.cell_len
-    if gap >= 1:
-        out.append(" " * gap)
-        out.append_text(right)
+            out.append(error if cells(error) <= room else error[: room - 1] + "…", style="bold red")
+    room = width - out.cell_len - 2
+    if room >= 8 and generation:
+        shown = generation if cells(generation) <= room else generation[: room - 1] + "…"
+        out.append(" " * (width - out.cell_len - cells(shown)))
+        out.append(shown, style="dim")
     out.truncate(width)
     return out
 

@@ -1,0 +1,118 @@
+"""`GenerationRequest`: everything one generation is asked to do, as one value.
+
+Front ends (the CLI's flags, the TUI's panel, an MCP tool call, an HTTP request)
+build one request and make one call (`loom.agenerate` / `loom.generate`); planning
+the children (parameter layers, modulation, emulation) happens inside the library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from loom.errors import UsageError
+from loom.generation.context import MODES, Context
+
+if TYPE_CHECKING:
+    from loom.sampling.modulate import ModulationSpecs
+
+CURSOR_CHOICES = ("stay", "first", "last")
+EMULATION_CHOICES = ("auto", "completion", "template", "prefill", "system", "fewshot", "off")
+MAX_N = 256
+DEFAULT_N = 4  # children per model when neither the caller nor the document says
+DEFAULT_TIMEOUT = 120.0  # seconds for the whole call, when neither the request nor a model says
+MODULATION_KEYS = ("sweep", "grid", "per_cell", "jitter", "mix", "schedule", "random_preset")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: which node, how many children, from which models, with what.
+
+    node: the node to continue (an id, a unique prefix, "@"); None: the cursor.
+    n: children per model (None: the document's `defaults.n`, else 4; with a grid or a
+        mix, as `loom.sampling.modulate.plan` counts).
+    models: model names (see `loom models`); empty: the default model.
+    params: the top parameter layer: canonical names (or aliases) to values, typed or as
+        text ("0.8"); `family.key` passes a field through to one backend family.
+    presets: presets layered under the document's defaults, later ones winning.
+    modulation: how parameters vary across the children: a `ModulationSpecs`, or a mapping
+        of its flag names to flag values ({"sweep": "temperature=0.6:1.4"}).
+    emulate: how a chat model is made to continue text ("auto": from its capabilities).
+    mode: "text" continues the branch's text; "chat" replies to the branch's turns.
+    cursor: where the document's cursor goes afterwards: stay, first or last new child.
+    keep_partial: on cancel, keep unfinished branches too (marked incomplete).
+    strict: refuse to run if a parameter would be dropped or changed for a model.
+    concurrency: requests in flight per model (None: each provider's default).
+    timeout: deadline in seconds for the whole call (None: the models' `timeout`
+        option, else DEFAULT_TIMEOUT). Branches still running at the deadline end with
+        an error; text they streamed is kept, marked incomplete.
+    rng_seed: seed for jitter, random presets and seed phrases (drawn and recorded if None).
+    regenerate: re-run the recorded generation that made this node: new siblings of it,
+        with its recorded model, parameters and emulation method (`params`, `models`
+        and `emulate` given here override them).
+    context: send this instead of the node's branch (a prompt from outside a document).
+    """
+
+    node: str | None = None
+    n: int | None = None
+    models: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    presets: tuple[str, ...] = ()
+    modulation: ModulationSpecs | Mapping[str, Any] | None = None
+    emulate: str = "auto"
+    mode: str = "text"
+    cursor: str = "stay"
+    keep_partial: bool = False
+    strict: bool = False
+    concurrency: int | None = None
+    timeout: float | None = None
+    rng_seed: int | None = None
+    regenerate: str | None = None
+    context: Context | None = None
+
+    def __post_init__(self) -> None:
+        # Lists are welcome from callers; the value stays hashable and immutable.
+        for name in ("models", "presets"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+            elif not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+
+    def checked(self) -> GenerationRequest:
+        """The request with its modulation parsed, or a UsageError naming the bad field."""
+        if self.n is not None and not (isinstance(self.n, int) and 1 <= self.n <= MAX_N):
+            raise UsageError(f"n must be a whole number from 1 to {MAX_N}, got {self.n!r}")
+        if self.cursor not in CURSOR_CHOICES:
+            raise UsageError(f"cursor must be one of {', '.join(CURSOR_CHOICES)}")
+        if self.emulate not in EMULATION_CHOICES:
+            raise UsageError(f"emulate must be one of {', '.join(EMULATION_CHOICES)}")
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}")
+        if self.concurrency is not None and not (
+            isinstance(self.concurrency, int) and self.concurrency >= 1
+        ):
+            raise UsageError(f"concurrency must be at least 1, got {self.concurrency!r}")
+        if self.timeout is not None and not (
+            isinstance(self.timeout, int | float)
+            and math.isfinite(self.timeout)
+            and self.timeout > 0
+        ):
+            raise UsageError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if not isinstance(self.params, Mapping):
+            raise UsageError("params must map parameter names to values")
+        if self.regenerate is not None and self.context is not None:
+            raise UsageError("regenerate re-runs a node's own prompt: it takes no context")
+        modulation = self.modulation
+        if isinstance(modulation, Mapping):
+            from loom.sampling.modulate import ModulationSpecs
+
+            unknown = sorted(set(modulation) - set(MODULATION_KEYS))
+            if unknown:
+                raise UsageError(
+                    f"unknown modulation {', '.join(unknown)} (known: {', '.join(MODULATION_KEYS)})"
+                )
+            modulation = ModulationSpecs.parse(**dict(modulation))
+        return replace(self, modulation=modulation)
