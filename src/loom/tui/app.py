@@ -10,6 +10,8 @@ timer notices other processes' saves (the file's identity changes) and syncs the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -111,6 +113,8 @@ class LoomApp(App[None]):
         yield KeyHints(id="hints")
 
     def on_mount(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
         self.query_one(BranchView).focus()
         self.set_interval(WATCH_INTERVAL, self._watch)
         self.call_after_refresh(self.refresh_all)
@@ -313,6 +317,19 @@ class LoomApp(App[None]):
             await asyncio.sleep(0.01)
             if self._failed_at:
                 return
+
+    def _hang_up(self) -> None:
+        """The terminal went away (a dropped SSH connection): save what is queued, and go.
+
+        Nobody can answer a question now, so this saves at once, on this thread, unless a
+        save is already running (it holds the changes it took; those after it are lost)."""
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()  # its finished branches are written as it ends
+            self.runner.join(30)
+        if not self._syncing:
+            with contextlib.suppress(LoomError):
+                self.session.close()
+        self.exit(return_code=129)
 
     async def action_quit(self) -> None:
         if self._quitting and self._failed_at:
