@@ -61,6 +61,7 @@ print(json.dumps({"code": code, "imported": found}), file=sys.stderr)
         ["info"],
         ["undo"],
         ["--help"],
+        ["tui", "--help"],
     ],
 )
 def test_navigation_does_not_import_heavy_modules(loom: Loom, args: list[str]) -> None:

@@ -486,13 +486,14 @@ def set_document_field(doc: Document, key: str, value: Any) -> None:
 def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
-    if doc.is_archived(node):
+    path = doc.path_ids(node)  # once: a move in a 10,000-deep chain is O(depth) anyway
+    nodes = doc.nodes
+    if any(nodes[i].get("archived") for i in path):
         raise InvalidOperation(
             f"node {node} is deleted (restore it first with `loom restore {node}`)"
         )
-    path = doc.path_ids(node)
     for parent, child in itertools.pairwise(path):
-        if doc.nodes[parent].get("last_child") != child:
+        if nodes[parent].get("last_child") != child:
             doc._set(parent, "last_child", child)
     if not doc.nodes[node].get("visited"):
         doc._set(node, "visited", True)
@@ -502,10 +503,17 @@ def goto(doc: Document, node: str) -> Node:
 
 
 def parent_of(doc: Document, node: str, steps: int = 1) -> str:
-    path = doc.path_ids(node)
-    if len(path) == 1:
+    """The ancestor `steps` levels up (the root if there are fewer)."""
+    nodes = doc.nodes
+    current = nodes[node].get("parent")
+    if current is None:
         raise NotFound(f"node {node} is a root: it has no parent")
-    return path[max(0, len(path) - 1 - steps)]
+    for _ in range(min(steps, len(nodes)) - 1):  # bounded: a damaged cycle cannot loop forever
+        up = nodes[current].get("parent")
+        if up is None:
+            break
+        current = up
+    return str(current)
 
 
 def child_of(doc: Document, node: str, index: int | None = None) -> str:
@@ -531,19 +539,27 @@ def sibling_of(doc: Document, node: str, step: int) -> str:
 
 def bookmark_from(doc: Document, node: str | None, step: int) -> str:
     """The next (step=1) or previous (step=-1) bookmark in document order, wrapping around."""
-    order = list(doc.walk())
-    marks = [i for i in order if "bookmark" in doc.nodes[i]]
+    marks = [i for i in doc.walk() if "bookmark" in doc.nodes[i]]
     if not marks:
         raise NotFound("the document has no bookmarks")
-    if node is None or node not in order:
-        return marks[0] if step > 0 else marks[-1]
-    position = {n: i for i, n in enumerate(order)}
-    here = position[node]
+    return next_in_order(doc, node, marks, step)
+
+
+def next_in_order(doc: Document, node: str | None, targets: Sequence[str], step: int) -> str:
+    """The first of `targets` (listed in document order) after (step=1) or before (step=-1)
+    `node` in document order, wrapping around: how `next --bookmark` and a UI's "next
+    search match" move."""
+    if not targets:
+        raise NotFound("nothing to move to")
+    if node is None or node not in doc.nodes:
+        return targets[0] if step > 0 else targets[-1]
+    position = {n: i for i, n in enumerate(doc.walk(include_archived=True))}
+    here = position.get(node, -1)
     if step > 0:
-        after = [m for m in marks if position[m] > here]
-        return after[0] if after else marks[0]
-    before = [m for m in marks if position[m] < here]
-    return before[-1] if before else marks[-1]
+        after = [t for t in targets if position.get(t, -1) > here]
+        return after[0] if after else targets[0]
+    before = [t for t in targets if position.get(t, -1) < here]
+    return before[-1] if before else targets[-1]
 
 
 def root_of(doc: Document, node: str) -> str:

@@ -85,6 +85,15 @@ def load(path: str | os.PathLike[str], *, full_check: bool = False) -> Document:
         raise DocumentError(exc.message + hint) from None
 
 
+def identity(path: str | os.PathLike[str]) -> str | None:
+    """What changes whenever the file is replaced or rewritten (inode, size, modification
+    time), or None if it is missing: a cheap way to notice another process's save."""
+    try:
+        return _identity(os.stat(real(path)))
+    except OSError:
+        return None
+
+
 def _identity(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -278,6 +287,13 @@ def encode(doc: Document) -> bytes:
 
 def save(doc: Document, path: str | os.PathLike[str]) -> None:
     """Write the document atomically, keeping rolling backups of earlier versions."""
+    write(path, encode(doc))
+    doc.dirty = False
+
+
+def write(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write an encoded document atomically (`save` without the encoding, for a caller
+    that must encode at a moment of its choosing, e.g. while no one changes the document)."""
     path = real(path)
     try:
         mode = path.stat().st_mode
@@ -288,7 +304,6 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
         raise StorageError(
             f"{path}: the document is read-only (chmod u+w {path.name} to allow changes)"
         )
-    payload = encode(doc)
     files.remove_stale_temps(path)  # leftovers of loom processes killed mid-save
     files.write_atomic(
         path,
@@ -298,7 +313,6 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
         note="; the document on disk is unchanged",
     )
     _record_saved(path)
-    doc.dirty = False
 
 
 def _rotate_backups(path: Path) -> None:
