@@ -13,9 +13,12 @@ with them as if they were base models. Needs the `serve` extra (uvicorn).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from loom.errors import ConfigError, StorageError, UsageError
@@ -62,8 +65,8 @@ def run(
     verbose: bool = False,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve on `sock` until SIGINT or SIGTERM (in-flight generations are cancelled, their
-    finished branches recorded)."""
+    """Serve on `sock` until SIGINT, SIGTERM or SIGHUP, then stop cleanly: requests get five
+    seconds to finish, then their generations are cancelled (finished branches recorded)."""
     try:
         import uvicorn
     except ImportError:
@@ -80,7 +83,25 @@ def run(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    if ready is not None:
-        ready()
-    server.run(sockets=[sock])
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # loom's own handlers (below) stop it; uvicorn's would re-raise the signal
+
+    server = Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            server.force_exit = server.should_exit  # a second Ctrl-C stops waiting
+            server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop)
+        if ready is not None:
+            ready()
+        await server.serve(sockets=[sock])
+
+    asyncio.run(main())
