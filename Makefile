@@ -48,6 +48,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_emulation.py
+	$(PY) bench/bench_serve.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
