@@ -136,3 +136,65 @@ def serve_cmd(
         verbose=verbose,
         ready=ready,
     )
+
+
+@command(cli, "mcp")
+@click.option(
+    "--root",
+    "folders",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="A directory the client may read and write (repeatable; default: the current one). "
+    "Paths outside, through .. or a symlink, are refused.",
+)
+@click.option(
+    "--http", "http", is_flag=True, help="Serve streamable HTTP on 127.0.0.1 instead of stdio."
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port for --http (0: any free port, printed when ready).",
+)
+def mcp_cmd(folders: tuple[str, ...], http: bool, port: int) -> None:
+    """Serve loom to an agent over the Model Context Protocol (needs the `mcp` extra).
+
+    Tools mirror the library: open_document (or create), show, children, tree, add,
+    edit (copy-on-write), split, merge, move, archive, navigate, bookmark, tag,
+    search, undo, redo, generate and say (progress notifications carry each event
+    as it streams), list_models, import_tree, export. Resources: loom://documents,
+    loom://document/{file}, loom://node/{id}/{file}. Answers use the same JSON shapes
+    as `--json`. The client can touch only files under the --root directories, and
+    never sees API keys. stdio by default; --http serves http://127.0.0.1:PORT/mcp.
+
+    \b
+    Examples:
+      loom mcp                                  # stdio, confined to the current directory
+      loom mcp --root ~/stories --root /tmp/drafts
+      loom mcp --http --port 8765               # streamable HTTP on 127.0.0.1
+      claude mcp add loom -- loom mcp --root ~/stories
+    """
+    from loom import mcp
+
+    roots = list(folders) or ["."]
+    if not http:
+        mcp.run_stdio(roots)
+        return
+    from loom import serve
+    from loom.mcp.roots import Roots
+
+    Roots(roots)  # a bad --root is named before anything listens
+    sock = serve.bind("127.0.0.1", port)
+    url = serve.url_of(sock).removesuffix("/v1") + "/mcp"
+
+    def ready() -> None:
+        if json_mode():
+            emit({"command": "mcp", "url": url, "roots": [str(Path(r).resolve()) for r in roots]})
+        else:
+            click.echo(f"loom mcp: {url} (roots: {', '.join(roots)}); Ctrl-C stops", err=True)
+        sys.stdout.flush()
+
+    mcp.run_http(roots, sock, ready)
