@@ -447,17 +447,19 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
                     message = json.dumps(event.to_dict(), ensure_ascii=False)
                     await ctx.report_progress(count, None, message)
 
-        try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(pump)
-                with send:
-                    result: Generation = await start(send.send_nowait)
-        except LoomError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from None
-        try:
-            result.check()
-        except LoomError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from None
+        result: Generation | None = None
+        failed: LoomError | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(pump)
+            with send:
+                try:
+                    result = await start(send.send_nowait)
+                    result.check()
+                except LoomError as exc:  # raised here, not out of the task group as a group
+                    failed = exc
+        if failed is not None:
+            raise ToolError(f"{failed.code}: {failed.message}")
+        assert result is not None
         return result
 
     def generated(result: Generation, brief: bool) -> dict[str, Any]:
