@@ -247,6 +247,28 @@ def test_streaming_a_chat_model_sends_only_cleaned_text(
     assert text == story
 
 
+def test_concurrent_requests_are_all_recorded(served: Served) -> None:
+    """Requests at once write the same record file under its lock: none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = served.client()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda i: client.completions.create(model="base", prompt=f"p{i}", n=2), range(8)
+            )
+        )
+    assert all(len(a.choices) == 2 for a in answers)
+    recorded = served.new_roots()
+    assert sorted(r.text for r in recorded) == sorted(f"p{i}" for i in range(8))
+    assert all(len(r.children) == 2 for r in recorded)
+
+
+def test_an_oversized_body_is_refused(served: Served) -> None:
+    status, error = error_of(served.http("POST", "/v1/completions", b"x" * (17 * 2**20)))
+    assert status == 413 and "16 MiB" in error["message"]
+
+
 # ---- chat completions --------------------------------------------------------------------------
 
 
