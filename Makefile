@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck bench clean chromium
+.PHONY: run test lint typecheck bench clean chromium nvim
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 	  echo "note: chromium not installed; the HTML browser test will be skipped"
 
-test: $(TEST_STAMP) chromium
+# Debian's Neovim for the editor plugin's tests (editors/nvim); installed when we may (root, apt).
+nvim:
+	@command -v nvim >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends neovim >/dev/null) ; } || \
+	  echo "note: neovim not installed; the editor plugin's tests will be skipped"
+
+test: $(TEST_STAMP) chromium nvim
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
@@ -49,6 +55,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_emulation.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_editor.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

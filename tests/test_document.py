@@ -7,7 +7,7 @@ import pytest
 import loom
 from loom import journal, ops
 from loom.document import Document
-from loom.errors import AmbiguousId, InvalidOperation, NotFound
+from loom.errors import AmbiguousId, InvalidOperation, NotFound, UsageError
 
 
 def chain(doc: Document, *texts: str) -> list[str]:
@@ -244,7 +244,7 @@ def test_search_segments_and_branches() -> None:
     assert [h.node_id for h in hits] == [b]
     assert [m.node_id for m in loom.search.search(doc, r"t\w+e", regex=True)] == [b]
     assert [m.node_id for m in loom.search.search(doc, "THE SEA", ignore_case=True)] == [a]
-    with pytest.raises(InvalidOperation):
+    with pytest.raises(UsageError):
         loom.search.search(doc, "(", regex=True)
 
 

@@ -136,13 +136,27 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def size_text(n: int) -> str:
+    """A byte count for people: "512 bytes", "1.5 KB", "20.0 MB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
 def read_bytes(
-    path: str | os.PathLike[str], *, limit: int | None = None, what: str = "file"
+    path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    what: str = "file",
+    note: str = "",
 ) -> bytes:
     """The bytes of a regular file, at most `limit` of them, or one clear error.
 
     FIFOs, devices and folders are refused before anything is read, so a path such as
-    /dev/zero or a pipe never hangs or fills memory.
+    /dev/zero or a pipe never hangs or fills memory. `note` ends the over-the-limit
+    message (how to raise the limit).
     """
     path = Path(path)
     try:
@@ -161,7 +175,7 @@ def read_bytes(
     elif not stat.S_ISREG(info.st_mode):
         problem = f"{path}: not a regular file (a pipe or a device); pass - to read input"
     elif limit is not None and info.st_size > limit:
-        problem = f"{path}: {info.st_size:,} bytes, over the {limit:,}-byte limit"
+        problem = f"{path}: {size_text(info.st_size)}, over the {size_text(limit)} limit{note}"
     if problem:
         os.close(fd)
         raise BadInput(problem)
@@ -171,5 +185,5 @@ def read_bytes(
         except OSError as exc:
             raise StorageError(f"{path}: cannot read ({reason(exc)})") from None
     if limit is not None and len(data) > limit:
-        raise BadInput(f"{path}: over the {limit:,}-byte limit")
+        raise BadInput(f"{path}: more than the {size_text(limit)} limit{note}")
     return data

@@ -105,6 +105,45 @@ def add_child(
     return Node(doc, new)
 
 
+Segment = tuple[str, str, dict[str, Any] | None]  # text, kind, meta
+
+
+def add_chain(
+    doc: Document,
+    parent: str | None,
+    segments: Sequence[Segment],
+    *,
+    index: int | None = None,
+    move_cursor: bool = True,
+    visited: bool | None = None,
+) -> list[Node]:
+    """Add a chain of nodes under `parent` (None: a new root), each the child of the one before.
+
+    The first goes at `index` among `parent`'s children. One undoable step, and one
+    cursor update however long the chain is (per-node `add_child` would walk the
+    path from the root once per node). Returns the new nodes, top first.
+    """
+    for _, kind, _ in segments:
+        _check_kind(kind)
+    if parent is not None:
+        doc.node(parent)
+    made: list[str] = []
+    with transaction(doc, "add", f"add {len(segments)} node(s) under {parent or 'the roots'}"):
+        above = parent
+        for text, kind, meta in segments:
+            new = doc.new_node_id()
+            seen = visited if visited is not None else kind != "model"
+            doc._create(new, _new_record(text, kind, meta, visited=seen))
+            _attach(doc, new, above, index if above == parent else None)
+            made.append(new)
+            above = new
+        if move_cursor and made:
+            goto(doc, made[-1])
+        else:
+            doc.settle_cursor()
+    return [Node(doc, m) for m in made]
+
+
 def add_sibling(doc: Document, node: str, text: str, **kwargs: Any) -> Node:
     """Add a node right after `node`, under the same parent (or as the next root)."""
     siblings = doc.sibling_ids(node)

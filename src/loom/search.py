@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from loom.document import Document
-from loom.errors import InvalidOperation
+from loom.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ def compile_pattern(
     try:
         return re.compile(pattern if regex else re.escape(pattern), flags)
     except re.error as exc:
-        raise InvalidOperation(f"bad regular expression {pattern!r}: {exc}") from None
+        # The pattern is what someone typed: a bad one is a usage error (exit 2).
+        raise UsageError(f"bad regular expression {pattern!r}: {exc}") from None
 
 
 # How far back into the ancestors a regex match may start in a branch search: a pattern's
@@ -68,7 +69,7 @@ def search(
     node's full text.
     """
     if not pattern:
-        raise InvalidOperation("empty search pattern")
+        raise UsageError("empty search pattern")
     compiled = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
     nodes = doc.nodes
     out: list[Match] = []

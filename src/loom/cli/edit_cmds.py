@@ -142,10 +142,13 @@ def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place
         new_text = read_text_input(text, from_file)
     with write_doc() as doc:
         target = doc.resolve(node).id
+        changed = doc.node(target).text != new_text  # the same text: nothing is written
         result = ops.edit(doc, target, new_text, in_place=in_place)
-    extra = {"new_version": result.id != target, "edited": target}
+    extra = {"new_version": result.id != target, "edited": target, "changed": changed}
     if json_mode() or not stdout_is_terminal():
         report(doc, result, "edit", extra=extra)
+    elif not changed:
+        out(f"nothing changed: {target[:8]} already has this text")
     else:
         what = (
             f"new version {result.id[:8]} (children stay with {target[:8]})"

@@ -12,6 +12,7 @@ import click
 from loom import config
 from loom.cli.common import (
     command,
+    diagnostic,
     doc_path,
     emit,
     file_option,
@@ -226,7 +227,13 @@ MODULATION_KEYS = (
 )
 
 
-def render_generation(result: Generation, raw: bool, null: bool, command_name: str) -> None:
+def render_generation(
+    result: Generation,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     if json_mode():
         # A failed or interrupted run is reported by `check` as one error object instead.
         if result.write_error is None and not result.interrupted and not result.error_summary():
@@ -238,11 +245,12 @@ def render_generation(result: Generation, raw: bool, null: bool, command_name: s
                     "cursor": result.cursor,
                     "interrupted": result.interrupted,
                     "warnings": result.warnings,
+                    **(extra or {}),
                 }
             )
     else:
         for warning in result.warnings:
-            sys.stderr.write(f"loom: warning: {warning}\n")
+            diagnostic("warning", warning)
         if null:
             sys.stdout.write("".join(f"{made.text}\0" for made in result.nodes))
             sys.stdout.flush()
@@ -329,13 +337,30 @@ NULL = click.option(
 )
 
 
-def run_generation(request: GenerationRequest, raw: bool, null: bool, command_name: str) -> None:
-    """Make the one library call for a generation command and print what it made."""
+def run_generation(
+    request: GenerationRequest,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    sync_file: str | None = None,
+) -> None:
+    """Make the one library call for a generation command and print what it made.
+
+    `sync_file`: `loom sync` it first, generate from the end of its branch, sync it again.
+    """
     from loom.generation.core import generate
 
     view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
-    result = generate(doc_path(), request, events=view)
-    render_generation(result, raw, null, command_name)
+    if sync_file is None:
+        result = generate(doc_path(), request, events=view)
+        render_generation(result, raw, null, command_name)
+        return
+    from loom import sync
+    from loom.cli.sync_cmds import note_synced
+
+    synced = sync.generate(doc_path(), sync_file, request, events=view)
+    note_synced(synced)
+    render_generation(synced.generation, raw, null, command_name, {"sync": synced.to_dict()})
 
 
 def generation_options(cursor_default: str = "stay") -> Any:
@@ -423,7 +448,14 @@ def request_from_options(
 @click.argument("node", required=False, metavar="[NODE]")
 @generation_options()
 @EMULATE
-def gen_cmd(node: str | None, emulate: str, **options: Any) -> None:
+@click.option(
+    "--sync",
+    "sync_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Sync FILE first (`loom sync`), generate from its end, then write it the cursor's branch.",
+)
+def gen_cmd(node: str | None, emulate: str, sync_file: str | None, **options: Any) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
 
     With no -m, uses the default model (`loom models default NAME`), else the
@@ -445,9 +477,12 @@ def gen_cmd(node: str | None, emulate: str, **options: Any) -> None:
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
       loom gen -n 3 -0 | xargs -0 -n1 echo   # one text per NUL-terminated record
+      loom gen --sync draft.md --cursor first # from the end of your file, into it
     """
+    if sync_file is not None and node is not None:
+        raise click.UsageError("--sync generates from the end of FILE: give no NODE")
     request, raw, null = request_from_options(options, node=node, emulate=emulate)
-    run_generation(request, raw, null, "gen")
+    run_generation(request, raw, null, "gen", sync_file)
 
 
 @command(cli, "regen")

@@ -10,6 +10,7 @@ from loom import jsonio
 from loom.cli import render
 from loom.cli.common import (
     NODE,
+    color_enabled,
     command,
     emit,
     json_mode,
@@ -40,14 +41,17 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
     On a terminal, node boundaries alternate in colour and the node itself is in
     bold, and control characters in the text are shown as symbols (␛, ␇).
     Piped or with --raw, it prints exactly the text: no colour, no newline
-    added. A conversation (a branch with user/assistant turns) is shown as turns
-    under their roles; piped or with --raw, as a transcript (`User: …`) that
+    added. --probs shows each token's probability, in colour on a terminal,
+    else (piped, NO_COLOR) as [token 87%]; --raw always means the bare text.
+    A conversation (a branch with user/assistant turns) is shown as turns under
+    their roles; piped or with --raw, as a transcript (`User: …`) that
     `loom import -` reads back into the same turns.
 
     \b
     Examples:
       loom show
       loom show --raw | wc -w
+      loom show --segment --probs     # the node's own tokens and their probabilities
       loom show a1b2 --json
       loom show --messages      # what `loom reply` would send
     """
@@ -82,13 +86,19 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
             }
         )
         return
-    if raw or not stdout_is_terminal():
+    if raw or not (probs or stdout_is_terminal()):
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     if probs:
-        out(render.probabilities(doc, target.id))
-        out(render.probability_legend())
+        plain = not color_enabled()
+        shown = render.probabilities(doc, target.id, segment=segment, plain=plain)
+        if not stdout_is_terminal():
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+            return
+        out(shown)
+        out(render.probability_legend(plain=plain))
     else:
         out(render.safe(target.text) if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))

@@ -43,7 +43,8 @@ Symbols:
 PROBABILITY_BANDS = ((0.8, "green"), (0.5, "bright_green"), (0.2, "yellow"), (0.05, "bright_red"))
 PROBABILITY_HELP = (
     "Colour each token by its probability: green ≥0.8, bright green ≥0.5, yellow ≥0.2, "
-    "bright red ≥0.05, red below; plain text has no recorded probability."
+    "bright red ≥0.05, red below; plain text has no recorded probability. Without colour "
+    "(piped, NO_COLOR) each such token is written [token 87%]."
 )
 
 # Document text is model output or someone else's file: its control characters (ESC, BEL, CR,
@@ -202,8 +203,18 @@ def _probability_colour(logprob: float) -> str:
     return "red"
 
 
-def probability_legend() -> str:
-    """One line saying what the --probs colours mean, in those colours."""
+def percent(logprob: float) -> str:
+    """A token's probability as people read it: 87%, 0.3%, <0.1%."""
+    p = math.exp(logprob)
+    if p >= 0.01:
+        return f"{p:.0%}"
+    return f"{p:.1%}" if p >= 0.001 else "<0.1%"
+
+
+def probability_legend(*, plain: bool = False) -> str:
+    """One line saying what the --probs colours (or brackets) mean."""
+    if plain:
+        return "token probability: [token 87%] · plain: not recorded"
     bands = [style(f"≥{floor:g}", fg=colour) for floor, colour in PROBABILITY_BANDS]
     lowest = PROBABILITY_BANDS[-1][0]
     return (
@@ -213,17 +224,30 @@ def probability_legend() -> str:
     )
 
 
-def probabilities(doc: Document, node_id: str) -> str:
-    """The branch text with every token of known probability coloured by it."""
+def probabilities(
+    doc: Document, node_id: str, *, segment: bool = False, plain: bool = False
+) -> str:
+    """The branch text (or only the node's segment) with every token of known probability
+    coloured by it, or with `plain` written [token 87%] for output without colour.
+
+    Tokens that spell the start of a node's text are shown; the rest of the text (typed
+    after the generation) is plain.
+    """
     pieces: list[str] = []
-    for pid in doc.path_ids(node_id):
+    for pid in [node_id] if segment else doc.path_ids(node_id):
         text = doc.nodes[pid].get("text", "")
         probs = logprobs.of(doc, pid)
-        if probs is None or not logprobs.aligned(probs, text):
+        tokens = probs["tokens"] if probs is not None else []
+        covered = "".join(tokens)
+        if probs is None or not text.startswith(covered):
             pieces.append(safe(text))
             continue
-        for tok, lp in zip(probs["tokens"], probs["lp"], strict=False):
-            pieces.append(style(safe(tok), fg=_probability_colour(lp)))
+        for tok, lp in zip(tokens, probs["lp"], strict=False):
+            if plain:
+                pieces.append(f"[{safe(tok)} {percent(lp)}]")
+            else:
+                pieces.append(style(safe(tok), fg=_probability_colour(lp)))
+        pieces.append(safe(text[len(covered) :]))
     return "".join(pieces)
 
 
@@ -297,7 +321,10 @@ def meta_summary(meta: dict[str, Any], short: str) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     gen = meta.get("gen")
     if isinstance(gen, dict):
-        model = f"{gen.get('model')} ({gen.get('backend')} {gen.get('model_id')})"
+        # An imported record may know only the model's name: show what is known, no "None".
+        detail = " ".join(str(gen[k]) for k in ("backend", "model_id") if gen.get(k))
+        model = str(gen.get("model") or gen.get("model_id") or "unknown")
+        model += f" ({detail})" if detail else ""
         reported = gen.get("reported_model")
         if reported and reported != gen.get("model_id"):
             model += f", reported as {reported}"

@@ -357,6 +357,19 @@ _ANY_FRAMING_TAG = _lazy(r"[ \t]*</?(?:continuation|document|text|output|respons
 _STRAY_CLOSE_TAG = _lazy(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
+def _tag_gap(m: re.Match[str]) -> str:
+    """What stands where a framing tag was cut: the space it sat in when words are on both
+    sides ("fox</document> the" → "fox the"), else nothing."""
+    text, start, end = m.string, m.start(), m.end()
+    between_words = start > 0 and end < len(text) and not text[start - 1].isspace()
+    between_words = between_words and not text[end].isspace()
+    gap = m.group(0)
+    if not between_words or gap.strip() == gap:
+        return ""
+    trailing = gap[len(gap.rstrip()) :]
+    return trailing or gap[: len(gap) - len(gap.lstrip())]
+
+
 def strip_tags(seam: Seam, draft: Draft) -> Draft:
     """Unwrap <continuation>…</continuation>: the framings show documents and replies in tags.
 
@@ -370,7 +383,7 @@ def strip_tags(seam: Seam, draft: Draft) -> Draft:
         text, tag = m.group(2), m.group(1).lower()
     if (m2 := _STRAY_CLOSE_TAG.search(text)) is not None:
         text = text[: m2.start()]
-    text = _ANY_FRAMING_TAG.sub("", text)
+    text = _ANY_FRAMING_TAG.sub(_tag_gap, text)
     if text == draft.text:
         return draft
     return draft.then("strip_tags", text, tag=tag) if tag else draft.then("strip_tags", text)

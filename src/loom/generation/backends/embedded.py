@@ -637,11 +637,11 @@ class EmbeddedLlama(Backend):
         for choice in choices:
             index = job.offset + int(choice.get("index", 0))
             state = states.setdefault(index, _Branch())
-            role = None
             if chat:
                 delta = choice.get("delta") or {}
                 text = delta.get("content") or ""
-                role = delta.get("role") if isinstance(delta.get("role"), str) else None
+                if isinstance(delta.get("role"), str):
+                    state.role = delta["role"]  # goes out with the branch's first text
             else:
                 text = choice.get("text") or ""
             tokens: list[Token] | None = None
@@ -669,8 +669,10 @@ class EmbeddedLlama(Backend):
                     job.held = chunk  # wait: the usage may follow in its own payload
                 else:
                     out.append(chunk)
-            elif text or tokens or role:
-                out.append(Chunk(index=index, text=text, tokens=tokens, model=model, role=role))
+            elif text or tokens:
+                out.append(Chunk(index=index, text=text, tokens=tokens, model=model))
+            if out and out[-1].index == index and state.role:
+                out[-1].role, state.role = state.role, None
         return out
 
 
@@ -687,10 +689,11 @@ def _capabilities(*, chat: bool) -> Capabilities:
 
 
 class _Branch:
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "role")
 
     def __init__(self) -> None:
         self.pending: list[Token] = []
+        self.role: str | None = None
 
 
 class _End:
