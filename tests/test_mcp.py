@@ -134,6 +134,8 @@ def test_tree_tools_change_the_document_as_the_library_does(tmp_path: Path) -> N
         found = await call(client, "search", file="s.loom.json", pattern="upon")
         assert [m["node"] for m in found["matches"]] == [a["id"]]
 
+        again = await refused(client, "open_document", file="s.loom.json", create=True)
+        assert "already exists: open it without create" in again
         bad = await refused(client, "show", file="s.loom.json", node="zzzz")
         assert "not_found" in bad
         assert "usage" in await refused(client, "navigate", file="s.loom.json", to="sideways")

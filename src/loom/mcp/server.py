@@ -111,6 +111,8 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
         path = document(file)
 
         def run() -> dict[str, Any]:
+            if create and path.exists():
+                raise UsageError(f"{file} already exists: open it without create")
             if create:
                 doc = Document.new(title=title)
                 if text:
