@@ -55,3 +55,11 @@ def test_a_final_text_that_disagrees_with_what_was_sent_is_flagged() -> None:
     stream.feed(" first try")
     assert stream.finish(" a retried answer") == ""
     assert stream.diverged
+
+
+def test_after_the_start_a_completion_streams_delta_by_delta() -> None:
+    stream = live("The keeper", "completion")
+    head = " woke to find the sea gone and the lamp still burning"
+    assert stream.feed(head) == head  # long enough to judge the start: it all goes
+    assert stream.feed(" on") == " on" and stream.feed(" the rock.") == " the rock."
+    assert stream.finish(head + " on the rock.") == ""

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # Characters cleanup may still cut from the end of a reply, by method: chat replies can
 # close with "Let me know if…", a quote or a fence; a transcript with the next "User:".
 HOLD_BACK = {"system": 200, "fewshot": 200, "transcript": 24}
+# Methods whose cleanup touches only the reply's start (the seam): once that is passed
+# on, the rest streams through without cleaning the growing text again.
+START_ONLY = frozenset({"completion", "template", "prefill", "chat"})
 # Nothing is passed on before this many characters (or the end): a refusal or a preamble
 # is recognised from the reply's first words.
 HOLD_START = 48
@@ -43,9 +46,12 @@ class LiveText:
         if self._framing is None or self._context is None:
             self.sent += delta
             return delta
+        framing = self._framing
+        if self.sent and framing.method in START_ONLY:
+            self.sent += delta
+            return delta
         from loom.emulation.cleanup import clean
 
-        framing = self._framing
         cleaned = clean(self._context, self.raw, framing.method, prepared=framing.prepared)
         if not cleaned.ok or len(cleaned.text) < HOLD_START:
             return ""
