@@ -392,8 +392,8 @@ async def _keep_and_write(
             clean_outcome(o)  # already cleaned after a full run; needed after a cancel
         o.kept = _keep(o, request.keep_partial)
     kept = result.kept
-    if not kept:
-        return False
+    if not kept or (path is None and doc is None):
+        return False  # nothing to write into: the texts are in the outcomes
     metas = [
         record(
             o,
