@@ -17,22 +17,30 @@ from loom.errors import AmbiguousId, DocumentError, NotFound
 from loom.ids import new_id
 
 if TYPE_CHECKING:
+    from loom.changes import ChangeSet
     from loom.journal import Transaction
 
 FORMAT = "loom"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: journal changes may splice children lists (docs/schema.md)
 KINDS = ("human", "model", "import", "system", "user", "assistant")
 CURSOR_REF = "@"
 # Top-level keys that are not part of the undoable header.
-_NOT_HEADER = ("nodes", "journal")
+NOT_HEADER = ("nodes", "journal")
 
 Record = dict[str, Any]
+HEADER = ""  # the change id of the document header (see loom.changes)
+
+
+_second: list[Any] = [None, ""]  # the last whole second formatted, reused within that second
 
 
 def now() -> str:
     """The current UTC time as ISO 8601 with milliseconds, e.g. 2026-11-21T13:45:02.123Z."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+    millis = int(time.time() * 1000)
+    second = millis // 1000
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{millis % 1000:03d}Z"
 
 
 class Node:
@@ -175,6 +183,9 @@ class Document:
         self.data.setdefault("roots", [])
         self.dirty = False
         self._tx: Transaction | None = None
+        # What changed since the document was loaded, when the store saves it as a change
+        # appended to the file (large documents) rather than by rewriting it whole.
+        self.unsaved: ChangeSet | None = None
 
     @classmethod
     def new(cls, *, title: str = "", description: str = "", system: str | None = None) -> Document:
@@ -326,6 +337,12 @@ class Document:
         parent = self.nodes[node_id].get("parent")
         return list(self.nodes[parent].get("children", ())) if parent else self.root_ids
 
+    def position(self, node_id: str) -> int:
+        """The node's index among its parent's children (or the roots), archived ones counted."""
+        parent = self.nodes[node_id].get("parent")
+        siblings = self.nodes[parent].get("children", ()) if parent else self.data["roots"]
+        return list.index(siblings, node_id)
+
     def live_child_ids(self, node_id: str) -> list[str]:
         nodes = self.nodes
         return [c for c in nodes[node_id].get("children", ()) if not nodes[c].get("archived")]
@@ -365,6 +382,8 @@ class Document:
     def _touch(self, node_id: str) -> None:
         if self._tx is not None:
             self._tx.touch(node_id)
+        if self.unsaved is not None:
+            self.unsaved.touch(node_id)
         self.dirty = True
 
     def _set(self, node_id: str, key: str, value: Any) -> None:
@@ -375,6 +394,31 @@ class Document:
             rec.pop(key, None)
         else:
             rec[key] = value
+
+    def _splice(self, owner: str, at: int, remove: int, insert: list[str] | None = None) -> None:
+        """Replace `remove` ids at `at` in a children list (owner HEADER: the roots) by `insert`.
+
+        In place, unlike `_set`: a change to a list of 100k children costs O(1) in the
+        journal and the change log, which record it as this splice.
+        """
+        insert = insert or []
+        if owner == HEADER:
+            items: list[str] | None = self.data["roots"]
+        else:
+            items = self.nodes[owner].get("children")
+            if not items or len(items) - remove + len(insert) <= 0:
+                # A node has no "children" key when it has none: that is a change of field.
+                whole = list(items or ())
+                whole[at : at + remove] = insert
+                self._set(owner, "children", whole or None)
+                return
+        assert items is not None
+        self._touch(owner)
+        removed = items[at : at + remove]
+        items[at : at + remove] = insert
+        for changes in (self._tx, self.unsaved):
+            if changes is not None:
+                changes.spliced(owner, items, at, removed, list(insert))
 
     def _create(self, node_id: str, record: Record) -> None:
         if node_id in self.nodes:
@@ -387,13 +431,19 @@ class Document:
         del self.nodes[node_id]
 
     def _set_header(self, key: str, value: Any) -> None:
-        if key in _NOT_HEADER:
+        if key in NOT_HEADER:
             raise ValueError(f"{key!r} is not a header field")
-        self._touch("")
+        self._touch(HEADER)
         if value is None:
             self.data.pop(key, None)
         else:
             self.data[key] = value
+
+    def _journaled(self, *step: Any) -> None:
+        """The undo log changed (see loom.journal); the change log must replay it."""
+        if self.unsaved is not None:
+            self.unsaved.journal.append(list(step))
+        self.dirty = True
 
     def settle_cursor(self) -> None:
         """Keep the invariant: with any live node, the cursor is on a live node.
@@ -419,7 +469,7 @@ class Document:
 
     def header(self) -> Record:
         """The undoable top-level fields (everything but nodes and the journal)."""
-        return {k: v for k, v in self.data.items() if k not in _NOT_HEADER}
+        return {k: v for k, v in self.data.items() if k not in NOT_HEADER}
 
     def new_node_id(self) -> str:
         return new_id(self.nodes)

@@ -29,7 +29,14 @@ SUFFIX = ".loom.json"
 
 # One function per schema step: _MIGRATIONS[n] turns version n into version n + 1.
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
-_MIGRATIONS: dict[int, Migration] = {}
+
+
+def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 2 added splices to journal changes; every version 1 entry is a valid one.
+    return data
+
+
+_MIGRATIONS: dict[int, Migration] = {1: _migrate_1_to_2}
 
 
 def real(path: str | os.PathLike[str]) -> Path:
@@ -257,11 +264,28 @@ def _validate_journal(journal: Any, bad: Callable[[str], DocumentError]) -> None
             raise bad(f'"journal.{stack}" is not a list')
         for entry in entries:
             changes = entry.get("changes") if type(entry) is dict else None
-            if type(changes) is not list or not all(
-                type(c) is dict and type(c.get("id")) is str and "old" in c and "new" in c
-                for c in changes
-            ):
+            if type(changes) is not list or not all(map(_good_change, changes)):
                 raise bad(f'a "journal.{stack}" entry is malformed')
+
+
+def _good_change(change: Any) -> bool:
+    """A journal change record as loom.journal applies it (docs/schema.md, "Journal")."""
+    if type(change) is not dict or type(change.get("id")) is not str:
+        return False
+    if not all(k in change and type(change[k]) in (dict, type(None)) for k in ("old", "new")):
+        return False
+    splices = change.get("splice")
+    return splices is None or (
+        type(splices) is list
+        and all(
+            type(s) is list
+            and len(s) == 3
+            and type(s[0]) is int
+            and s[0] >= 0
+            and all(type(ids) is list and all(type(i) is str for i in ids) for ids in s[1:])
+            for s in splices
+        )
+    )
 
 
 # ---- writing --------------------------------------------------------------------------
