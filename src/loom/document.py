@@ -9,9 +9,10 @@ active transaction so undo/redo come from one place (loom.journal).
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom.errors import AmbiguousId, DocumentError, NotFound
 from loom.ids import new_id
@@ -41,6 +42,38 @@ def now() -> str:
     if _second[0] != second:
         _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
     return f"{_second[1]}.{millis % 1000:03d}Z"
+
+
+class IdOrder(Protocol):
+    """Node ids in sorted order: what prefix lookups and short ids need."""
+
+    def prefixed(self, prefix: str) -> list[str]: ...
+
+    def neighbours(self, node_id: str) -> list[str]: ...
+
+
+class SortedIds:
+    """An `IdOrder` over a sorted list of the ids."""
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self.items = sorted(ids)
+
+    def prefixed(self, prefix: str) -> list[str]:
+        """The ids starting with `prefix`, in order."""
+        items = self.items
+        i = bisect.bisect_left(items, prefix)
+        out = []
+        while i < len(items) and items[i].startswith(prefix):
+            out.append(items[i])
+            i += 1
+        return out
+
+    def neighbours(self, node_id: str) -> list[str]:
+        """The ids just before and just after `node_id` in sorted order (not itself)."""
+        items = self.items
+        i = bisect.bisect_left(items, node_id)
+        after = i + 1 if i < len(items) and items[i] == node_id else i
+        return [items[j] for j in (i - 1, after) if 0 <= j < len(items)]
 
 
 class Node:
@@ -186,6 +219,7 @@ class Document:
         # What changed since the document was loaded, when the store saves it as a change
         # appended to the file (large documents) rather than by rewriting it whole.
         self.unsaved: ChangeSet | None = None
+        self._order: SortedIds | None = None
 
     @classmethod
     def new(cls, *, title: str = "", description: str = "", system: str | None = None) -> Document:
@@ -277,14 +311,14 @@ class Document:
             return Node(self, ref)
         if not ref:
             raise NotFound("empty node id")
-        matches = [k for k in self.nodes if k.startswith(ref)]
+        matches = self.id_order().prefixed(ref)
         if not matches:
             raise NotFound(f"no node with id or prefix {ref!r}")
         if len(matches) > 1:
-            shown = ", ".join(sorted(matches)[:5])
+            shown = ", ".join(matches[:5])
             raise AmbiguousId(
                 f"id prefix {ref!r} matches {len(matches)} nodes ({shown}{', …' if len(matches) > 5 else ''}); type more of it",
-                candidates=sorted(matches)[:20],
+                candidates=matches[:20],
             )
         return Node(self, matches[0])
 
@@ -292,24 +326,29 @@ class Document:
         """The shortest unique prefix (at least `minimum` long) of each id, as git shows hashes."""
         if not ids:
             return {}
-        ordered = sorted(self.nodes)
-        import bisect
-
+        order = self.id_order()
         out: dict[str, str] = {}
         for node_id in ids:
-            i = bisect.bisect_left(ordered, node_id)
             longest = 0
-            for j in (i - 1, i + 1):
-                if 0 <= j < len(ordered):
-                    other = ordered[j]
-                    common = 0
-                    for a, b in zip(node_id, other, strict=False):
-                        if a != b:
-                            break
-                        common += 1
-                    longest = max(longest, common)
+            for other in order.neighbours(node_id):
+                common = 0
+                for a, b in zip(node_id, other, strict=False):
+                    if a != b:
+                        break
+                    common += 1
+                longest = max(longest, common)
             out[node_id] = node_id[: max(minimum, longest + 1)]
         return out
+
+    def id_order(self) -> IdOrder:
+        """The node ids in sorted order (kept until a node is created or removed)."""
+        provided = getattr(self.nodes, "id_order", None)
+        if provided is not None:  # a store that keeps them sorted already (loom.store)
+            order: IdOrder = provided()
+            return order
+        if self._order is None or len(self._order.items) != len(self.nodes):
+            self._order = SortedIds(self.nodes)
+        return self._order
 
     # ---- structure ------------------------------------------------------------------
 
@@ -423,11 +462,18 @@ class Document:
     def _create(self, node_id: str, record: Record) -> None:
         if node_id in self.nodes:
             raise DocumentError(f"node {node_id!r} already exists")
+        self._put(node_id, record)
+
+    def _put(self, node_id: str, record: Record) -> None:
+        """Store a whole record (a new node, or one brought back by undo)."""
         self._touch(node_id)
+        if node_id not in self.nodes:
+            self._order = None
         self.nodes[node_id] = record
 
     def _remove(self, node_id: str) -> None:
         self._touch(node_id)
+        self._order = None
         del self.nodes[node_id]
 
     def _set_header(self, key: str, value: Any) -> None:

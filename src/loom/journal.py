@@ -207,8 +207,7 @@ def apply(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
         if owner != HEADER and (
             change[other] is None or change.get("whole") or owner not in doc.nodes
         ):
-            doc._touch(owner)
-            doc.nodes[owner] = copy.deepcopy(target)
+            doc._put(owner, copy.deepcopy(target))
             continue
         doc._touch(owner)
         if splices and side == "old":
