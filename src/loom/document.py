@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loom.errors import AmbiguousId, DocumentError, NotFound
@@ -212,7 +212,8 @@ class Document:
 
     def __init__(self, data: Record) -> None:
         self.data = data
-        self.nodes: dict[str, Record] = data.setdefault("nodes", {})
+        # A dict, or a mapping that reads records on demand (loom.indexed).
+        self.nodes: MutableMapping[str, Record] = data.setdefault("nodes", {})
         self.data.setdefault("roots", [])
         self.dirty = False
         self._tx: Transaction | None = None
@@ -220,6 +221,7 @@ class Document:
         # appended to the file (large documents) rather than by rewriting it whole.
         self.unsaved: ChangeSet | None = None
         self._order: SortedIds | None = None
+        self.origin: Any = None  # where the store read it from (see loom.store.save)
 
     @classmethod
     def new(cls, *, title: str = "", description: str = "", system: str | None = None) -> Document:
@@ -384,7 +386,11 @@ class Document:
 
     def live_child_ids(self, node_id: str) -> list[str]:
         nodes = self.nodes
-        return [c for c in nodes[node_id].get("children", ()) if not nodes[c].get("archived")]
+        kids = nodes[node_id].get("children", ())
+        flag = getattr(nodes, "archived_flag", None)  # reads no record (loom.indexed)
+        if flag is not None:
+            return [c for c in kids if not flag(c)]
+        return [c for c in kids if not nodes[c].get("archived")]
 
     def is_archived(self, node_id: str) -> bool:
         nodes = self.nodes

@@ -189,8 +189,9 @@ def apply(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
     """Make each changed record look like its `side` ("old" or "new") of the change.
 
     A change record (docs/schema.md) holds changed fields, or a whole record where
-    the other side is absent (`"whole"` marks one in the change log), and splices of
-    the children list (the roots, for the header): redone for "new", undone for "old".
+    the other side is null (in the change log, which keeps only the new side, `"whole"`
+    marks one), and splices of the children list (the roots, for the header): redone
+    for "new", undone for "old".
     Every write goes through the document's primitives, so an enclosing change set
     (the store's) sees it.
     """
@@ -205,7 +206,7 @@ def apply(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
                 doc._remove(owner)
             continue
         if owner != HEADER and (
-            change[other] is None or change.get("whole") or owner not in doc.nodes
+            change.get("whole") or change.get(other, {}) is None or owner not in doc.nodes
         ):
             doc._put(owner, copy.deepcopy(target))
             continue
