@@ -357,6 +357,9 @@ class Document:
     def path_ids(self, node_id: str) -> list[str]:
         """Ids from the root down to `node_id`. Linear in depth; safe against cycles."""
         nodes = self.nodes
+        fast = getattr(nodes, "path_ids", None)  # through an index, reading no record
+        if fast is not None:
+            return fast(node_id)
         out: list[str] = []
         current: str | None = node_id
         limit = len(nodes)
@@ -370,8 +373,8 @@ class Document:
 
     def full_text(self, node_id: str) -> str:
         """The node's full text: its ancestors' segments and its own, joined."""
-        nodes = self.nodes
-        return "".join([nodes[i].get("text", "") for i in self.path_ids(node_id)])
+        peek = self.peek
+        return "".join([peek(i).get("text", "") for i in self.path_ids(node_id)])
 
     def sibling_ids(self, node_id: str) -> list[str]:
         """The ordered list the node sits in: its parent's children, or the roots."""
@@ -386,15 +389,25 @@ class Document:
 
     def live_child_ids(self, node_id: str) -> list[str]:
         nodes = self.nodes
-        kids = nodes[node_id].get("children", ())
-        flag = getattr(nodes, "archived_flag", None)  # reads no record (loom.indexed)
-        if flag is not None:
-            return [c for c in kids if not flag(c)]
-        return [c for c in kids if not nodes[c].get("archived")]
+        fast = getattr(nodes, "live_children", None)  # reads no record (loom.indexed)
+        if fast is not None:
+            return fast(node_id)
+        return [c for c in nodes[node_id].get("children", ()) if not nodes[c].get("archived")]
+
+    def live_sibling_ids(self, node_id: str) -> list[str]:
+        """The node's parent's live children, or the live roots."""
+        parent = self.field(node_id, "parent")
+        if parent is not None:
+            return self.live_child_ids(parent)
+        return [r for r in self.data["roots"] if not self.archived_flag(r)]
+
+    def archived_flag(self, node_id: str) -> bool:
+        """Whether the node itself was deleted (`is_archived`: it or an ancestor)."""
+        flag = getattr(self.nodes, "archived_flag", None)  # reads no record (loom.indexed)
+        return bool(self.nodes[node_id].get("archived") if flag is None else flag(node_id))
 
     def is_archived(self, node_id: str) -> bool:
-        nodes = self.nodes
-        return any(nodes[i].get("archived") for i in self.path_ids(node_id))
+        return any(map(self.archived_flag, self.path_ids(node_id)))
 
     def subtree_ids(self, node_id: str) -> list[str]:
         """The node and all its descendants, depth-first, archived ones included."""
@@ -407,13 +420,25 @@ class Document:
             stack.extend(reversed(nodes[current].get("children", ())))
         return out
 
+    def peek(self, node_id: str) -> Record:
+        """A record to read, not to change: a large document does not keep it in memory
+        (see loom.indexed), so a walk over a million nodes holds one at a time."""
+        peek = getattr(self.nodes, "peek", None)
+        return self.nodes[node_id] if peek is None else peek(node_id)
+
+    def field(self, node_id: str, name: str) -> Any:
+        """One field of a node's record, to read (a large document answers parent,
+        last_child, archived and visited from its index, reading no record)."""
+        fast = getattr(self.nodes, "field", None)
+        return self.peek(node_id).get(name) if fast is None else fast(node_id, name)
+
     def walk(self, *, include_archived: bool = False) -> Iterator[str]:
         """Every node id in document order (depth-first, roots in order)."""
-        nodes = self.nodes
         stack = list(reversed(self.root_ids))
+        peek = self.peek
         while stack:
             current = stack.pop()
-            rec = nodes[current]
+            rec = peek(current)
             if rec.get("archived") and not include_archived:
                 continue
             yield current

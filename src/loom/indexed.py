@@ -51,8 +51,12 @@ MAGIC = b"LOOMIX1" + (b"L" if sys.byteorder == "little" else b"B")
 NODES_OPEN = b'"nodes":{\n'  # the header region ends with this
 NODES_CLOSE = b'},\n"log":[\n'  # between the last record and the first log entry
 TAIL = b"\n]}\n"  # after the last log entry
-_HEAD = struct.Struct("<8s16sQQQQQQII")  # see Index
-ARCHIVED = 1  # flag bit: the record says "archived"
+_HEAD = struct.Struct("<8s16sQQQQQQQII")  # see Index
+ARCHIVED = 1  # flag bits: what the record says, readable without parsing it
+VISITED = 2
+ARCHIVED_CHILD = 4  # some child of this node was archived when the snapshot was written
+NONE = 0xFFFFFFFF  # no parent, no last child
+UNKNOWN = 0xFFFFFFFE  # a last child that names no node: read the record
 
 
 def index_path(path: Path) -> Path:
@@ -75,15 +79,19 @@ class Layout:
 
 
 class Index:
-    """The `.idx` file of a snapshot: ids in sorted order, a hash table, record offsets.
+    """The `.idx` file of a snapshot: ids in sorted order, a hash table, record offsets, and
+    the links a walk up the tree needs, so that walking reads no record.
 
     Layout (the machine's byte order, every array 8-byte aligned): a header (`_HEAD`,
-    ending with the CRC-32 of the document's header region and the Adler-32 of the
-    rest of the index), the ids joined in sorted order, then per sorted id: the end
-    of its id in that blob (u32), its record's offset (u64), length (u32), CRC-32
-    (u32) and flags (u8); the sorted position of each record in file order (u32);
-    and an open-addressing hash table of sorted positions + 1 (u32, keyed by the
-    CRC-32 of the id).
+    ending with the CRC-32 of the document's header region and that of the rest of
+    the index), the ids joined in sorted order (each `width` bytes, or ended
+    by `ends` when their lengths differ), then per sorted position: its record's
+    offset (u64), length (u32), CRC-32 (u32) and flags (u8: ARCHIVED, VISITED,
+    ARCHIVED_CHILD); its
+    parent's and its last child's sorted positions (u32; NONE, or UNKNOWN for a last
+    child that names no node); the sorted position of each record in file order
+    (u32); and an open-addressing hash table of sorted positions + 1 (u32, keyed by
+    the CRC-32 of the id).
     """
 
     def __init__(self, buffer: Any) -> None:
@@ -92,6 +100,7 @@ class Index:
             token,
             self.count,
             bits,
+            self.width,
             self.head_end,
             self.nodes_end,
             self.log_start,
@@ -101,16 +110,16 @@ class Index:
         ) = _HEAD.unpack_from(buffer, 0)
         if magic != MAGIC:
             raise ValueError("not a loom index")
-        if zlib.adler32(memoryview(buffer)[_HEAD.size :]) != checksum:
+        if zlib.crc32(memoryview(buffer)[_HEAD.size :]) != checksum:
             raise ValueError("the index is damaged")  # then the document is read whole
         self.token = token.rstrip(b"\0").decode("ascii")
         self.buffer = buffer
         n = self.count
         at = _HEAD.size
-        self.blob = memoryview(buffer)[at : at + blob_len]
+        self.blob_at = at
         at += _pad(blob_len)
-        self.ends = self._array(at, "I", n)
-        at += _pad(4 * n)
+        self.ends = self._array(at, "I", 0 if self.width else n)
+        at += 0 if self.width else _pad(4 * n)
         self.offsets = self._array(at, "Q", n)
         at += 8 * n
         self.lengths = self._array(at, "I", n)
@@ -119,6 +128,10 @@ class Index:
         at += _pad(4 * n)
         self.flags = memoryview(buffer)[at : at + n]
         at += _pad(n)
+        self.parents = self._array(at, "I", n)
+        at += _pad(4 * n)
+        self.last_children = self._array(at, "I", n)
+        at += _pad(4 * n)
         self.file_order = self._array(at, "I", n)
         at += _pad(4 * n)
         self.mask = (1 << bits) - 1
@@ -131,23 +144,36 @@ class Index:
         return memoryview(self.buffer)[at : at + size * n].cast(code)  # type: ignore[call-overload]
 
     def key(self, pos: int) -> bytes:
-        return bytes(self.blob[self.ends[pos - 1] if pos else 0 : self.ends[pos]])
+        """The id at a sorted position, as bytes."""
+        at, width = self.blob_at, self.width
+        if width:
+            start = at + pos * width
+            return bytes(self.buffer[start : start + width])
+        ends = self.ends
+        return bytes(self.buffer[at + (ends[pos - 1] if pos else 0) : at + ends[pos]])
 
     def id_at(self, pos: int) -> str:
         return self.key(pos).decode()
 
+    def ids_at(self, positions: Iterable[int]) -> list[str]:
+        """The ids at many sorted positions (a path up the tree), decoded in one go."""
+        width = self.width
+        if not width:
+            return [self.id_at(pos) for pos in positions]
+        buffer, at = self.buffer, self.blob_at
+        return [buffer[at + p * width : at + p * width + width].decode() for p in positions]
+
     def find(self, node_id: str) -> int:
         """The sorted position of `node_id`, or -1."""
         key = node_id.encode()
-        mask, table, blob, ends = self.mask, self.table, self.blob, self.ends
+        mask, table, key_at = self.mask, self.table, self.key
         slot = zlib.crc32(key) & mask
         while True:
             entry = table[slot]
             if not entry:
                 return -1
-            pos = entry - 1
-            if blob[ends[pos - 1] if pos else 0 : ends[pos]] == key:
-                return pos
+            if key_at(entry - 1) == key:
+                return entry - 1
             slot = (slot + 1) & mask
 
     def bisect(self, node_id: str) -> int:
@@ -177,19 +203,13 @@ class Snapshot:
         self.shown = shown
         self.hint: Callable[[], str] = str  # the end of a "damaged" message: where a backup is
 
-    def record(self, node_id: str) -> Record:
-        pos = self.index.find(node_id)
-        if pos < 0:
-            raise KeyError(node_id)
-        return self.record_at(pos, node_id)
-
     def raw_at(self, pos: int) -> bytes:
         index = self.index
         start = index.offsets[pos]
-        raw = self.data[start : start + index.lengths[pos]]
+        raw = self.data[start : start + index.lengths[pos]]  # bytes: a copy of the mapped ones
         if zlib.crc32(raw) != index.crcs[pos]:
             raise self.damaged(f"the record of node {index.id_at(pos)!r} fails its checksum")
-        return bytes(raw)
+        return raw
 
     def record_at(self, pos: int, node_id: str) -> Record:
         import orjson
@@ -201,6 +221,11 @@ class Snapshot:
         if type(rec) is not dict:
             raise self.damaged(f"node {node_id!r} is not an object")
         return rec
+
+    def verify(self) -> None:
+        """Check every record against its checksum (`loom check`)."""
+        for pos in range(self.index.count):
+            self.raw_at(pos)
 
     def damaged(self, what: str) -> DocumentError:
         return DocumentError(f"{self.shown}: damaged document: {what}{self.hint()}")
@@ -340,16 +365,94 @@ class IndexedNodes(MutableMapping[str, Record]):
         self.cache: dict[str, Record] = {}
         self.gone: set[str] = set()
         self.extra: dict[str, None] = {}  # insertion-ordered
+        self.positions: dict[str, int] = {}  # sorted positions of ids met on paths
+        # Snapshot positions whose index entry no longer tells the truth (read into the
+        # cache, where they may change, or removed): walks ask the cache there.
+        self.touched: set[int] = set()
+
+    def position(self, key: str) -> int:
+        """The sorted position of a snapshot id (KeyError if it is not one, or was removed)."""
+        pos = self.positions.get(key)
+        if pos is None:
+            if key in self.gone or type(key) is not str:
+                raise KeyError(key)
+            pos = self.index.find(key)
+            if pos < 0:
+                raise KeyError(key)
+        return pos
 
     def __getitem__(self, key: str) -> Record:
         rec = self.cache.get(key)
         if rec is not None:
             return rec
-        if key in self.gone or type(key) is not str:
-            raise KeyError(key)
-        rec = self.snapshot.record(key)
+        pos = self.position(key)
+        rec = self.snapshot.record_at(pos, key)
         self.cache[key] = rec
+        self.touched.add(pos)
         return rec
+
+    def peek(self, key: str) -> Record:
+        """The record, without keeping it: for reading only (a change to it would be lost)."""
+        rec = self.cache.get(key)
+        if rec is not None:
+            return rec
+        return self.snapshot.record_at(self.position(key), key)
+
+    def path_ids(self, node_id: str) -> list[str]:
+        """Ids from the root down to `node_id`, through the index's parent links where the
+        records are unchanged: no record is read (see Document.path_ids)."""
+        cache, index, positions, touched = self.cache, self.index, self.positions, self.touched
+        parents = index.parents
+        limit = len(self)
+        out: list[str] = []
+        current: str | None = node_id
+        while current is not None:
+            rec = cache.get(current)
+            if rec is not None:
+                out.append(current)
+                current = rec.get("parent")
+            else:
+                # Up through untouched records by position alone, naming them at the end.
+                pos = self.position(current)
+                run = [pos]
+                parent = parents[pos]
+                count = index.count  # NONE and UNKNOWN are past it
+                while parent < count and parent not in touched and len(run) <= limit:
+                    run.append(parent)
+                    parent = parents[parent]
+                ids = index.ids_at(run)
+                positions.update(zip(ids, run, strict=True))
+                out.extend(ids)
+                if parent == NONE:
+                    current = None
+                elif parent == UNKNOWN:
+                    current = self.snapshot.record_at(run[-1], ids[-1]).get("parent")
+                else:
+                    current = index.id_at(parent)
+            if len(out) > limit:
+                raise DocumentError(f"the parent links of node {node_id!r} form a cycle")
+        out.reverse()
+        return out
+
+    def field(self, key: str, name: str) -> Any:
+        """One field of a record, from the index when the record is untouched and the field
+        is one it holds (parent, last_child, archived, visited): no record is read."""
+        rec = self.cache.get(key)
+        if rec is not None:
+            return rec.get(name)
+        pos = self.position(key)
+        index = self.index
+        if name in ("parent", "last_child"):
+            link = (index.parents if name == "parent" else index.last_children)[pos]
+            if link == NONE:
+                return None
+            if link != UNKNOWN:
+                return index.id_at(link)
+        elif name in ("archived", "visited"):
+            return (
+                True if index.flags[pos] & (ARCHIVED if name == "archived" else VISITED) else None
+            )
+        return self.snapshot.record_at(pos, key).get(name)
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -368,6 +471,8 @@ class IndexedNodes(MutableMapping[str, Record]):
                 self.gone.discard(key)
             else:
                 self.extra[key] = None
+        if key not in self.extra:
+            self.touched.add(self.index.find(key))
         self.cache[key] = rec
 
     def __delitem__(self, key: str) -> None:
@@ -377,6 +482,7 @@ class IndexedNodes(MutableMapping[str, Record]):
         if key in self.extra:
             del self.extra[key]
         else:
+            self.touched.add(self.index.find(key))
             self.gone.add(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -395,17 +501,26 @@ class IndexedNodes(MutableMapping[str, Record]):
         rec = self.cache.get(key)
         if rec is not None:
             return bool(rec.get("archived"))
-        pos = -1 if key in self.gone else self.index.find(key)
-        if pos < 0:
-            raise KeyError(key)
-        return bool(self.index.flags[pos] & ARCHIVED)
+        return bool(self.index.flags[self.position(key)] & ARCHIVED)
+
+    def live_children(self, key: str) -> list[str]:
+        """The children not archived (Document.live_child_ids), asking no record that is
+        unchanged when the index says none of the node's children was archived."""
+        kids = self.peek(key).get("children", ())
+        pos = -1 if key in self.extra else self.position(key)
+        if pos >= 0 and self.index.flags[pos] & ARCHIVED_CHILD:
+            flag = self.archived_flag
+            return [c for c in kids if not flag(c)]
+        # Only a child changed since the snapshot can have been archived since.
+        cache = self.cache
+        return [c for c in kids if (rec := cache.get(c)) is None or not rec.get("archived")]
 
     def id_order(self) -> IndexedOrder:
         return IndexedOrder(self)
 
-    def records(self) -> Iterator[tuple[str, bytes | Record, int]]:
-        """Every record in file order: the snapshot's bytes and flags when it was not read
-        (so not changed), else the dict (flags then -1: to be computed)."""
+    def records(self) -> Iterator[tuple[str, bytes | Record, int, int]]:
+        """Every record in file order, with its position in this snapshot (-1 for a new one):
+        the snapshot's bytes and flags when untouched, else the dict (flags -1)."""
         index, gone, cache = self.index, self.gone, self.cache
         for pos in index.file_order:
             node_id = index.id_at(pos)
@@ -413,11 +528,11 @@ class IndexedNodes(MutableMapping[str, Record]):
                 continue
             rec = cache.get(node_id)
             if rec is None:
-                yield node_id, self.snapshot.raw_at(pos), index.flags[pos]
+                yield node_id, self.snapshot.raw_at(pos), index.flags[pos], pos
             else:
-                yield node_id, rec, -1
+                yield node_id, rec, -1, pos
         for node_id in list(self.extra):
-            yield node_id, cache[node_id], -1
+            yield node_id, cache[node_id], -1, -1
 
 
 class IndexedOrder:
@@ -476,17 +591,18 @@ class IndexedOrder:
 def write(
     path: Path,
     header: dict[str, Any],
-    records: Iterable[tuple[str, bytes | Record, int]],
+    records: Iterable[tuple[str, bytes | Record, int, int]],
     *,
+    previous: Index | None = None,
     before_replace: Any = None,
 ) -> None:
     """Write a whole document in the indexed layout, and its index (see the module doc).
 
     `records` gives each node's record as a dict (flags -1), or as the exact bytes of an
-    unchanged one from the previous snapshot with its flags. The file is streamed to a
-    temp file; its index is written once that is durable and before it replaces the
-    document, so a crash leaves the old file (whose index no longer matches: it is then
-    read whole) or the new one with its index.
+    unchanged one from the `previous` snapshot with its flags; with its position there
+    (or -1). The file is streamed to a temp file; its index is written once that is
+    durable and before it replaces the document, so a crash leaves the old file (whose
+    index no longer matches: it is then read whole) or the new one with its index.
     """
     import orjson
 
@@ -494,11 +610,7 @@ def write(
     head_fields = {k: v for k, v in header.items() if k not in ("nodes", "log", "snapshot")}
     head_fields["snapshot"] = token
     head = orjson.dumps(head_fields)[:-1] + b"," + NODES_OPEN
-    ids: list[str] = []
-    offsets = array("Q")
-    lengths = array("I")
-    crcs = array("I")
-    flags = bytearray()
+    table = _Table(previous)
     ends: list[int] = []  # [nodes_end, log_start], once streamed
 
     def stream() -> Iterator[bytes]:
@@ -506,19 +618,12 @@ def write(
         position = len(head)
         batch = [head]
         held = 0
-        for count, (node_id, rec, flag) in enumerate(records):
+        for count, (node_id, rec, flag, old) in enumerate(records):
             raw = rec if type(rec) is bytes else dumps(rec)
             key = dumps(node_id) + b":"
             sep = b",\n" if count else b""
             position += len(sep) + len(key)
-            ids.append(node_id)
-            offsets.append(position)
-            lengths.append(len(raw))
-            crcs.append(zlib.crc32(raw))
-            if flag < 0:
-                assert type(rec) is dict
-                flag = ARCHIVED if rec.get("archived") else 0
-            flags.append(flag)
+            table.add(node_id, position, raw, flag, old, rec if type(rec) is dict else None)
             piece = sep + key + raw
             batch.append(piece)
             held += len(piece)
@@ -532,8 +637,9 @@ def write(
         yield b"".join(batch)
 
     def index_then(after: Any) -> None:
-        index = _index_bytes(token, head, ends[0], ends[1], ids, offsets, lengths, crcs, flags)
-        files.write_atomic(index_path(path), index, failure="cannot save its index")
+        files.write_atomic(
+            index_path(path), table.encode(token, head, *ends), failure="cannot save its index"
+        )
         if after is not None:
             after()
 
@@ -546,52 +652,107 @@ def write(
     )
 
 
-def _index_bytes(
-    token: str,
-    head: bytes,
-    nodes_end: int,
-    log_start: int,
-    ids: list[str],
-    offsets: array[int],
-    lengths: array[int],
-    crcs: array[int],
-    flags: bytearray,
-) -> bytes:
-    n = len(ids)
-    order = sorted(range(n), key=ids.__getitem__)
-    keys = [ids[i].encode() for i in order]
-    blob = b"".join(keys)
-    ends = array("I")
-    total = 0
-    for key in keys:
-        total += len(key)
-        ends.append(total)
-    file_order = array("I", bytes(4 * n))
-    for pos, i in enumerate(order):
-        file_order[i] = pos
-    bits = max(4, (2 * n).bit_length())
-    mask = (1 << bits) - 1
-    table = array("I", bytes(4 << bits))
-    crc32 = zlib.crc32
-    for pos, key in enumerate(keys):
-        slot = crc32(key) & mask
-        while table[slot]:
-            slot = (slot + 1) & mask
-        table[slot] = pos + 1
-    parts = [
-        _padded(blob),
-        _padded(ends.tobytes()),
-        array("Q", [offsets[i] for i in order]).tobytes(),
-        _padded(array("I", [lengths[i] for i in order]).tobytes()),
-        _padded(array("I", [crcs[i] for i in order]).tobytes()),
-        _padded(bytes(flags[i] for i in order)),
-        _padded(file_order.tobytes()),
-        table.tobytes(),
-    ]
-    body = b"".join(parts)
-    head_fields = (MAGIC, token.encode("ascii"), n, bits, len(head), nodes_end, log_start)
-    checks = (len(blob), zlib.crc32(head), zlib.adler32(body))
-    return _HEAD.pack(*head_fields, *checks) + body
+class _Table:
+    """The index of a snapshot being written, record by record, then encoded."""
+
+    def __init__(self, previous: Index | None) -> None:
+        self.previous = previous
+        self.ids: list[str] = []
+        self.offsets = array("Q")
+        self.lengths = array("I")
+        self.crcs = array("I")
+        self.flags = bytearray()
+        self.olds = array("i")  # position in the previous index, or -1
+        self.links: dict[int, tuple[Any, Any]] = {}  # record number → (parent, last child) ids
+
+    def add(
+        self, node_id: str, offset: int, raw: bytes, flag: int, old: int, rec: Record | None
+    ) -> None:
+        number = len(self.ids)
+        self.ids.append(node_id)
+        self.offsets.append(offset)
+        self.lengths.append(len(raw))
+        self.crcs.append(zlib.crc32(raw))
+        self.olds.append(old)
+        if rec is not None:
+            flag = (ARCHIVED if rec.get("archived") else 0) | (VISITED if rec.get("visited") else 0)
+            self.links[number] = (rec.get("parent"), rec.get("last_child"))
+        self.flags.append(flag)
+
+    def encode(self, token: str, head: bytes, nodes_end: int, log_start: int) -> bytes:
+        ids, n = self.ids, len(self.ids)
+        order = sorted(range(n), key=ids.__getitem__)
+        keys = [ids[i].encode() for i in order]
+        widths = {len(k) for k in keys}
+        width = widths.pop() if len(widths) == 1 else 0
+        blob = b"".join(keys)
+        ends = array("I")
+        if not width:
+            total = 0
+            for key in keys:
+                total += len(key)
+                ends.append(total)
+        new_of = array("I", bytes(4 * n))  # record number → sorted position
+        for pos, i in enumerate(order):
+            new_of[i] = pos
+        parents, last_children = self._links(order, new_of)
+        flags = bytearray(self.flags[i] & (ARCHIVED | VISITED) for i in order)
+        for pos in range(n):
+            if flags[pos] & ARCHIVED and parents[pos] != NONE and parents[pos] != UNKNOWN:
+                flags[parents[pos]] |= ARCHIVED_CHILD
+        file_order = array("I", [new_of[i] for i in range(n)])
+        bits = max(4, (2 * n).bit_length())
+        mask = (1 << bits) - 1
+        table = array("I", bytes(4 << bits))
+        crc32 = zlib.crc32
+        for pos, key in enumerate(keys):
+            slot = crc32(key) & mask
+            while table[slot]:
+                slot = (slot + 1) & mask
+            table[slot] = pos + 1
+        body = b"".join(
+            [
+                _padded(blob),
+                _padded(ends.tobytes()),
+                array("Q", [self.offsets[i] for i in order]).tobytes(),
+                _padded(array("I", [self.lengths[i] for i in order]).tobytes()),
+                _padded(array("I", [self.crcs[i] for i in order]).tobytes()),
+                _padded(bytes(flags)),
+                _padded(parents.tobytes()),
+                _padded(last_children.tobytes()),
+                _padded(file_order.tobytes()),
+                table.tobytes(),
+            ]
+        )
+        fields = (MAGIC, token.encode("ascii"), n, bits, width, len(head), nodes_end, log_start)
+        checks = (len(blob), zlib.crc32(head), zlib.crc32(body))
+        return _HEAD.pack(*fields, *checks) + body
+
+    def _links(self, order: list[int], new_of: array[int]) -> tuple[array[int], array[int]]:
+        """Parent and last-child positions, in sorted order: carried over from the previous
+        index for unchanged records, looked up by id for the others."""
+        previous, olds, links = self.previous, self.olds, self.links
+        # Previous position → new one; UNKNOWN for a node no longer there.
+        moved = array("I", [UNKNOWN]) * (previous.count if previous is not None else 0)
+        for number, old in enumerate(olds):
+            if old >= 0:
+                moved[old] = new_of[number]
+        where: dict[str, int] | None = None
+        parents = array("I", [NONE]) * len(order)
+        last_children = array("I", [NONE]) * len(order)
+        for pos, number in enumerate(order):
+            old = olds[number]
+            if number not in links and previous is not None and old >= 0:
+                parent, last = previous.parents[old], previous.last_children[old]
+                parents[pos] = NONE if parent == NONE else moved[parent]
+                last_children[pos] = last if last in (NONE, UNKNOWN) else moved[last]
+                continue
+            if where is None:
+                where = {node_id: new_of[i] for i, node_id in enumerate(self.ids)}
+            parent, last = links[number]
+            parents[pos] = NONE if parent is None else where.get(parent, NONE)
+            last_children[pos] = NONE if last is None else where.get(last, UNKNOWN)
+        return parents, last_children
 
 
 def _padded(data: bytes) -> bytes:

@@ -410,15 +410,15 @@ def set_document_field(doc: Document, key: str, value: Any) -> None:
 def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
-    if doc.is_archived(node):
+    path = doc.path_ids(node)
+    if any(map(doc.archived_flag, path)):
         raise InvalidOperation(
             f"node {node} is deleted (restore it first with `loom restore {node}`)"
         )
-    path = doc.path_ids(node)
     for parent, child in itertools.pairwise(path):
-        if doc.nodes[parent].get("last_child") != child:
+        if doc.field(parent, "last_child") != child:
             doc._set(parent, "last_child", child)
-    if not doc.nodes[node].get("visited"):
+    if not doc.field(node, "visited"):
         doc._set(node, "visited", True)
     if doc.data.get("cursor") != node:
         doc._set_header("cursor", node)
@@ -450,7 +450,7 @@ def sibling_of(doc: Document, node: str, step: int) -> str:
     siblings = doc.nodes[parent].get("children", ()) if parent else doc.data["roots"]
     i = doc.position(node) + step
     while 0 <= i < len(siblings):  # O(distance), not O(siblings): a node may have 100k
-        if not doc.nodes[siblings[i]].get("archived"):
+        if not doc.archived_flag(siblings[i]):
             return str(siblings[i])
         i += step
     raise NotFound(f"node {node} has no {'next' if step > 0 else 'previous'} sibling")

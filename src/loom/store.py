@@ -90,7 +90,12 @@ def load(path: str | os.PathLike[str], *, full_check: bool = False) -> Document:
             and saved[0] == identity
             and saved[1] == zlib.crc32(raw)
         )
-        return Document(parse(raw, str(shown), trusted=trusted))
+        doc = Document(parse(raw, str(shown), trusted=trusted))
+        if full_check:  # the records as the index recorded them, if it describes this file
+            opened = indexed.open_snapshot(path, str(shown))
+            if opened is not None:
+                opened[0].verify()
+        return doc
     except DocumentError as exc:
         raise DocumentError(exc.message + backup_hint(path)) from None
 
@@ -446,14 +451,16 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
     files.remove_stale_temps(path)  # leftovers of loom processes killed mid-save
     rotate = lambda: _rotate_backups(path) if path.exists() else None  # noqa: E731
     payload = None
+    previous = None
     if isinstance(doc.nodes, indexed.IndexedNodes):
         records: Any = doc.nodes.records()
+        previous = doc.nodes.index
     else:
         payload = encode(doc)
-        records = ((node_id, rec, -1) for node_id, rec in doc.nodes.items())
+        records = ((node_id, rec, -1, -1) for node_id, rec in doc.nodes.items())
     if payload is None or len(payload) >= INDEXED_FROM:
         try:
-            indexed.write(path, doc.data, records, before_replace=rotate)
+            indexed.write(path, doc.data, records, previous=previous, before_replace=rotate)
         except TypeError as exc:
             raise DocumentError(
                 f"the document holds a value that cannot be saved ({exc}); nothing was written"

@@ -104,7 +104,7 @@ def tree_window(
 def live_children(doc: Document, node_id: str | None) -> list[str]:
     """Live children of a node, or the live roots for None."""
     if node_id is None:
-        return [r for r in doc.data["roots"] if not doc.nodes[r].get("archived")]
+        return [r for r in doc.data["roots"] if not doc.archived_flag(r)]
     return doc.live_child_ids(node_id)
 
 
@@ -261,5 +261,5 @@ def iter_forest(
 
 def _children(doc: Document, node_id: str, include_archived: bool) -> list[str]:
     if include_archived:
-        return list(doc.nodes[node_id].get("children", ()))
+        return list(doc.peek(node_id).get("children", ()))
     return doc.live_child_ids(node_id)

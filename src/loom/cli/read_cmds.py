@@ -66,7 +66,7 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     else:
         out(render.safe(target.text) if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
-    siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
+    siblings = doc.live_sibling_ids(target.id)
     where = (
         f"{siblings.index(target.id) + 1}/{len(siblings)}" if target.id in siblings else "(deleted)"
     )
