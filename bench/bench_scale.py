@@ -115,6 +115,11 @@ def bench_shape(n: int, shape: str, workdir: Path, repeat: int) -> dict[str, tup
         "(back to the cursor)": run(loom(path, "goto", ids["cursor"]), env),
         "add": measure([loom(path, "add", " more", "--stay")], env, repeat),
         "up+down": measure([loom(path, "up"), loom(path, "down")], env, repeat),
+        # What the save that folds the change log in costs (once the log outgrows 1/8 of
+        # the file): the file and its index rewritten whole.
+        "add, folding the log in": measure(
+            [[PY, "-c", FOLD, str(path), str(ROOT / "src")]], env, min(repeat, 3)
+        ),
     }
     show = results["show"][0]
     print(
@@ -161,6 +166,16 @@ def portable(path: Path) -> None:
             f"  {name:<12} {'reads it' if ok else 'FAILS'}: {out.stdout.strip() or out.stderr.strip()[:80]} nodes ({time.perf_counter() - start:.1f} s)"
         )
 
+
+FOLD = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import loom
+from loom import ops, store
+store.LOG_MIN, store.LOG_SHARE = 0, 1 << 40  # this save rewrites the file whole
+with loom.edit(sys.argv[1]) as doc:
+    ops.add_child(doc, doc.cursor_id, " folded", move_cursor=False)
+"""
 
 BULK = """
 import sys, time

@@ -513,6 +513,8 @@ class IndexedNodes(MutableMapping[str, Record]):
             return [c for c in kids if not flag(c)]
         # Only a child changed since the snapshot can have been archived since.
         cache = self.cache
+        if not cache:
+            return list(kids)
         return [c for c in kids if (rec := cache.get(c)) is None or not rec.get("archived")]
 
     def id_order(self) -> IndexedOrder:

@@ -81,8 +81,9 @@ def tree_window(
             return []
         focus = roots[0]
     path = doc.path_ids(focus)
+    kids = _Children(doc)  # each list read once, however often the window is recomputed
     while True:
-        rows = _window(doc, path, depth, max(1, width), above, collapse)
+        rows = _window(kids, path, depth, max(1, width), above, collapse)
         if height is None or len(rows) <= height:
             return rows
         if depth > 1:
@@ -108,6 +109,20 @@ def live_children(doc: Document, node_id: str | None) -> list[str]:
     return doc.live_child_ids(node_id)
 
 
+class _Children:
+    """Live children lists, each read once (a node may have 100k children)."""
+
+    def __init__(self, doc: Document) -> None:
+        self.known: dict[str | None, list[str]] = {}
+        self.doc = doc
+
+    def __call__(self, node_id: str | None) -> list[str]:
+        found = self.known.get(node_id)
+        if found is None:
+            found = self.known[node_id] = live_children(self.doc, node_id)
+        return found
+
+
 def _around(items: list[str], keep: str | None, width: int) -> tuple[int, int]:
     """The slice [start, end) of at most `width` items, centred on `keep` when given."""
     if len(items) <= width:
@@ -117,21 +132,19 @@ def _around(items: list[str], keep: str | None, width: int) -> tuple[int, int]:
     return start, start + width
 
 
-def _fold(doc: Document, row: Row, stop: str | None, collapse: bool) -> list[str]:
-    """Extend `row` down its chain of only-children (not past `stop`); its last node's children."""
-    children = doc.live_child_ids(row.node_id)
+def _fold(kids: _Children, row: Row, collapse: bool) -> list[str]:
+    """Extend `row` down its chain of only-children; its last node's children."""
+    children = kids(row.node_id)
     if not collapse:
         return children
-    while len(children) == 1 and children[0] != stop and row.node_id != stop:
-        if len(row.run) >= MAX_RUN:
-            break
+    while len(children) == 1 and len(row.run) < MAX_RUN:
         row.run.append(children[0])
-        children = doc.live_child_ids(children[0])
+        children = kids(children[0])
     return children
 
 
 def _level(
-    doc: Document, siblings: list[str], keep: str | None, width: int, indent: int
+    kids: _Children, siblings: list[str], keep: str | None, width: int, indent: int
 ) -> tuple[list[Row], list[Row], Row | None]:
     """One level's rows: those before `keep`, those after, and `keep`'s own (unfilled) row."""
     start, end = _around(siblings, keep, width)
@@ -145,7 +158,7 @@ def _level(
             own = Row(sibling, indent, on_path=True, is_last=False)
             continue
         row = Row(sibling, indent, is_last=False)
-        row.hidden_children = len(doc.live_child_ids(sibling))
+        row.hidden_children = len(kids(sibling))
         (after if own is not None else before).append(row)
     if end < len(siblings):
         after.append(Row(siblings[end], indent, hidden_siblings=len(siblings) - end))
@@ -156,7 +169,7 @@ def _level(
 
 
 def _window(
-    doc: Document, path: list[str], depth: int, width: int, above: int, collapse: bool
+    kids: _Children, path: list[str], depth: int, width: int, above: int, collapse: bool
 ) -> list[Row]:
     focus = path[-1]
     top = max(0, len(path) - 1 - above)
@@ -169,22 +182,21 @@ def _window(
     parent = path[top - 1] if top else None
     i = top
     while True:
-        siblings = live_children(doc, parent)
+        siblings = kids(parent)
         node = path[i]
         if node not in siblings:  # an archived focus or ancestor: drawn all the same
             siblings = [node]
-        before, after, own = _level(doc, siblings, node, width, indent)
+        before, after, own = _level(kids, siblings, node, width, indent)
         assert own is not None
         rows.extend(before)
         trailing.append(after)
         own.is_last = not after
         rows.append(own)
         if node == focus:
-            children = doc.live_child_ids(node)
-            _subtree(doc, own, children, depth, width, collapse, rows)
+            _subtree(kids, own, kids(node), depth, width, collapse, rows)
             break
         # Down the path: a chain of only-children above the focus folds into this row.
-        children = live_children(doc, node)
+        children = kids(node)
         while (
             collapse
             and children == [path[i + 1]]
@@ -193,7 +205,7 @@ def _window(
         ):
             i += 1
             own.run.append(path[i])
-            children = live_children(doc, path[i])
+            children = kids(path[i])
         parent = path[i]
         i += 1
         indent += 1
@@ -203,7 +215,7 @@ def _window(
 
 
 def _subtree(
-    doc: Document,
+    kids: _Children,
     row: Row,
     children: list[str],
     depth: int,
@@ -215,19 +227,19 @@ def _subtree(
     children per node, depth-first."""
     stack: list[tuple[Row, list[str], int, bool]] = [(row, children, depth, False)]
     while stack:
-        current, kids, budget, emit = stack.pop()
+        current, below, budget, emit = stack.pop()
         if emit:
             rows.append(current)
         if budget <= 0:
-            current.hidden_children = len(kids)
+            current.hidden_children = len(below)
             continue
         level = current.indent + 1
         items: list[tuple[Row, list[str], int, bool]] = []
-        for kid in kids[:width]:
+        for kid in below[:width]:
             child = Row(kid, level, is_last=False)
-            items.append((child, _fold(doc, child, None, collapse), budget - 1, True))
-        if len(kids) > width:
-            more = Row(kids[width], level, hidden_siblings=len(kids) - width, is_last=False)
+            items.append((child, _fold(kids, child, collapse), budget - 1, True))
+        if len(below) > width:
+            more = Row(below[width], level, hidden_siblings=len(below) - width, is_last=False)
             items.append((more, [], 0, True))
         if items:
             items[-1][0].is_last = True

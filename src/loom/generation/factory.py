@@ -51,7 +51,7 @@ def make_backend(model: ModelConfig) -> Backend:
         path = options.get("model_path") or ensure_default_model()
         return EmbeddedLlama(
             path,
-            threads=int(options.get("threads", 1)),
+            threads=int(options["threads"]) if "threads" in options else None,
             n_parallel=int(options.get("n_parallel", 4)),
             ctx_per_seq=int(options.get("ctx_per_seq", model.context or 2048)),
         )

@@ -57,7 +57,9 @@ __all__ = [
     "LOGPROBS_KIND",
     "WIRE_NAMES",
     "EmbeddedLlama",
+    "available_cores",
     "default_model_path",
+    "default_threads",
     "ensure_default_model",
     "gguf_metadata",
 ]
@@ -160,6 +162,91 @@ def ensure_default_model(path: str | os.PathLike[str] | None = None) -> Path:
     return target
 
 
+# --- threads ---------------------------------------------------------------------------
+
+
+def default_threads(root: str | os.PathLike[str] = "/") -> int:
+    """Threads for the embedded model when the model config sets none: the physical
+    cores this process may use, less one (so a UI and the rest of the machine stay
+    responsive while it generates), and at least one."""
+    return max(1, available_cores(root) - 1)
+
+
+def available_cores(root: str | os.PathLike[str] = "/", cpus: set[int] | None = None) -> int:
+    """Physical cores this process may run on: its CPU affinity (`cpus`, else the
+    process's own), counted by core rather than by hardware thread, and capped by a
+    container's CPU quota (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`). `root`
+    lets tests stand in a /proc and /sys of their own."""
+    base = Path(root)
+    if cpus is None:
+        try:
+            cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cpus = set(range(os.cpu_count() or 1))
+    cores = _physical_cores(base, cpus)
+    quota = _cgroup_quota(base)
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))  # 1.5 CPUs of quota cannot feed 2 threads
+    return max(1, cores)
+
+
+def _physical_cores(root: Path, cpus: set[int]) -> int:
+    """Distinct (package, core) pairs among `cpus`, from sysfs; else one core per CPU."""
+    cores = set()
+    for cpu in cpus:
+        topology = root / f"sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return len(cores) or len(cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs' worth of time the process's cgroups allow (the tightest level), or None."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        where = where.lstrip("/")
+        if controllers == "":  # cgroup v2: "0::/path"
+            folder = root / "sys/fs/cgroup" / where
+            while True:
+                limits.extend(_quota_v2(folder / "cpu.max"))
+                if folder == root / "sys/fs/cgroup" or folder.parent == folder:
+                    break
+                folder = folder.parent
+        elif "cpu" in controllers.split(","):
+            for mount in (controllers, "cpu", "cpu,cpuacct"):
+                folder = root / "sys/fs/cgroup" / mount / where
+                if (folder / "cpu.cfs_quota_us").exists():
+                    limits.extend(_quota_v1(folder))
+                    break
+    return min(limits) if limits else None
+
+
+def _quota_v2(path: Path) -> list[float]:
+    try:
+        quota, period = path.read_text().split()[:2]
+        return [] if quota == "max" else [int(quota) / int(period)]
+    except (OSError, ValueError):
+        return []
+
+
+def _quota_v1(folder: Path) -> list[float]:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return []
+    return [quota / period] if quota > 0 and period > 0 else []
+
+
 # --- GGUF metadata ---------------------------------------------------------------------
 
 _GGUF_SCALARS: dict[int, str] = {
@@ -234,8 +321,9 @@ class EmbeddedLlama(Backend):
 
     model_path: a GGUF file; None means the default Gemma-3-270M base model,
         assembled into `default_model_path()` on first use.
-    threads: CPU threads for generation and prompt evaluation (<= 0: llama.cpp's
-        choice, all physical cores). 1 keeps a busy 2-core machine responsive.
+    threads: CPU threads for generation and prompt evaluation; None: `default_threads()`
+        (the physical cores available, less one); <= 0: llama.cpp's choice. The count
+        used is `self.threads`.
     n_parallel: sequences decoded together (llama.cpp slots); the KV cache holds
         n_parallel x ctx_per_seq tokens.
     ctx_per_seq: context window of each sequence, capped at the model's trained context.
@@ -251,7 +339,7 @@ class EmbeddedLlama(Backend):
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        threads: int = 1,
+        threads: int | None = None,
         n_parallel: int = 4,
         ctx_per_seq: int = 4096,
         chat: bool | None = None,
@@ -264,7 +352,7 @@ class EmbeddedLlama(Backend):
             raise ValueError("ctx_per_seq is too small")
         self._default_model = model_path is None
         self.model_path = default_model_path() if model_path is None else Path(model_path)
-        self.threads = threads
+        self.threads = default_threads() if threads is None else threads
         self.n_parallel = n_parallel
         self.ctx_per_seq = ctx_per_seq
         self.verbose = verbose
