@@ -204,7 +204,8 @@ def test_a_torn_append_reads_as_the_document_before_it(tmp_path: Path) -> None:
     assert whole(store.load(path, full_check=True)) == before
     with loom.edit(path) as doc:  # the next save mends the file
         ops.add_child(doc, kept, " next")
-    assert len(json.loads(path.read_text())["log"]) == 2
+    data = json.loads(path.read_text())
+    assert "torn" not in path.read_text() and len(data["nodes"]) + len(data["log"]) >= 42
 
 
 def test_a_damaged_record_is_a_clean_error_naming_the_backup(
@@ -256,6 +257,23 @@ def test_a_missing_or_stale_index_means_reading_the_file_whole(tmp_path: Path) -
     path.write_text(json.dumps(data, indent=2))
     index.write_bytes(stale)
     assert store.load(path).data == expected
+
+
+def test_a_file_edited_by_another_tool_is_read_whole(tmp_path: Path) -> None:
+    """A typo fixed in an editor (same length, so the index's offsets still fit): the file
+    is no longer the one loom wrote, so it is read whole, not taken for damage."""
+    path = tmp_path / "big.loom.json"
+    build(path)
+    raw = path.read_bytes()
+    at = raw.index(b" node 39")
+    path.write_bytes(raw[:at] + b" NODE 39" + raw[at + 8 :])
+    doc = store.load(path)
+    assert isinstance(doc.nodes, dict)
+    assert doc.full_text(doc.cursor_id).endswith(" NODE 39")
+    with loom.edit(path) as doc:  # the next save indexes it again
+        ops.add_child(doc, doc.cursor_id, " next")
+    doc = store.load(path)
+    assert isinstance(doc.nodes, IndexedNodes) and " NODE 39 next" in doc.full_text(doc.cursor_id)
 
 
 def test_a_full_disk_during_an_append_leaves_the_document_as_it_was(tmp_path: Path) -> None:

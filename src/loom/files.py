@@ -23,6 +23,11 @@ from loom.errors import BadInput, StorageError
 TEMP_MARK = ".tmp-"
 
 
+def identity(info: os.stat_result) -> str:
+    """What changes whenever a file is replaced or written: inode, size, modification time."""
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temp file name beside `path`, naming the writing process."""
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{time.monotonic_ns()}")

@@ -234,11 +234,14 @@ class Snapshot:
 # ---- reading --------------------------------------------------------------------------------
 
 
-def open_snapshot(path: Path, shown: str) -> tuple[Snapshot, dict[str, Any], list[bytes]] | None:
+def open_snapshot(
+    path: Path, shown: str, identity: str
+) -> tuple[Snapshot, dict[str, Any], list[bytes]] | None:
     """The snapshot, header and raw log entries of an indexed file, or None to read it whole.
 
-    None whenever the index is missing or does not describe this very file: the caller
-    then reads the file in full, which is always correct.
+    None whenever the index is missing or does not describe this very file, or the file
+    is not the one loom last wrote (`identity`: "inode:size:mtime"; another tool may have
+    edited it): the caller then reads the file in full, which is always correct.
     """
     try:
         index = Index(_mapped(index_path(path)))
@@ -248,6 +251,8 @@ def open_snapshot(path: Path, shown: str) -> tuple[Snapshot, dict[str, Any], lis
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size < index.log_start:
+            return None
+        if files.identity(info) != identity:
             return None
         data: mmap.mmap | bytes
         try:

@@ -78,21 +78,22 @@ def load(path: str | os.PathLike[str], *, full_check: bool = False) -> Document:
     shown = path
     path = real(path)
     try:
-        if not full_check:
-            opened = indexed.open_snapshot(path, str(shown))
+        saved = _saved_identity(path)
+        if not full_check and saved is not None and saved[1] == INDEXED:
+            # Only the file as loom last wrote it: an edit by another tool is read whole.
+            opened = indexed.open_snapshot(path, str(shown), saved[0])
             if opened is not None:
                 return _load_indexed(*opened)
         identity, raw = _read(path, shown)
-        saved = _saved_identity(path)
         trusted = (
             not full_check
             and saved is not None
             and saved[0] == identity
-            and saved[1] == zlib.crc32(raw)
+            and saved[1] == str(zlib.crc32(raw))
         )
         doc = Document(parse(raw, str(shown), trusted=trusted))
         if full_check:  # the records as the index recorded them, if it describes this file
-            opened = indexed.open_snapshot(path, str(shown))
+            opened = indexed.open_snapshot(path, str(shown), identity)
             if opened is not None:
                 opened[0].verify()
         return doc
@@ -164,25 +165,26 @@ def _replay(doc: Document, entry: dict[str, Any], where: str) -> None:
         raise DocumentError(f"{where} cannot be applied: damaged document ({exc!r})") from None
 
 
-def _identity(st: os.stat_result) -> str:
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+_identity = files.identity
 
 
-def _saved_identity(path: Path) -> tuple[str, int] | None:
-    """The identity and checksum of the file loom last saved at `path`, from the lock file."""
+INDEXED = "indexed"  # in the lock file: the file was saved in the indexed layout
+
+
+def _saved_identity(path: Path) -> tuple[str, str] | None:
+    """The identity of the file loom last saved at `path`, and its checksum (classic layout)
+    or INDEXED, as the lock file remembers them."""
     try:
         text = lock_path(path).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return None
     fields = text[6:].split() if text.startswith("saved ") else []
-    if len(fields) != 2 or not fields[1].isdigit():
-        return None
-    return fields[0], int(fields[1])
+    return (fields[0], fields[1]) if len(fields) == 2 else None
 
 
 def _record_saved(path: Path, payload: bytes | None) -> None:
-    """Remember what was just saved, so the next load may skip the walk (a hint: losing it
-    only costs a check). Without `payload` (an indexed save) nothing is trusted that way."""
+    """Remember the file just saved (a hint: losing it only costs reading it whole): with the
+    checksum of its `payload`, or, for the indexed layout (None), that its index is good."""
     try:
         identity = _identity(os.stat(path))
         fd = os.open(lock_path(path), os.O_WRONLY | os.O_CREAT, 0o644)
@@ -190,8 +192,8 @@ def _record_saved(path: Path, payload: bytes | None) -> None:
         return
     try:
         os.ftruncate(fd, 0)
-        if payload is not None:
-            os.write(fd, f"saved {identity} {zlib.crc32(payload)}\n".encode())
+        tag = INDEXED if payload is None else zlib.crc32(payload)
+        os.write(fd, f"saved {identity} {tag}\n".encode())
     except OSError:
         pass
     finally:
@@ -511,6 +513,7 @@ def _append(doc: Document, path: Path) -> bool:
     if used > max(LOG_MIN, layout.nodes_end // LOG_SHARE):
         return False  # fold the log in: a whole save
     doc.origin = indexed.append(layout, line)
+    _record_saved(path, None)
     doc.unsaved = ChangeSet(doc)
     doc.dirty = False
     return True
