@@ -103,24 +103,35 @@ def bench_shape(n: int, shape: str, workdir: Path, repeat: int) -> dict[str, tup
     size = path.stat().st_size
     ids = targets(path)
     bare = "import orjson,sys; d=orjson.loads(open(sys.argv[1],'rb').read()); orjson.dumps(d)"
-    results: dict[str, tuple[float, int]] = {
-        "python -c pass": measure([[PY, "-c", "pass"]], env, repeat),
-        "bare orjson decode+encode": measure([[PY, "-c", bare, str(path)]], env, min(repeat, 3)),
-        "show": measure([loom(path, "show")], env, repeat),
-        "tree": measure([loom(path, "tree")], env, repeat),
-        "ls": measure([loom(path, "ls", ids["parent"])], env, repeat),
-        "goto": measure(
-            [loom(path, "goto", ids["parent"]), loom(path, "goto", ids["cursor"])], env, repeat
-        ),
-        "(back to the cursor)": run(loom(path, "goto", ids["cursor"]), env),
-        "add": measure([loom(path, "add", " more", "--stay")], env, repeat),
-        "up+down": measure([loom(path, "up"), loom(path, "down")], env, repeat),
-        # What the save that folds the change log in costs (once the log outgrows 1/8 of
-        # the file): the file and its index rewritten whole.
-        "add, folding the log in": measure(
-            [[PY, "-c", FOLD, str(path), str(ROOT / "src")]], env, min(repeat, 3)
-        ),
+    # Each entry: the commands one measured run cycles through (goto there and back).
+    commands: dict[str, list[list[str]]] = {
+        "python -c pass": [[PY, "-c", "pass"]],
+        "show": [loom(path, "show")],
+        "tree": [loom(path, "tree")],
+        "ls": [loom(path, "ls", ids["parent"])],
+        "goto": [loom(path, "goto", ids["parent"]), loom(path, "goto", ids["cursor"])],
+        "add": [loom(path, "add", " more", "--stay")],
+        "up+down": [loom(path, "up"), loom(path, "down")],
     }
+    # Interleaved rounds, so a burst of load on the machine hits every command alike.
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+    for cmds in commands.values():
+        for cmd in cmds:
+            run(cmd, env)  # warm-up: bytecode caches written, the file in the page cache
+    for i in range(repeat):
+        for name, cmds in commands.items():
+            samples[name].append(run(cmds[i % len(cmds)], env))
+    run(loom(path, "goto", ids["cursor"]), env)
+    results = {
+        name: (statistics.median(s[0] for s in runs), max(s[1] for s in runs))
+        for name, runs in samples.items()
+    }
+    results["bare orjson decode+encode"] = measure([[PY, "-c", bare, str(path)]], env, 3)
+    # What the save that folds the change log in costs (once the log outgrows 1/8 of
+    # the file): the file and its index rewritten whole.
+    results["add, folding the log in"] = measure(
+        [[PY, "-c", FOLD, str(path), str(ROOT / "src")]], env, min(repeat, 3)
+    )
     show = results["show"][0]
     print(
         f"\n## {shape}, {n:,} nodes, {size / 1e6:.0f} MB "
@@ -128,7 +139,6 @@ def bench_shape(n: int, shape: str, workdir: Path, repeat: int) -> dict[str, tup
     )
     print(f"{'command':<28}{'median':>10}{'peak':>9}{'÷ show':>9}{'÷ bare':>9}")
     bare_t = results["bare orjson decode+encode"][0]
-    results.pop("(back to the cursor)")
     for name, (secs, peak) in results.items():
         print(
             f"{name:<28}{secs * 1000:>8.0f}ms{peak:>6} MB{secs / show:>9.2f}{secs / bare_t:>9.2f}"

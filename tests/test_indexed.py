@@ -391,3 +391,42 @@ def test_damaged_indexed_files_give_clean_errors(tmp_path: Path, target: str) ->
         assert outcomes["ok"] == 150  # a damaged index is never used: the file is read whole
     else:
         assert outcomes["error"] > 100
+
+
+def test_whole_saves_patch_the_index_and_keep_its_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every save here folds the log in. The index is patched (entries keep their numbers,
+    removed nodes leave holes, new ones come last) until holes pass a quarter of it, then
+    built afresh; either way it must answer what the records say."""
+    monkeypatch.setattr(store, "LOG_MIN", 0)
+    monkeypatch.setattr(store, "LOG_SHARE", 1 << 40)
+    path = tmp_path / "big.loom.json"
+    ids = build(path, 200)
+    rng = random.Random(3)
+    counts = []
+    for round_ in range(12):
+        with loom.edit(path) as doc:
+            live = [i for i in ids if i in doc.nodes]
+            for _ in range(3):
+                node = rng.choice(live)
+                choice = rng.randrange(5)
+                if choice == 0:
+                    ids.append(ops.add_child(doc, node, f" new {round_}", move_cursor=False).id)
+                elif choice == 1 and doc.nodes[node].get("parent"):
+                    ops.purge(doc, node)
+                    live = [i for i in ids if i in doc.nodes]
+                elif choice == 2:
+                    ops.archive(doc, node)
+                elif choice == 3 and not doc.is_archived(node):
+                    ops.goto(doc, node)
+                elif choice == 4:
+                    ops.edit(doc, node, f" edited {round_}", in_place=True)
+        index = indexed.Index(indexed.index_path(path).read_bytes())
+        counts.append((index.count, index.live))
+        lazy, full = store.load(path), store.load(path, full_check=True)
+        assert isinstance(lazy.nodes, IndexedNodes)
+        assert whole(lazy) == full.data
+        assert_same_answers(lazy, full)
+    assert any(count > live for count, live in counts)  # holes were kept, not rebuilt away
+    assert json.loads(path.read_text())["log"] == []

@@ -452,17 +452,10 @@ def save(doc: Document, path: str | os.PathLike[str]) -> None:
         return
     files.remove_stale_temps(path)  # leftovers of loom processes killed mid-save
     rotate = lambda: _rotate_backups(path) if path.exists() else None  # noqa: E731
-    payload = None
-    previous = None
-    if isinstance(doc.nodes, indexed.IndexedNodes):
-        records: Any = doc.nodes.records()
-        previous = doc.nodes.index
-    else:
-        payload = encode(doc)
-        records = ((node_id, rec, -1, -1) for node_id, rec in doc.nodes.items())
+    payload = None if isinstance(doc.nodes, indexed.IndexedNodes) else encode(doc)
     if payload is None or len(payload) >= INDEXED_FROM:
         try:
-            indexed.write(path, doc.data, records, previous=previous, before_replace=rotate)
+            indexed.write(path, doc.data, doc.nodes, before_replace=rotate)
         except TypeError as exc:
             raise DocumentError(
                 f"the document holds a value that cannot be saved ({exc}); nothing was written"
