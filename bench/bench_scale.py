@@ -118,10 +118,10 @@ def bench_shape(n: int, shape: str, workdir: Path, repeat: int) -> dict[str, tup
     for cmds in commands.values():
         for cmd in cmds:
             run(cmd, env)  # warm-up: bytecode caches written, the file in the page cache
-    for i in range(repeat):
+    for _ in range(repeat):
         for name, cmds in commands.items():
-            samples[name].append(run(cmds[i % len(cmds)], env))
-    run(loom(path, "goto", ids["cursor"]), env)
+            for cmd in cmds:  # there and back within the round: the cursor ends where it was
+                samples[name].append(run(cmd, env))
     results = {
         name: (statistics.median(s[0] for s in runs), max(s[1] for s in runs))
         for name, runs in samples.items()

@@ -117,12 +117,15 @@ class ChangeSet:
                 continue
             old_fields: Record = {}
             new_fields: Record = {}
-            for field in old.keys() | new.keys():
-                was, now = old.get(field), new.get(field)
-                if was is now or was == now:
-                    continue
-                old_fields[field] = keep(was)
-                new_fields[field] = keep(now)
+            for field, was in old.items():
+                now = new.get(field)
+                if was is not now and was != now:
+                    old_fields[field] = keep(was)
+                    new_fields[field] = keep(now)
+            for field, now in new.items():
+                if field not in old and now is not None:
+                    old_fields[field] = None
+                    new_fields[field] = keep(now)
             if old_fields or splices:
                 change: dict[str, Any] = {"id": owner, "old": old_fields, "new": new_fields}
                 if splices:

@@ -15,16 +15,19 @@ document, one node per line, with a random `snapshot` token in its header and a
     ]}
 
 The document is its snapshot (header and nodes) with the log's entries applied in
-order (docs/schema.md, "Large documents"). Beside the file, `.NAME.idx` maps every
-node id to the bytes of its record and their checksum, so a command parses the
-header, the log and only the records it touches (`IndexedNodes`), and a save
-appends one entry, in place, costing what changed (`append`). When the log has
-grown past a fraction of the snapshot, the store rewrites the file whole with a
-fresh token and index (`write`), keeping the file one that any JSON tool reads.
+order (docs/schema.md, "Large documents: the change log"). Beside the file,
+`.NAME.idx` (`Index`) maps every node id to the bytes of its record and their
+checksum, and holds each node's parent, last child and flags, so a command parses
+the header, the log and only the records it reads (`IndexedNodes`), walks the tree
+through arrays, and a save appends one entry in place, costing what changed
+(`append`). When the log has grown past a fraction of the snapshot, the store
+rewrites the file whole (`write`): unchanged records are copied file to file and
+the index patched, keeping the file one that any JSON tool reads.
 
-The index is derived data: missing, stale or damaged, it is ignored (the file is
-then read whole) and rebuilt by the next full save. Records and log entries carry
-CRC-32 checksums, so damage shows as a clean "damaged document" error.
+The index is derived data: missing, stale, damaged, or describing a file another
+tool has since edited, it is ignored (the file is then read whole) and rebuilt by
+the next whole save. Records and log entries carry CRC-32 checksums, so damage
+shows as a clean "damaged document" error.
 """
 
 from __future__ import annotations

@@ -33,14 +33,18 @@ class Transaction(ChangeSet):
     def changes(self) -> list[dict[str, Any]]:
         return self.diff()
 
-    def stamped(self) -> list[dict[str, Any]]:
-        """The changes, with the document's modified time set if there are any."""
+    def stamped(self, at: str) -> list[dict[str, Any]]:
+        """The changes, with the document's modified time set to `at` if there are any."""
         changes = self.diff()
         if changes:
-            self.doc._set_header("modified", now())
-            header = self.diff(only=HEADER)
-            at = next((i for i, c in enumerate(changes) if c["id"] == HEADER), len(changes))
-            changes[at : at + 1] = header
+            self.doc._set_header("modified", at)
+            before = self.before[HEADER] or {}
+            header = next((c for c in changes if c["id"] == HEADER), None)
+            if header is None:
+                header = {"id": HEADER, "old": {}, "new": {}}
+                changes.append(header)
+            header["old"]["modified"] = before.get("modified")
+            header["new"]["modified"] = at
         return changes
 
 
@@ -58,7 +62,8 @@ def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transacti
     doc._tx = tx
     try:
         yield tx
-        changes = tx.stamped()  # a no-op leaves no journal entry and no new modified time
+        at = now()
+        changes = tx.stamped(at)  # a no-op leaves no journal entry and no new modified time
     except BaseException:
         doc._tx = None
         apply(doc, tx.changes(), "old")
@@ -66,7 +71,7 @@ def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transacti
     doc._tx = None
     if not changes:
         return
-    push(doc, "undo", {"op": op, "at": now(), "summary": summary, "changes": changes})
+    push(doc, "undo", {"op": op, "at": at, "summary": summary, "changes": changes})
     if _journal(doc).get("redo"):
         clear(doc, "redo")
 
