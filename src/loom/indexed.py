@@ -63,6 +63,7 @@ DELETED = 8  # an entry with no record: a node removed since the index was first
 NONE = 0xFFFFFFFF  # no parent, no last child
 UNKNOWN = 0xFFFFFFFE  # a link to no known node: read the record
 HOLES_SHARE = 4  # past 1/4 of the entries deleted, the index is built afresh
+RECENT = 16  # records only looked at, kept in case they are looked at again
 
 
 def index_path(path: Path) -> Path:
@@ -393,6 +394,7 @@ class IndexedNodes(MutableMapping[str, Record]):
         self.gone: set[str] = set()
         self.extra: dict[str, None] = {}  # insertion-ordered
         self.entries: dict[str, int] = {}  # index entries of ids met on paths
+        self.recent: dict[str, Record] = {}  # the last few records only looked at
         # Entries the index no longer tells the truth about (held in the cache, where
         # they may change, or removed): walks ask the cache there.
         self.touched: set[int] = set()
@@ -413,17 +415,24 @@ class IndexedNodes(MutableMapping[str, Record]):
         if rec is not None:
             return rec
         entry = self.entry(key)
-        rec = self.snapshot.record_at(entry, key)
+        rec = self.recent.pop(key, None) or self.snapshot.record_at(entry, key)
         self.cache[key] = rec
         self.touched.add(entry)
         return rec
 
     def peek(self, key: str) -> Record:
-        """The record, without keeping it: for reading only (a change to it would be lost)."""
-        rec = self.cache.get(key)
+        """The record, to read only (a change to it would be lost): not kept beyond the last
+        few, so a walk over a million nodes holds few (a node with 100k children is read
+        once however often it is looked at)."""
+        rec = self.cache.get(key) or self.recent.get(key)
         if rec is not None:
             return rec
-        return self.snapshot.record_at(self.entry(key), key)
+        rec = self.snapshot.record_at(self.entry(key), key)
+        recent = self.recent
+        if len(recent) >= RECENT:
+            del recent[next(iter(recent))]
+        recent[key] = rec
+        return rec
 
     def path_ids(self, node_id: str) -> list[str]:
         """Ids from the root down to `node_id`, through the index's parent links where the
@@ -491,6 +500,7 @@ class IndexedNodes(MutableMapping[str, Record]):
         return type(key) is str and key not in self.gone and self.index.find(key) >= 0
 
     def __setitem__(self, key: str, rec: Record) -> None:
+        self.recent.pop(key, None)
         if key not in self:
             if key in self.gone:
                 self.gone.discard(key)
@@ -503,6 +513,7 @@ class IndexedNodes(MutableMapping[str, Record]):
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
+        self.recent.pop(key, None)
         self.cache.pop(key, None)
         if key in self.extra:
             del self.extra[key]
