@@ -263,7 +263,8 @@ def _tree_chunk(
         prefix = _guides(row, lasts, deepest)
         lasts.append(row.is_last)
         if row.levels_above:
-            yield style(f"… {row.levels_above:,} levels above", dim=True)
+            levels = "level" if row.levels_above == 1 else "levels"
+            yield style(f"… {row.levels_above:,} {levels} above", dim=True)
             continue
         if row.hidden_siblings:
             yield prefix + style(f"+{row.hidden_siblings:,} more", dim=True)
