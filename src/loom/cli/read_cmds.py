@@ -6,13 +6,14 @@ import sys
 
 import click
 
-from loom import jsonio
+from loom import jsonio, payloads
 from loom.cli import render
 from loom.cli.common import (
     NODE,
     color_enabled,
     command,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -62,7 +63,7 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
     if messages:
         sent = context_for(doc, target.id, "chat").message_dicts()
         if json_mode():
-            emit({"command": "show", "node": target.to_dict(), "messages": sent})
+            emit("show", node=payloads.node(target, fields()), messages=sent, cursor=doc.cursor_id)
         else:
             out(jsonio.dump_line(sent).decode().rstrip("\n"))
         return
@@ -78,12 +79,11 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
         return
     if json_mode():
         emit(
-            {
-                "command": "show",
-                "node": target.to_dict(),
-                "path": doc.path_ids(target.id),
-                "text": text,
-            }
+            "show",
+            node=payloads.node(target, fields()),
+            path=doc.path_ids(target.id),
+            text=text,
+            cursor=doc.cursor_id,
         )
         return
     if raw or not (probs or stdout_is_terminal()):
@@ -125,12 +125,12 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
     target = doc.resolve(node)
     kids = target.child_ids if show_all else doc.live_child_ids(target.id)
     if json_mode():
+        listed = fields(listing=True)
         emit(
-            {
-                "command": "ls",
-                "node_id": target.id,
-                "children": [Node(doc, k).to_dict() for k in kids],
-            }
+            "ls",
+            node=payloads.node(target, listed),
+            nodes=payloads.nodes(doc, kids, listed),
+            cursor=doc.cursor_id,
         )
         return
     shorts = doc.short_ids(kids)
@@ -178,14 +178,11 @@ def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_coll
     """
     doc = read_doc()
     if json_mode():
-        nodes = [Node(doc, i).to_dict() for i in doc.walk()]
         emit(
-            {
-                "command": "tree",
-                "roots": [r.id for r in doc.roots],
-                "cursor": doc.cursor_id,
-                "nodes": nodes,
-            }
+            "tree",
+            roots=doc.root_ids,
+            nodes=payloads.nodes(doc, doc.walk(), fields(listing=True)),
+            cursor=doc.cursor_id,
         )
         return
     from loom.view import tree_window
@@ -243,20 +240,11 @@ def search_cmd(
         include_archived=include_archived,
     )
     if json_mode():
+        listed = fields(listing=True)
         emit(
-            {
-                "command": "search",
-                "matches": [
-                    {
-                        "node_id": m.node_id,
-                        "start": m.start,
-                        "end": m.end,
-                        "match": m.text,
-                        "text": doc.nodes[m.node_id].get("text", ""),
-                    }
-                    for m in matches
-                ],
-            }
+            "search",
+            matches=[payloads.match(doc, m, listed) for m in matches],
+            cursor=doc.cursor_id,
         )
     else:
         shorts = doc.short_ids([m.node_id for m in matches])
