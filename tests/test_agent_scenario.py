@@ -104,7 +104,9 @@ def test_an_agent_weaves_with_only_help_guide_and_json(loom: Loom, model_path: P
     assert [n["id"] for n in kept["nodes"]] == [follow["node"]["id"]]  # stayed with the old
     assert agent.json("show", pick["id"])["node"]["text"] == pick["text"]
     shown = agent.json("show", version["id"])
-    assert shown["text"] == "The lighthouse keeper climbed the stairs and saw the sea, calm and grey."
+    assert (
+        shown["text"] == "The lighthouse keeper climbed the stairs and saw the sea, calm and grey."
+    )
 
     # 5. Bookmark the new version.
     agent.knows(r"loom bookmark \[NODE\] \[--title T\]")

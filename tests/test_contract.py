@@ -5,10 +5,12 @@ schema; one object on stdout, success or failure; the same keys for the same thi
 from __future__ import annotations
 
 import json
+import signal
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from loom import payloads
@@ -263,4 +265,33 @@ def test_a_document_without_live_nodes_has_a_null_cursor(loom: Loom) -> None:
     loom.ok("new", "s.loom.json", "--text", "only")
     assert valid(loom("rm", "@", "--json"), "rm")["cursor"] is None
     assert valid(loom("info", "--json"), "info")["cursor"] is None
-    assert valid(loom("tree", "--json"), "tree")["nodes"] == []
+    [deleted] = valid(loom("tree", "--json"), "tree")["nodes"]  # deleted nodes are listed
+    assert deleted["archived"] is True
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("serve", ["-m", "base", "--port", "0"]), ("mcp", ["--http", "--port", "0"])],
+)
+def test_servers_announce_themselves_by_the_schema(
+    woven: Loom, command: str, args: list[str]
+) -> None:
+    """`serve` and `mcp --http` print one answer when they listen, then run until stopped."""
+    pytest.importorskip("uvicorn", reason="the serve and mcp extras are not installed")
+    if command == "mcp":
+        pytest.importorskip("mcp", reason="the mcp extra is not installed")
+    proc = woven.start(command, *args, "--json", env=woven.env)  # type: ignore[attr-defined]
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        answer = valid(Result(0, line, ""), command)
+        assert answer["url"].startswith("http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+def test_tui_with_json_is_a_usage_error(loom: Loom) -> None:
+    loom.ok("new", "s.loom.json")
+    failed(loom("tui", "--json"), "usage", 2)
+    assert validator("tui").is_valid(json.loads(loom("tui", "--json").stdout))

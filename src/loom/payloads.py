@@ -112,35 +112,41 @@ ALL = Fields(FIELD_SETS["all"])
 BRIEF = Fields(FIELD_SETS["brief"])
 
 
-def _meta(node: Node, keys: tuple[str, ...] | None) -> Any:
-    meta = node.record.get("meta", {})
-    return meta if keys is None else {k: meta[k] for k in keys if k in meta}
+Record = dict[str, Any]
 
-
-_GETTERS: dict[str, Callable[[Node], Any]] = {
-    "id": lambda n: n.id,
-    "parent": lambda n: n.parent_id,
-    "children": lambda n: n.doc.live_child_ids(n.id),
-    "text": lambda n: n.text,
-    "kind": lambda n: n.kind,
-    "created": lambda n: n.created,
-    "modified": lambda n: n.modified,
-    "tags": lambda n: n.tags,
-    "bookmark": lambda n: n.record.get("bookmark"),
-    "note": lambda n: n.note or None,
-    "visited": lambda n: n.visited,
-    "edited": lambda n: n.edited,
-    "archived": lambda n: bool(n.record.get("archived", False)),
-    "full_text": lambda n: n.full_text,
+# Each field from the node's id and record: the record is read once per node object (a
+# large document reads it from disk and does not keep it).
+_GETTERS: dict[str, Callable[[Document, str, Record], Any]] = {
+    "id": lambda doc, i, rec: i,
+    "parent": lambda doc, i, rec: rec.get("parent"),
+    "children": lambda doc, i, rec: doc.live_child_ids(i),
+    "text": lambda doc, i, rec: str(rec.get("text", "")),
+    "kind": lambda doc, i, rec: str(rec.get("kind", "human")),
+    "created": lambda doc, i, rec: rec.get("created"),
+    "modified": lambda doc, i, rec: rec.get("modified"),
+    "tags": lambda doc, i, rec: list(rec.get("tags", ())),
+    "bookmark": lambda doc, i, rec: rec.get("bookmark"),
+    "note": lambda doc, i, rec: str(rec.get("note", "")) or None,
+    "visited": lambda doc, i, rec: bool(rec.get("visited", False)),
+    "edited": lambda doc, i, rec: bool(rec.get("edited", False)),
+    "archived": lambda doc, i, rec: bool(rec.get("archived", False)),
+    "full_text": lambda doc, i, rec: doc.full_text(i),
 }
 
 
 def node(n: Node, fields: Fields | None = None) -> dict[str, Any]:
     """One node object: every field unless `fields` names fewer."""
     chosen = fields or ALL
+    doc, node_id = n.doc, n.id
+    rec = doc.peek(node_id)
     out: dict[str, Any] = {}
     for name in chosen.names:
-        out[name] = _meta(n, chosen.meta_keys) if name == "meta" else _GETTERS[name](n)
+        if name == "meta":
+            meta = rec.get("meta", {})
+            keys = chosen.meta_keys
+            out[name] = meta if keys is None else {k: meta[k] for k in keys if k in meta}
+        else:
+            out[name] = _GETTERS[name](doc, node_id, rec)
     return out
 
 
@@ -192,7 +198,7 @@ def stats(doc: Document) -> dict[str, Any]:
     live = bookmarks = 0
     for node_id in doc.walk():
         live += 1
-        bookmarks += "bookmark" in doc.nodes[node_id]
+        bookmarks += "bookmark" in doc.peek(node_id)
     return {
         "live_node_count": live,
         "bookmark_count": bookmarks,

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
     "loom.cli.sync_cmds": ("sync",),
+    "loom.cli.tui_cmds": ("tui",),
+    "loom.cli.server_cmds": ("serve", "mcp"),
     "loom.cli.help_cmds": ("guide", "schema"),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
@@ -49,7 +51,7 @@ HELP_ORDER = (
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
-    "import", "export", "ingest", "schema",
+    "import", "export", "ingest", "tui", "serve", "mcp", "schema",
 )  # fmt: skip
 
 
