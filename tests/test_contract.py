@@ -234,6 +234,10 @@ def test_fields_choose_what_every_node_object_carries(woven: Loom) -> None:
     assert set(gen_only) == {"id", "meta"} and set(gen_only["meta"]) == {"gen"}
     whole = valid(woven("ls", "--fields", "all,full_text"), "ls")["nodes"]
     assert all(n["full_text"].startswith("Once upon a time") and "meta" in n for n in whole)
+    both = valid(
+        woven("--fields", "id", "show", child, "--fields", "text", "--fields", "kind"), "show"
+    )
+    assert set(both["node"]) == {"id", "text", "kind"}  # every --fields given counts
     brief = valid(woven("show", child, "--fields", "brief"), "show")["node"]
     assert "meta" not in brief and brief["id"] == child
 
@@ -295,3 +299,39 @@ def test_tui_with_json_is_a_usage_error(loom: Loom) -> None:
     loom.ok("new", "s.loom.json")
     failed(loom("tui", "--json"), "usage", 2)
     assert validator("tui").is_valid(json.loads(loom("tui", "--json").stdout))
+
+
+def test_fields_parse_sets_names_and_meta_keys() -> None:
+    from loom.errors import UsageError
+
+    assert payloads.Fields.parse("all") == payloads.ALL
+    assert payloads.Fields.parse("text, id").names == ("id", "text")  # the canonical order
+    assert payloads.Fields.parse("brief,full_text").names[-1] == "full_text"
+    gen_only = payloads.Fields.parse("id,meta.gen,meta.logprobs")
+    assert gen_only.names == ("id", "meta") and gen_only.meta_keys == ("gen", "logprobs")
+    assert payloads.Fields.parse("meta,meta.gen").meta_keys is None  # all of meta wins
+    for bad in ("", "id,", "meta.", "colour"):
+        with pytest.raises(UsageError):
+            payloads.Fields.parse(bad)
+
+
+def test_node_objects_from_the_library() -> None:
+    """What the MCP server and the TUI's tests build: the same objects as the CLI."""
+    from loom import ops
+    from loom.document import Document
+
+    doc = Document.new()
+    root = ops.add_child(doc, None, "The sea")
+    leaf = ops.add_child(doc, root.id, " went out.", kind="model", meta={"gen": {"model": "m"}})
+    assert payloads.node(leaf) == leaf.to_dict() and leaf.to_dict()["meta"]["gen"]
+    [listed] = payloads.nodes(doc, [leaf.id])
+    assert "meta" not in listed and listed["parent"] == root.id
+    picked = payloads.node(leaf, payloads.Fields.parse("id,full_text,meta.gen"))
+    assert picked == {
+        "id": leaf.id,
+        "meta": {"gen": {"model": "m"}},
+        "full_text": "The sea went out.",
+    }
+    assert payloads.answer("ls", nodes=[listed])["ok"] is True
+    error = payloads.error("not_found", "no node 'x' at https://u:sk-secret-123456789@h/")
+    assert "sk-secret" not in error["error"]["message"] and "details" not in error["error"]

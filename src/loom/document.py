@@ -194,7 +194,9 @@ class Node:
         """The node object of loom's JSON contract (`loom.payloads`), every field."""
         from loom import payloads
 
-        fields = payloads.Fields.parse("all,full_text") if full_text else payloads.ALL
+        fields = (
+            payloads.Fields((*payloads.NODE_FIELDS, "full_text")) if full_text else payloads.ALL
+        )
         return payloads.node(self, fields)
 
 

@@ -1,6 +1,6 @@
 """The JSON answers of every front end: one contract for `loom … --json`, the MCP server
 and the TUI's tests. The schema is the reference (`loom schema`, shipped in
-loom/data/schema/); docs/json.md explains it.
+loom/data/schema/); the README's "Output for programs" explains it.
 
 An answer is one object: `{"ok": true, "command": NAME, …}`, or on failure
 `{"ok": false, "error": {"code", "message", "details"?}}` (`answer`, `error`). Inside:
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loom.document import Document, Node
 from loom.errors import UsageError
@@ -61,27 +61,12 @@ FIELD_SETS = {
 }
 
 
-class Fields:
+class Fields(NamedTuple):
     """Which fields node objects carry. `meta_keys` limits `meta` to some of its keys
     (`--fields id,meta.gen`); None means the whole of it."""
 
-    __slots__ = ("meta_keys", "names")
-
-    def __init__(self, names: tuple[str, ...], meta_keys: tuple[str, ...] | None = None) -> None:
-        self.names = names
-        self.meta_keys = meta_keys
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Fields) and (self.names, self.meta_keys) == (
-            other.names,
-            other.meta_keys,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.names, self.meta_keys))
-
-    def __repr__(self) -> str:
-        return f"Fields({self.names!r}, {self.meta_keys!r})"
+    names: tuple[str, ...]
+    meta_keys: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Fields:

@@ -26,6 +26,7 @@ class State:
         self.file: str | None = None
         self.json: bool = False
         self.fields: Fields | None = None
+        self.field_specs: list[str] = []
 
 
 def state() -> State:
@@ -47,10 +48,12 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         state().json = True
 
 
-def _set_fields(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        state().fields = Fields.parse(value)
-        state().json = True
+def _set_fields(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        current = state()
+        current.field_specs.extend(value)  # every --fields given, before or after the command
+        current.fields = Fields.parse(",".join(current.field_specs))
+        current.json = True
 
 
 file_option = click.option(
@@ -73,6 +76,7 @@ json_option = click.option(
 fields_option = click.option(
     "--fields",
     metavar="LIST",
+    multiple=True,
     expose_value=False,
     callback=_set_fields,
     help="Node fields in the JSON answer (implies --json): all, brief (no meta), or names "
