@@ -466,7 +466,7 @@ def test_a_second_watcher_of_the_same_file_is_refused(
     assert first.stdout is not None and first.stdout.readline()
     second = watcher("--json")
     assert second.wait(timeout=60) == 1
-    error = json.loads(second.stderr.read())  # type: ignore[union-attr]
+    error = json.loads(second.stdout.read())  # type: ignore[union-attr]
     assert "already watched" in error["error"]["message"]
     assert first.poll() is None
 

@@ -97,24 +97,27 @@ class Generation:
     def check(self) -> None:
         """Raise one error if the write failed, the run was interrupted, or a branch failed.
 
-        The finished branches were saved first: `details["created"]` holds them as node
-        objects, so a caller that only reads the error still learns what was made.
+        The finished branches were saved first: `details["nodes"]` holds them as the JSON
+        contract's node objects (brief, as in every list: `loom.payloads`), so a caller
+        that only reads the error still learns what was made.
         """
-        created = [n.to_dict() for n in self.nodes]
+        from loom import payloads
+
+        created = [payloads.node(n, payloads.BRIEF) for n in self.nodes]
         if self.write_error is not None:
             raise self.write_error
         if self.interrupted:
             by = SIGNAL_NAMES.get(signal.Signals(self.signal), "") if self.signal else ""
             error = Interrupted(
                 f"interrupted{f' by {by}' if by else ''}: {len(created)} branch(es) kept",
-                created=created,
+                nodes=created,
             )
             if self.signal and self.signal != signal.SIGINT:
                 error.exit_code = 128 + self.signal
             raise error
         summary = self.error_summary()
         if summary:
-            raise BackendError(summary, created=created)
+            raise BackendError(summary, nodes=created)
 
 
 @dataclass
