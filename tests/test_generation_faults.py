@@ -173,6 +173,37 @@ def test_recovered_children_of_a_changed_or_deleted_parent_become_roots(
     assert made["meta"]["prompt_missing"] is True
 
 
+def test_recover_adds_a_file_once_even_if_it_was_not_deleted(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """A recover killed after saving, before deleting the file (or two recovers at once,
+    both reading the list before the lock): the texts must not be added a second time."""
+    doc = woven.cwd / "s.loom.json"
+    doc.chmod(0o444)
+    fake_provider.script(Reply([" once"], finish_reason="stop"))
+    failed = woven("gen", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    doc.chmod(0o644)
+    saved = Path(failed.error()["error"]["details"]["recovery"])
+    kept = saved.read_bytes()
+    [made] = woven.ok("recover", "--json").json()["nodes"]
+    assert made["text"] == " once" and not saved.exists()
+    saved.write_bytes(kept)  # as if that recover had died before deleting it
+    again = woven.ok("recover", "--json").json()
+    assert again["nodes"] == [] and again["files"] == [str(saved)]
+    assert not saved.exists()  # the document holds its texts: the file is done with
+    assert [c["id"] for c in woven.ok("ls", "--json").json()["children"]] == [made["id"]]
+
+
+def test_a_recovery_file_name_takes_only_safe_characters_of_the_document_id(
+    tmp_path: Path,
+) -> None:
+    from loom.generation import recovery
+
+    saved = recovery.save(tmp_path / "d.loom.json", "../../../x/y", None, "", [{"text": "t"}])
+    assert saved.parent == recovery.folder() and "-xy-" in saved.name
+    assert recovery.read(saved).document_id == "../../../x/y"
+
+
 def test_recover_refuses_a_file_that_is_not_a_recovery(woven: Loom) -> None:
     bogus = woven.cwd / "bogus.json"
     bogus.write_text('{"nodes": 3}')
