@@ -49,6 +49,38 @@ def test_the_deadline_comes_from_the_model_when_not_given(
     assert "the model's timeout option" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", '"soon"'),
+        ("timeout", "-5"),
+        ("timeout", "nan"),
+        ("concurrency", '"many"'),
+        ("concurrency", "0"),
+        ("read_timeout", '"x"'),
+        ("max_retries", "1.5"),
+        ("stream", '"no"'),
+        ("capabilities", "{ n = 1 }"),
+    ],
+)
+def test_a_bad_model_option_is_one_line_naming_it(
+    woven: Loom, fake_provider: FakeProvider, option: str, value: str
+) -> None:
+    """Options typed by hand in models.toml: each used to crash (exit 70), end every branch
+    at once with "no answer within the -5 s deadline", or be read as something else."""
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text()
+        + f'\n[models.odd]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
+        + f'model = "m"\nkey_env = "FAKE_KEY"\n[models.odd.options]\n{option} = {value}\n'
+    )
+    result = woven("gen", "-n", "1", "-m", "odd", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1, result.stderr
+    assert f"model 'odd': option {option} must be" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert fake_provider.requests == []
+
+
 def test_a_read_timeout_is_retried_once_not_four_times(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from loom.config import ModelConfig, get_model
 from loom.document import Document
 from loom.errors import InvalidOperation
-from loom.generation.backends import BackendPool, table_provider
+from loom.generation.backends import BackendPool, number_option, table_provider
 from loom.generation.context import Context, Message
 from loom.generation.engine import Branch
 from loom.generation.request import DEFAULT_N, MAX_N, GenerationRequest
@@ -310,5 +310,5 @@ def deadline_for(branches: list[Branch], given: float | None, default: float) ->
 
 
 def _seconds(model: ModelConfig) -> float | None:
-    value = model.options.get("timeout")
+    value = number_option(model, "timeout", None)
     return None if value is None else float(value)
