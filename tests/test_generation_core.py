@@ -212,10 +212,23 @@ def test_generate_refuses_to_run_inside_a_loop(story: Path) -> None:
     asyncio.run(main())
 
 
+def test_say_refuses_to_run_inside_a_loop_before_writing_the_turn(story: Path) -> None:
+    before = story.read_bytes()
+
+    async def main() -> None:
+        with pytest.raises(loom.UsageError, match=r"await loom\.chat\.asay"):
+            loom.chat.say(story, "hello", loom.GenerationRequest())
+
+    asyncio.run(main())
+    assert story.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"n": 0}, "n must be"),
+        ({"modulation": 5}, "modulation must be"),
+        ({"context": "a prompt"}, "context must be a loom.Context"),
         ({"cursor": "middle"}, "cursor must be"),
         ({"timeout": -1}, "timeout must be"),
         ({"modulation": {"wobble": "x"}}, "unknown modulation"),
@@ -227,6 +240,10 @@ def test_a_bad_request_is_a_usage_error(story: Path, fields: dict[str, Any], mes
     with pytest.raises(loom.UsageError, match=message):
         loom.generate(story, loom.GenerationRequest(**fields))
     assert story.read_bytes() == before
+
+
+def test_no_models_is_the_default_model() -> None:
+    assert loom.GenerationRequest(models=None).models == ()
 
 
 def test_a_document_in_memory_gets_its_children_in_memory(fake_provider: FakeProvider) -> None:

@@ -701,7 +701,9 @@ def generate(
     checks `result.generation` (`.check()`), as with `loom.generate`.
     """
     from loom.generation.core import generate as run
+    from loom.generation.core import refuse_running_loop
 
+    refuse_running_loop("loom.sync.generate", "await loom.sync.agenerate(...)")
     before = sync(document, file)
     generation = run(document, _synced_request(request, before), events, backends=backends)
     after = None if generation.interrupted else sync(document, file)

@@ -80,7 +80,9 @@ class GenerationRequest:
         # Lists are welcome from callers; the value stays hashable and immutable.
         for name in ("models", "presets"):
             value = getattr(self, name)
-            if isinstance(value, str):
+            if value is None:
+                object.__setattr__(self, name, ())
+            elif isinstance(value, str):
                 object.__setattr__(self, name, (value,))
             elif not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
@@ -109,6 +111,10 @@ class GenerationRequest:
             raise UsageError("params must map parameter names to values")
         if self.regenerate is not None and self.context is not None:
             raise UsageError("regenerate re-runs a node's own prompt: it takes no context")
+        if self.context is not None and not isinstance(self.context, Context):
+            raise UsageError(
+                "context must be a loom.Context (Context.of_text(...) or Context.of_messages(...))"
+            )
         modulation = self.modulation
         if isinstance(modulation, Mapping):
             from loom.sampling.modulate import ModulationSpecs
@@ -119,4 +125,12 @@ class GenerationRequest:
                     f"unknown modulation {', '.join(unknown)} (known: {', '.join(MODULATION_KEYS)})"
                 )
             modulation = ModulationSpecs.parse(**dict(modulation))
+        elif modulation is not None:
+            from loom.sampling.modulate import ModulationSpecs
+
+            if not isinstance(modulation, ModulationSpecs):
+                raise UsageError(
+                    "modulation must be a ModulationSpecs or a mapping of "
+                    f"{', '.join(MODULATION_KEYS)} to their values"
+                )
         return replace(self, modulation=modulation)
