@@ -94,6 +94,42 @@ def test_escape_stops_and_keeps_the_finished_branches(
     assert children_texts(doc) == [" short."]
 
 
+def test_escape_right_after_g_stops_the_generation(doc: Path, fake_provider: FakeProvider) -> None:
+    """Escape before the generation's thread had set up its loop used to be ignored (the
+    generation ran on as if nothing was pressed). A thread slow to start makes that moment
+    certain here."""
+    import asyncio
+    import threading
+
+    from loom.generation.request import GenerationRequest
+    from loom.tui.generation import Finished, Runner
+
+    go = threading.Event()
+
+    class SlowToStart(Runner):
+        def _main(self, path: Path, request: GenerationRequest) -> None:
+            go.wait(10)
+            super()._main(path, request)
+
+    async def main() -> tuple[bool, list[Any]]:
+        got: list[Any] = []
+        runner = SlowToStart(got.append, asyncio.get_running_loop())
+        runner.start(doc, GenerationRequest(n=2))
+        asked = runner.cancel()
+        go.set()
+        while not any(isinstance(item, Finished) for item in got):
+            await asyncio.sleep(0.01)
+        runner.join(10)
+        return asked, got
+
+    asked, got = asyncio.run(main())
+    assert asked
+    [finished] = [item for item in got if isinstance(item, Finished)]
+    assert finished.cancelled and finished.error is None
+    assert fake_provider.requests == []
+    assert children_texts(doc) == []
+
+
 def test_a_failing_provider_is_one_line_in_the_status_line(
     doc: Path, fake_provider: FakeProvider
 ) -> None:

@@ -148,10 +148,12 @@ class Runner:
     def cancel(self) -> bool:
         """Ask the running generation to stop (finished branches are kept)."""
         with self._lock:
-            if self._loop is None or self._task is None:
+            if not self.running:
                 return False
             self._cancel_asked = True
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            if self._loop is not None and self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            # else the thread has not got going yet: `_run` sees the request as it starts
             return True
 
     def join(self, timeout: float | None = None) -> None:
@@ -171,6 +173,8 @@ class Runner:
         with self._lock:
             self._loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()
+            if self._cancel_asked and self._task is not None:
+                self._task.cancel()  # Escape came before this thread got going
         finished = Finished()
         try:
             finished.result = await agenerate(path, request, events=self._send)
