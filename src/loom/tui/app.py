@@ -27,7 +27,7 @@ from loom import journal, logprobs, ops
 from loom.cli.render import flat
 from loom.document import Document
 from loom.errors import LoomError
-from loom.session import Session
+from loom.session import Session, journal_step
 from loom.tui import caret
 from loom.tui.generation import Finished, Runner, Settings
 from loom.tui.keys import KEYS
@@ -580,12 +580,12 @@ class LoomApp(App[None]):
         self.push_screen(PickScreen("Restore a deleted child", options), restore)
 
     def action_undo(self) -> None:
-        entry = self.change(journal.undo, "undo")
+        entry = self.change(journal_step("undo"), "undo")
         if entry:
             self.say(f"undid: {entry.get('summary') or entry.get('op')}")
 
     def action_redo(self) -> None:
-        entry = self.change(journal.redo, "redo")
+        entry = self.change(journal_step("redo"), "redo")
         if entry:
             self.say(f"redid: {entry.get('summary') or entry.get('op')}")
 
