@@ -278,6 +278,21 @@ def test_pass_through_fields_are_sent_recorded_and_reused(
     assert fake_provider.requests[0].body["user"] == "abc"
 
 
+def test_a_key_passed_through_is_sent_but_never_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    secret = "sk-proj-" + "a1b2c3d4" * 4
+    made = gen(
+        woven, "-n", "1", "--param", f"openai.api_key={secret}", "--param", f"openai.user={secret}"
+    )
+    body = fake_provider.requests[0].body
+    assert body["api_key"] == secret and body["user"] == secret  # the user asked for that
+    record = made["nodes"][0]["meta"]["gen"]  # type: ignore[index]
+    assert "api_key" not in record["extra"] and record["extra"]["user"] == "***"
+    assert "api_key" not in record["sent"] and record["sent"]["user"] == "***"
+    assert secret not in (woven.cwd / "s.loom.json").read_text()
+
+
 def test_pass_through_cannot_swap_the_model(woven: Loom, fake_provider: FakeProvider) -> None:
     result = woven("gen", "-n", "1", "--param", "openai.model=expensive", env=woven.env)  # type: ignore[attr-defined]
     assert result.code == 1 and "cannot set model" in result.stderr
