@@ -676,7 +676,16 @@ def set_sticky(doc: Document, node_id: str, params: Mapping[str, Any]) -> Node:
     A None value is kept: it unsets the parameter for the subtree.
     """
     from loom import ops
+    from loom.redact import has_secret, secret_key
 
+    for name, value in params.items():
+        if ("." in name and secret_key(name.rpartition(".")[2])) or (
+            isinstance(value, str) and has_secret(value)
+        ):
+            raise UsageError(
+                f"{name} would keep a credential in the document, which never holds one "
+                "(give a model its key through its key_env variable)"
+            )
     current = dict(doc.node(node_id).meta.get(STICKY_KEY) or {})
     updated = {**current, **validate(params)}
     if updated == current:
