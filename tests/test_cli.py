@@ -347,6 +347,44 @@ def test_a_closed_pipe_is_not_an_error(story: Loom, args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args", [["show"], ["show", "--json"], ["tree"], ["--help"]])
+def test_output_to_a_full_disk_is_one_line_not_an_internal_error(
+    story: Loom, args: list[str]
+) -> None:
+    import subprocess
+    import sys
+
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "loom", *args],
+            cwd=story.cwd,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "cannot write the output (the disk is full)" in err and err.count("\n") == 1
+
+
+def test_a_closed_stdout_is_not_an_internal_error(story: Loom) -> None:
+    """`loom add " more" >&-`: the node is added and nothing is printed (no crash, exit 0)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "loom", "add", " more"],
+        cwd=story.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert story.ok("show", "--raw").stdout.endswith(" more")
+
+
 def test_undecodable_bytes_are_data_errors(story: Loom) -> None:
     bad = story("add", "-", input=b"caf\xe9")
     assert bad.code == 1 and "not UTF-8" in bad.stderr
