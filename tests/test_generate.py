@@ -413,6 +413,36 @@ def test_fit_prompt_keeps_the_tail_that_fits() -> None:
         fit_prompt(text, 100, 200, 8)
 
 
+def test_a_conversation_whose_last_turn_is_too_long_says_it_was_cut(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """One user turn longer than the window: its head is cut to fit. The warning and the
+    record said nothing (only messages left out counted), and the system message was not
+    counted against the window."""
+    woven.ok(
+        "models", "add", "small-chat", "--provider", "openai-chat", "--base-url",
+        fake_provider.openai_url, "--model", "m", "--kind", "chat", "--context", "1024",
+        "--key-env", "FAKE_KEY",
+    )  # fmt: skip
+    woven.ok("new", "chat.loom.json")
+    woven.ok("set", "system", "Be brief. " * 100)
+    turn = " ".join(f"w{i}" for i in range(3000))
+    result = woven(
+        "say", "-m", "small-chat", "-n", "1", "--max-tokens", "16", "--json", turn,
+        env=woven.env,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    [warning] = result.json()["warnings"]
+    assert "characters of its last message were cut" in warning
+    messages = fake_provider.requests[0].body["messages"]
+    sent = messages[-1]["content"]
+    assert turn.endswith(sent) and len(sent) < len(turn)
+    [reply] = result.json()["nodes"]
+    assert reply["meta"]["gen"]["prompt"]["cut"] == len(turn) - len(sent)
+    system = messages[0]["content"]
+    assert (len(system) + len(sent)) * 0.4 <= 1024 - 16  # both fit the window together
+
+
 def test_a_branch_longer_than_the_context_sends_its_tail(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:

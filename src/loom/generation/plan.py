@@ -10,6 +10,7 @@ capability table (parsed once per process and file version).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -177,14 +178,18 @@ def frame(
             phrase = seed_phrase(rng_seed if rng_seed is not None else 0, index)
             branch.provenance = {**branch.provenance, "prompt_side_variety": True}
         frame_branch(branch, branch.methods[0], context, entry, phrase)
-        if branch.context is not None and branch.context.trimmed:
-            kept = branch.context.chars()
-            what = (
-                f"only its last {kept} characters were sent"
-                if not context.is_chat
-                else f"its {branch.context.trimmed} oldest message(s) were left out"
-            )
-            warnings[f"{model.name}: the branch is longer than the model's context; {what}"] = None
+        fitted = branch.context
+        if fitted is not None and (fitted.trimmed or fitted.cut):
+            what = []
+            if not context.is_chat:
+                what.append(f"only its last {fitted.chars()} characters were sent")
+            elif fitted.trimmed:
+                what.append(f"its {fitted.trimmed} oldest message(s) were left out")
+            if fitted.cut:
+                what.append(f"the first {fitted.cut} characters of its last message were cut")
+            warnings[
+                f"{model.name}: the branch is longer than the model's context; {' and '.join(what)}"
+            ] = None
     return list(warnings)
 
 
@@ -259,20 +264,24 @@ def fit_context(context: Context, window: int | None, max_tokens: int, overhead:
     if not context.is_chat:
         text, cut = fit_prompt(context.text or "", window, max_tokens, overhead)
         return context.with_text(text, cut) if cut else context
-    budget = _budget(window, max_tokens, overhead) - estimate_tokens(context.system or "")
+    system = math.ceil(estimate_tokens(context.system or ""))
+    budget = _budget(window, max_tokens, overhead) - system
     messages = list(context.messages)
     turn_ids = list(context.turn_ids) or [()] * len(messages)
-    dropped = 0
+    dropped = cut = 0
     while len(messages) > 1 and sum(estimate_tokens(m.content) for m in messages) > budget:
         messages.pop(0)
         turn_ids.pop(0)
         dropped += 1
     if messages and estimate_tokens(messages[-1].content) > budget:
-        last, _ = fit_prompt(messages[-1].content, window, max_tokens, overhead)
+        # The system message is sent too: it takes its share of the window.
+        last, cut = fit_prompt(messages[-1].content, window, max_tokens, overhead + system)
         messages[-1] = Message(messages[-1].role, last)
-    if not dropped and messages == list(context.messages):
+    if not dropped and not cut:
         return context
-    return context.with_messages(tuple(messages), tuple(turn_ids), dropped or context.trimmed)
+    return context.with_messages(
+        tuple(messages), tuple(turn_ids), dropped or context.trimmed, cut or context.cut
+    )
 
 
 def check_dropped(branches: list[Branch], pool: BackendPool, *, strict: bool) -> list[str]:
