@@ -113,8 +113,9 @@ class LoomApp(App[None]):
         yield KeyHints(id="hints")
 
     def on_mount(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signum, self._hang_up, signum)
         self.query_one(BranchView).focus()
         self.set_interval(WATCH_INTERVAL, self._watch)
         self.call_after_refresh(self.refresh_all)
@@ -318,8 +319,9 @@ class LoomApp(App[None]):
             if self._failed_at:
                 return
 
-    def _hang_up(self) -> None:
-        """The terminal went away (a dropped SSH connection): save what is queued, and go.
+    def _hang_up(self, signum: int = signal.SIGHUP) -> None:
+        """The terminal went away (SIGHUP: a dropped SSH connection), or the process is told
+        to end (SIGTERM: `kill`, a service manager): save what is queued, and go.
 
         Nobody can answer a question now, so this saves at once, on this thread, unless a
         save is already running (it holds the changes it took; those after it are lost)."""
@@ -329,7 +331,7 @@ class LoomApp(App[None]):
         if not self._syncing:
             with contextlib.suppress(LoomError):
                 self.session.close()
-        self.exit(return_code=129)
+        self.exit(return_code=128 + signum)
 
     async def action_quit(self) -> None:
         if self._quitting and self._failed_at:
