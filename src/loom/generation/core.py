@@ -313,12 +313,11 @@ def _prepare(
         )
     if request.regenerate is not None:
         node = doc.resolve(request.regenerate)
-        branches, method = regeneration_branches(doc, node.id, request)
+        branches, method, mode = regeneration_branches(doc, node.id, request)
         if emulate == "auto" and method:
             emulate = method
         parent = node.parent_id
         assert parent is not None  # regeneration_branches refuses roots
-        mode = (node.meta.get("gen") or {}).get("mode") or "text"
         return (
             _Prepared(
                 parent, context_for(doc, parent, mode), doc.full_text(parent), doc.id, emulate

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from loom.config import ModelConfig, get_model
 from loom.document import Document
-from loom.errors import InvalidOperation
+from loom.errors import DocumentError, InvalidOperation
 from loom.generation.backends import BackendPool, number_option, table_provider
-from loom.generation.context import Context, Message
+from loom.generation.context import MODES, Context, Message
 from loom.generation.engine import Branch
-from loom.generation.request import DEFAULT_N, MAX_N, GenerationRequest
+from loom.generation.request import DEFAULT_N, EMULATION_CHOICES, MAX_N, GenerationRequest
 from loom.workspace import loom_home
 
 if TYPE_CHECKING:
@@ -99,11 +99,13 @@ def plan_branches(
 
 def regeneration_branches(
     doc: Document, node_id: str, request: GenerationRequest
-) -> tuple[list[Branch], str | None]:
-    """Branches re-running the generation recorded on `node_id`, and its emulation method.
+) -> tuple[list[Branch], str | None, str]:
+    """Branches re-running the generation recorded on `node_id`, its emulation method and
+    its mode (text, chat, as-user).
 
     Each is sent the recorded parameters with the request's `params` replacing some, the
     recorded pass-through fields, to the recorded model unless the request names one.
+    A record that is not what loom writes (a hand-edited file) is refused in one line.
     """
     from loom.sampling.params import validate
 
@@ -115,16 +117,37 @@ def regeneration_branches(
         )
     if target.parent_id is None:
         raise InvalidOperation(f"node {target.id} is a root: it has no prompt to re-run")
-    params = {**gen.get("params", {}), **validate(dict(request.params))}
-    chosen = get_model(request.models[0] if request.models else gen.get("model"))
-    extra = dict(gen.get("extra") or {})
+
+    def damaged(what: str) -> DocumentError:
+        return DocumentError(f"node {target.id}'s generation record is damaged: {what}")
+
+    if not isinstance(gen, Mapping):
+        raise damaged("meta.gen is not an object")
+    recorded, extra = gen.get("params") or {}, gen.get("extra") or {}
+    model, emulation = gen.get("model"), gen.get("emulation") or {}
+    mode = gen.get("mode") or "text"
+    if not isinstance(recorded, Mapping) or not isinstance(extra, Mapping):
+        raise damaged("params and extra must be objects")
+    if not (model is None or isinstance(model, str)) or not isinstance(emulation, Mapping):
+        raise damaged("model must be a name and emulation an object")
+    method = emulation.get("method")
+    if method is not None and method not in EMULATION_CHOICES:
+        raise damaged(f"unknown emulation method {method!r}")
+    if mode not in MODES:
+        raise damaged(f"unknown mode {mode!r}")
+    try:
+        validate(recorded)
+    except InvalidOperation as exc:
+        raise damaged(exc.message) from None
+    params = {**recorded, **validate(dict(request.params))}
+    chosen = get_model(request.models[0] if request.models else model)
     branches = [
         Branch(
             model=chosen, params=dict(params), extra=dict(extra), provenance={"regen_of": target.id}
         )
         for _ in range(request.n or 1)
     ]
-    return branches, (gen.get("emulation") or {}).get("method")
+    return branches, method, mode
 
 
 # ---- framing: what each branch's backend is sent ---------------------------------------------
