@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from loom.generation.core import Generation
     from loom.generation.request import GenerationRequest
 
-MODULATORS = ("sweep", "grid", "jitter", "mix", "schedule", "random_preset")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -61,7 +59,10 @@ class Settings:
 
 def parse_modulation(text: str) -> tuple[tuple[str, str], ...]:
     """`sweep temperature=0.6:1.4; jitter top_p=0.05` → (flag, value) pairs, as `loom gen`'s
-    --sweep/--jitter/… flags take them. Raises UsageError naming an unknown modulator."""
+    --sweep/--jitter/… flags take them (`random_preset` alone: on). Raises UsageError
+    naming an unknown modulator."""
+    from loom.generation.request import MODULATION_KEYS
+
     out: list[tuple[str, str]] = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         try:
@@ -69,9 +70,11 @@ def parse_modulation(text: str) -> tuple[tuple[str, str], ...]:
         except ValueError as exc:
             raise UsageError(f"cannot read the modulation {part!r}: {exc}") from None
         flag = words[0].lstrip("-").replace("-", "_")
-        if flag not in MODULATORS or len(words) != 2:
+        if flag == "random_preset" and len(words) == 1:
+            words.append("true")  # a flag on the command line: named, it is on
+        if flag not in MODULATION_KEYS or len(words) != 2:
             raise UsageError(
-                f"a modulation is one of {', '.join(MODULATORS)} and its value, e.g. "
+                f"a modulation is one of {', '.join(MODULATION_KEYS)} and its value, e.g. "
                 f"'sweep temperature=0.6:1.4' (got {part!r})"
             )
         out.append((flag, words[1]))
