@@ -594,3 +594,20 @@ def test_top_help_gives_each_command_its_whole_first_sentence(loom: Loom) -> Non
         "ingest Bring in text: files, directories (recursively), '-' (standard input) or URLs."
         in flat
     )
+
+
+def test_digits_int_cannot_read_are_refused_not_a_crash(story: Loom) -> None:
+    """'²' is a digit to str.isdigit() but not to int(): each of these crashed (exit 70)."""
+    import json
+
+    # A stray file named like a temp file of a process "²": every save walked into it.
+    (story.cwd / ".story.loom.json.tmp-²-1").write_text("")
+    story.ok("add", " Gulls.")
+    result = story("history", "--show", "²")
+    assert result.code == 2 and "--show" in result.stderr
+    path = story.cwd / "story.loom.json"
+    data = json.loads(path.read_text())
+    data["defaults"] = {"n": "²"}
+    path.write_text(json.dumps(data))
+    result = story("gen")
+    assert result.code == 1 and "defaults.n must be a whole number" in result.stderr

@@ -206,3 +206,18 @@ def test_a_bad_modulation_is_refused_in_the_panel(doc: Path) -> None:
     drive(doc, script, size=(100, 40))
     assert "a modulation is one of" in seen["screen"]
     assert seen["kept"]
+
+
+def test_a_digit_int_cannot_read_is_refused_in_the_panel(doc: Path) -> None:
+    """'²' passed str.isdigit() and crashed the app in int()."""
+    seen: dict[str, Any] = {}
+
+    async def script(app: Any, pilot: Any) -> None:
+        await pilot.press("G")
+        await pilot.click("#n")
+        await pilot.press("²")
+        seen["screen"] = screen_text(app)
+        await pilot.press("escape")
+
+    drive(doc, script, size=(100, 40))
+    assert "n must be a whole number from 1, got '²'" in seen["screen"]

@@ -121,7 +121,7 @@ def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         pid, _, stamp = entry.name[len(prefix) :].partition("-")
-        if pid.isdigit() and stamp.isdigit() and not _alive(int(pid)):
+        if pid.isdecimal() and stamp.isdecimal() and not _alive(int(pid)):
             found.append(Path(entry.path))
     return found
 

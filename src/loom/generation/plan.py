@@ -54,7 +54,7 @@ def document_n(doc: Document) -> int:
     whole = (
         (isinstance(value, int) and not isinstance(value, bool))
         or (isinstance(value, float) and value.is_integer())
-        or (isinstance(value, str) and value.strip().isdigit())
+        or (isinstance(value, str) and value.strip().isdecimal())
     )
     if not whole or not 1 <= int(value) <= MAX_N:
         raise InvalidOperation(

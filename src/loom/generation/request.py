@@ -144,7 +144,7 @@ def _typed_flags(given: Mapping[str, Any]) -> dict[str, Any]:
     flags = dict(given)
     per_cell = flags.get("per_cell")
     if per_cell is not None:
-        if isinstance(per_cell, str) and per_cell.strip().isdigit():
+        if isinstance(per_cell, str) and per_cell.strip().isdecimal():
             per_cell = int(per_cell)
         if isinstance(per_cell, bool) or not isinstance(per_cell, int) or per_cell < 1:
             raise UsageError(f"per_cell must be a whole number from 1, got {flags['per_cell']!r}")
