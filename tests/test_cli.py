@@ -602,7 +602,10 @@ def test_digits_int_cannot_read_are_refused_not_a_crash(story: Loom) -> None:
 
     # A stray file named like a temp file of a process "²": every save walked into it.
     (story.cwd / ".story.loom.json.tmp-²-1").write_text("")
+    huge = story.cwd / f".story.loom.json.tmp-{'9' * 30}-1"  # no process has that id
+    huge.write_text("")
     story.ok("add", " Gulls.")
+    assert not huge.exists()  # a leftover of no living process: removed
     result = story("history", "--show", "²")
     assert result.code == 2 and "--show" in result.stderr
     path = story.cwd / "story.loom.json"

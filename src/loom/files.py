@@ -100,7 +100,7 @@ def fsync_dir(folder: Path) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process has such an id
         return False
     except OSError:
         return True  # someone else's process: alive, just not ours to signal
