@@ -107,9 +107,9 @@ def test_escape_right_after_g_stops_the_generation(doc: Path, fake_provider: Fak
     go = threading.Event()
 
     class SlowToStart(Runner):
-        def _main(self, path: Path, request: GenerationRequest) -> None:
-            go.wait(10)
-            super()._main(path, request)
+        async def _run(self, path: Path, request: GenerationRequest) -> None:
+            await asyncio.to_thread(go.wait, 10)
+            await super()._run(path, request)
 
     async def main() -> tuple[bool, list[Any]]:
         got: list[Any] = []
@@ -120,6 +120,7 @@ def test_escape_right_after_g_stops_the_generation(doc: Path, fake_provider: Fak
         while not any(isinstance(item, Finished) for item in got):
             await asyncio.sleep(0.01)
         runner.join(10)
+        runner.close()
         return asked, got
 
     asked, got = asyncio.run(main())
@@ -128,6 +129,36 @@ def test_escape_right_after_g_stops_the_generation(doc: Path, fake_provider: Fak
     assert finished.cancelled and finished.error is None
     assert fake_provider.requests == []
     assert children_texts(doc) == []
+
+
+def test_generations_share_the_backends_the_app_keeps(
+    doc: Path, fake_provider: FakeProvider
+) -> None:
+    """Each generation made (and closed) its own backends: a new connection every time,
+    and the embedded model loaded again for every g (~2 s). (A model that does not stream:
+    a streamed reply's connection is not reused by the HTTP backend either way.)"""
+    import os
+
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text()
+        + f'\n[models.whole]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
+        + 'model = "m"\nkey_env = "FAKE_KEY"\n[models.whole.options]\nstream = false\n'
+    )
+    fake_provider.script(Reply([" first."]), Reply([" second."]))
+
+    async def script(app: Any, pilot: Any) -> None:
+        app.settings = type(app.settings)(model="whole", n=1)
+        await pilot.press("g")
+        await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 1, 15)
+        await pilot.press("g")
+        await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 2, 15)
+
+    app = drive(doc, script)
+    assert sorted(children_texts(doc)) == [" first.", " second."]
+    first, second = fake_provider.requests
+    assert first.client == second.client  # one connection, kept between generations
+    assert app.runner is not None and not app.runner.running
 
 
 def test_a_failing_provider_is_one_line_in_the_status_line(

@@ -121,6 +121,10 @@ class LoomApp(App[None]):
         self.call_after_refresh(self.refresh_all)
         self.refresh_all()
 
+    def on_unmount(self) -> None:
+        if self.runner is not None:
+            self.runner.close()  # a running generation keeps what finished; backends close
+
     def on_resize(self) -> None:
         self.query_one(TreePane).display = self.size.width >= 70 and self._tree_wanted
 
