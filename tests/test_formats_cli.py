@@ -55,7 +55,9 @@ def test_import_into_the_current_document_is_one_undo(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     report = result.json()
     tree = cli(tmp_path, "tree", "--json").json()
-    assert len(tree["nodes"]) == 1 + 3  # the pruned node is archived (hidden)
+    # The whole forest: the pruned node is there, archived.
+    assert len(tree["nodes"]) == 1 + 4
+    assert [n["archived"] for n in tree["nodes"]].count(True) == 1
     assert tree["cursor"] == report["cursor"]
     # Exoloom keeps no current node: the cursor goes to the imported root.
     assert cli(tmp_path, "show", "--raw").stdout == "Before: In the tidepool,"

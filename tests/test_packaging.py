@@ -53,3 +53,13 @@ def test_document_sidecars_are_ignored_by_git() -> None:
             ["git", "check-ignore", "--no-index", "-q", name], cwd=ROOT, check=False
         )
         assert checked.returncode == 0, name
+
+
+def test_the_server_extras_declare_what_they_import() -> None:
+    """`loom serve` runs on uvicorn and `loom mcp` on the official SDK; make test installs both."""
+    extras = PROJECT["project"]["optional-dependencies"]
+    assert "uvicorn" in _names(extras["serve"])
+    assert "mcp" in _names(extras["mcp"])
+    assert "openai" in _names(extras["test"])  # `loom serve` is tested with the official client
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "serve" in makefile and "mcp" in makefile.split("TEST_STAMP):", 1)[1].split("\n\n")[0]

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from loom.document import KINDS, Document, Node, Record, now
+from loom.document import HEADER, KINDS, Document, Node, Record, now
 from loom.errors import InvalidOperation, NotFound
 from loom.journal import transaction
 from loom.logprobs import META_KEY as LOGPROBS_KEY
@@ -25,37 +25,22 @@ def _check_kind(kind: str) -> None:
         raise InvalidOperation(f"unknown node kind {kind!r} (expected one of: {', '.join(KINDS)})")
 
 
-def _insert(items: list[str], item: str, index: int | None) -> list[str]:
-    out = list(items)
-    if index is None or index >= len(out):
-        out.append(item)
-    else:
-        out.insert(max(0, index), item)
-    return out
-
-
 def _attach(doc: Document, node_id: str, parent_id: str | None, index: int | None) -> None:
-    """Link an unattached node under `parent_id` (None: as a root) at `index`."""
-    if parent_id is None:
-        doc._set(node_id, "parent", None)
-        doc._set_header("roots", _insert(doc.root_ids, node_id, index))
-    else:
-        doc._set(node_id, "parent", parent_id)
-        doc._set(parent_id, "children", _insert(doc.node(parent_id).child_ids, node_id, index))
+    """Link an unattached node under `parent_id` (None: as a root) at `index` (None: last)."""
+    doc._set(node_id, "parent", parent_id)
+    siblings = doc.data["roots"] if parent_id is None else doc.nodes[parent_id].get("children", ())
+    at = len(siblings) if index is None else min(max(0, index), len(siblings))
+    doc._splice(HEADER if parent_id is None else parent_id, at, 0, [node_id])
 
 
 def _detach(doc: Document, node_id: str) -> int:
     """Unlink a node from its parent (or the roots); returns the index it had."""
     parent_id = doc.nodes[node_id].get("parent")
-    siblings = doc.sibling_ids(node_id)
+    siblings = doc.data["roots"] if parent_id is None else doc.nodes[parent_id]["children"]
     index = siblings.index(node_id)
-    siblings.pop(index)
-    if parent_id is None:
-        doc._set_header("roots", siblings)
-    else:
-        doc._set(parent_id, "children", siblings or None)
-        if doc.nodes[parent_id].get("last_child") == node_id:
-            doc._set(parent_id, "last_child", None)
+    doc._splice(HEADER if parent_id is None else parent_id, index, 1)
+    if parent_id is not None and doc.nodes[parent_id].get("last_child") == node_id:
+        doc._set(parent_id, "last_child", None)
     return index
 
 
@@ -100,8 +85,8 @@ def add_child(
         _attach(doc, new, parent, index)
         if move_cursor:
             goto(doc, new)
-        else:
-            doc.settle_cursor()
+        elif doc.cursor_id is None:
+            doc.settle_cursor()  # the first node of a document becomes its cursor
     return Node(doc, new)
 
 
@@ -146,9 +131,8 @@ def add_chain(
 
 def add_sibling(doc: Document, node: str, text: str, **kwargs: Any) -> Node:
     """Add a node right after `node`, under the same parent (or as the next root)."""
-    siblings = doc.sibling_ids(node)
     return add_child(
-        doc, doc.nodes[node].get("parent"), text, index=siblings.index(node) + 1, **kwargs
+        doc, doc.nodes[node].get("parent"), text, index=doc.position(node) + 1, **kwargs
     )
 
 
@@ -486,16 +470,15 @@ def set_document_field(doc: Document, key: str, value: Any) -> None:
 def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
-    path = doc.path_ids(node)  # once: a move in a 10,000-deep chain is O(depth) anyway
-    nodes = doc.nodes
-    if any(nodes[i].get("archived") for i in path):
+    path = doc.path_ids(node)
+    if any(map(doc.archived_flag, path)):
         raise InvalidOperation(
             f"node {node} is deleted (restore it first with `loom restore {node}`)"
         )
     for parent, child in itertools.pairwise(path):
-        if nodes[parent].get("last_child") != child:
+        if doc.field(parent, "last_child") != child:
             doc._set(parent, "last_child", child)
-    if not doc.nodes[node].get("visited"):
+    if not doc.field(node, "visited"):
         doc._set(node, "visited", True)
     if doc.data.get("cursor") != node:
         doc._set_header("cursor", node)
@@ -530,11 +513,14 @@ def child_of(doc: Document, node: str, index: int | None = None) -> str:
 
 def sibling_of(doc: Document, node: str, step: int) -> str:
     """The next (step=1) or previous (step=-1) live sibling, without wrapping."""
-    siblings = [s for s in doc.sibling_ids(node) if not doc.nodes[s].get("archived")]
-    i = siblings.index(node) + step
-    if not 0 <= i < len(siblings):
-        raise NotFound(f"node {node} has no {'next' if step > 0 else 'previous'} sibling")
-    return siblings[i]
+    parent = doc.nodes[node].get("parent")
+    siblings = doc.nodes[parent].get("children", ()) if parent else doc.data["roots"]
+    i = doc.position(node) + step
+    while 0 <= i < len(siblings):  # O(distance), not O(siblings): a node may have 100k
+        if not doc.archived_flag(siblings[i]):
+            return str(siblings[i])
+        i += step
+    raise NotFound(f"node {node} has no {'next' if step > 0 else 'previous'} sibling")
 
 
 def bookmark_from(doc: Document, node: str | None, step: int) -> str:

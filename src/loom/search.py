@@ -71,11 +71,11 @@ def search(
     if not pattern:
         raise UsageError("empty search pattern")
     compiled = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
-    nodes = doc.nodes
+    peek = doc.peek  # a large document keeps no record it only read
     out: list[Match] = []
     if not branch:
         for node_id in doc.walk(include_archived=include_archived):
-            m = compiled.search(nodes[node_id].get("text", ""))
+            m = compiled.search(peek(node_id).get("text", ""))
             if m:
                 out.append(Match(node_id, m.start(), m.end(), m.group(0)))
                 if limit is not None and len(out) >= limit:
@@ -87,7 +87,7 @@ def search(
     stack: list[tuple[str, str, int]] = [(r, "", 0) for r in reversed(doc.root_ids)]
     while stack:
         node_id, tail, before = stack.pop()
-        rec = nodes[node_id]
+        rec = peek(node_id)
         if rec.get("archived") and not include_archived:
             continue
         segment = rec.get("text", "")

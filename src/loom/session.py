@@ -128,8 +128,13 @@ class Session:
                     count = len(self._pending)
                     if not count:
                         return SyncResult(None, 0, current)
-                    payload = store.encode(self.doc)
-                store.write(self.path, payload)
+                    payload = None
+                    if store.appends(self.doc, self.path):
+                        store.save(self.doc, self.path)  # O(change): brief enough to hold the lock
+                    else:
+                        payload = store.encode(self.doc)
+                if payload is not None:
+                    store.write(self.path, payload)
                 identity = store.identity(self.path)
                 with self._lock:
                     del self._pending[:count]

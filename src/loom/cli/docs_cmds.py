@@ -127,7 +127,7 @@ def info_cmd(node: str | None) -> None:
         "nodes": len(doc),
         "live_nodes": live,
         "roots": len(doc.roots),
-        "bookmarks": sum(1 for i in doc.walk() if "bookmark" in doc.nodes[i]),
+        "bookmarks": sum(1 for i in doc.walk() if "bookmark" in doc.peek(i)),
         "cursor": doc.cursor_id,
         "bytes": path.stat().st_size,
         "undo": len(journal.undo_entries(doc)),

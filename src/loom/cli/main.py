@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
     "loom.cli.sync_cmds": ("sync",),
     "loom.cli.tui_cmds": ("tui",),
+    "loom.cli.server_cmds": ("serve", "mcp"),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
@@ -48,7 +49,7 @@ HELP_ORDER = (
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
-    "import", "export", "ingest", "tui",
+    "import", "export", "ingest", "tui", "serve", "mcp",
 )  # fmt: skip
 
 

@@ -134,6 +134,7 @@ async def agenerate(
     events: ev.Sink | None = None,
     *,
     backends: BackendPool | Mapping[str, Backend] | None = None,
+    into: Generation | None = None,
 ) -> Generation:
     """Generate the children `request` asks for and write them into `target`.
 
@@ -143,11 +144,13 @@ async def agenerate(
     events: a callable receiving `loom.generation.events` values as the generation runs.
     backends: a `BackendPool` to reuse across generations (the caller closes it), or
         backends by model name; by default they are made and closed here.
+    into: the `Generation` to fill in place, so a caller painting the streams can read
+        each outcome's framing (the emulation method) while it runs.
 
     Returns the `Generation`; `result.check()` raises if anything failed. Cancelling the
     awaiting task writes the finished branches first, then raises CancelledError.
     """
-    result = Generation()
+    result = Generation() if into is None else into
     await _run(target, request or GenerationRequest(), events or ev.ignore, result, backends)
     return result
 
@@ -390,8 +393,8 @@ async def _keep_and_write(
             clean_outcome(o)  # already cleaned after a full run; needed after a cancel
         o.kept = _keep(o, request.keep_partial)
     kept = result.kept
-    if not kept:
-        return False
+    if not kept or (path is None and doc is None):
+        return False  # nothing to write into: the texts are in the outcomes
     metas = [
         record(
             o,

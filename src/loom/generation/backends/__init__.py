@@ -145,7 +145,7 @@ def _embedded(model: ModelConfig) -> Backend:
     path = options.get("model_path") or ensure_default_model()
     return EmbeddedLlama(
         path,
-        threads=number_option(model, "threads", 1, whole=True),
+        threads=number_option(model, "threads", None, whole=True),  # None: the cores
         n_parallel=number_option(model, "n_parallel", EMBEDDED_SLOTS, whole=True),
         ctx_per_seq=number_option(model, "ctx_per_seq", model.context or 2048, whole=True),
     )

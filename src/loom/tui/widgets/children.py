@@ -15,8 +15,8 @@ from textual.events import Click
 from textual.geometry import Size
 from textual.strip import Strip
 
-from loom.cli.render import KIND_MARK, preview
-from loom.document import Document
+from loom.cli.render import kind_mark, preview
+from loom.document import Document, Node
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
@@ -126,7 +126,7 @@ class ChildrenList(LineView, can_focus=True):
         head = [
             Segment(f"{index + 1:>{digits}} ", base + self._style("children--number")),
             Segment("•" if not rec.get("visited") else " ", base + self._style("children--unread")),
-            Segment(KIND_MARK.get(str(rec.get("kind", "human")), "?") or " ", base),
+            Segment(kind_mark(Node(doc, node_id)) or " ", base),
             Segment(" ", base),
         ]
         badges = []

@@ -14,8 +14,8 @@ from textual.events import Click
 from textual.geometry import Size
 from textual.strip import Strip
 
-from loom.cli.render import KIND_MARK, preview
-from loom.document import Document
+from loom.cli.render import kind_mark, preview
+from loom.document import Document, Node
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
@@ -93,12 +93,25 @@ class TreePane(LineView, can_focus=True):
         if doc is None or not 0 <= index < len(self.rows):
             return Strip.blank(width, base)
         row = self.rows[index]
+        if row.placeholder:
+            # Nodes not drawn: siblings at this level, or ancestors above the window.
+            what = (
+                f"+{row.hidden_siblings:,} more"
+                if row.hidden_siblings
+                else f"… {row.levels_above:,} level{'s' if row.levels_above > 1 else ''} above"
+            )
+            return Strip(
+                [
+                    Segment(self._prefixes[index], base + self._style("tree--guide")),
+                    Segment(what, base + self._style("tree--badge")),
+                ]
+            ).adjust_cell_length(width, base)
         ids = [row.node_id, *row.run]
         nodes = doc.nodes
         is_focus = self.focus_id in ids
         marker = "●" if is_focus else ("◦" if row.on_path else " ")
         rec = nodes[row.node_id]
-        kind = KIND_MARK.get(str(rec.get("kind", "human")), "?")
+        kind = kind_mark(Node(doc, row.node_id))
         unread = "" if all(nodes[i].get("visited") for i in ids) else "•"
         tail = []
         if row.run:
