@@ -350,6 +350,44 @@ def test_a_closed_pipe_is_not_an_error(story: Loom, args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args", [["show"], ["show", "--json"], ["tree"], ["--help"]])
+def test_output_to_a_full_disk_is_one_line_not_an_internal_error(
+    story: Loom, args: list[str]
+) -> None:
+    import subprocess
+    import sys
+
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "loom", *args],
+            cwd=story.cwd,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "cannot write the output (the disk is full)" in err and err.count("\n") == 1
+
+
+def test_a_closed_stdout_is_not_an_internal_error(story: Loom) -> None:
+    """`loom add " more" >&-`: the node is added and nothing is printed (no crash, exit 0)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "loom", "add", " more"],
+        cwd=story.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert story.ok("show", "--raw").stdout.endswith(" more")
+
+
 def test_undecodable_bytes_are_data_errors(story: Loom) -> None:
     bad = story("add", "-", input=b"caf\xe9")
     assert bad.code == 1 and "not UTF-8" in bad.stderr
@@ -559,3 +597,23 @@ def test_top_help_gives_each_command_its_whole_first_sentence(loom: Loom) -> Non
         "ingest Bring in text: files, directories (recursively), '-' (standard input) or URLs."
         in flat
     )
+
+
+def test_digits_int_cannot_read_are_refused_not_a_crash(story: Loom) -> None:
+    """'²' is a digit to str.isdigit() but not to int(): each of these crashed (exit 70)."""
+    import json
+
+    # A stray file named like a temp file of a process "²": every save walked into it.
+    (story.cwd / ".story.loom.json.tmp-²-1").write_text("")
+    huge = story.cwd / f".story.loom.json.tmp-{'9' * 30}-1"  # no process has that id
+    huge.write_text("")
+    story.ok("add", " Gulls.")
+    assert not huge.exists()  # a leftover of no living process: removed
+    result = story("history", "--show", "²")
+    assert result.code == 2 and "--show" in result.stderr
+    path = story.cwd / "story.loom.json"
+    data = json.loads(path.read_text())
+    data["defaults"] = {"n": "²"}
+    path.write_text(json.dumps(data))
+    result = story("gen")
+    assert result.code == 1 and "defaults.n must be a whole number" in result.stderr

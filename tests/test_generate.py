@@ -278,6 +278,21 @@ def test_pass_through_fields_are_sent_recorded_and_reused(
     assert fake_provider.requests[0].body["user"] == "abc"
 
 
+def test_a_key_passed_through_is_sent_but_never_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    secret = "sk-proj-" + "a1b2c3d4" * 4
+    made = gen(
+        woven, "-n", "1", "--param", f"openai.api_key={secret}", "--param", f"openai.user={secret}"
+    )
+    body = fake_provider.requests[0].body
+    assert body["api_key"] == secret and body["user"] == secret  # the user asked for that
+    record = made["nodes"][0]["meta"]["gen"]  # type: ignore[index]
+    assert "api_key" not in record["extra"] and record["extra"]["user"] == "***"
+    assert "api_key" not in record["sent"] and record["sent"]["user"] == "***"
+    assert secret not in (woven.cwd / "s.loom.json").read_text()
+
+
 def test_pass_through_cannot_swap_the_model(woven: Loom, fake_provider: FakeProvider) -> None:
     result = woven("gen", "-n", "1", "--param", "openai.model=expensive", env=woven.env)  # type: ignore[attr-defined]
     assert result.code == 1 and "cannot set model" in result.stderr
@@ -396,6 +411,36 @@ def test_fit_prompt_keeps_the_tail_that_fits() -> None:
     assert fit_prompt(text, None, 64, 8) == (text, 0)
     with pytest.raises(InvalidOperation):
         fit_prompt(text, 100, 200, 8)
+
+
+def test_a_conversation_whose_last_turn_is_too_long_says_it_was_cut(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """One user turn longer than the window: its head is cut to fit. The warning and the
+    record said nothing (only messages left out counted), and the system message was not
+    counted against the window."""
+    woven.ok(
+        "models", "add", "small-chat", "--provider", "openai-chat", "--base-url",
+        fake_provider.openai_url, "--model", "m", "--kind", "chat", "--context", "1024",
+        "--key-env", "FAKE_KEY",
+    )  # fmt: skip
+    woven.ok("new", "chat.loom.json")
+    woven.ok("set", "system", "Be brief. " * 100)
+    turn = " ".join(f"w{i}" for i in range(3000))
+    result = woven(
+        "say", "-m", "small-chat", "-n", "1", "--max-tokens", "16", "--json", turn,
+        env=woven.env,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    [warning] = result.json()["warnings"]
+    assert "characters of its last message were cut" in warning
+    messages = fake_provider.requests[0].body["messages"]
+    sent = messages[-1]["content"]
+    assert turn.endswith(sent) and len(sent) < len(turn)
+    [reply] = result.json()["nodes"]
+    assert reply["meta"]["gen"]["prompt"]["cut"] == len(turn) - len(sent)
+    system = messages[0]["content"]
+    assert (len(system) + len(sent)) * 0.4 <= 1024 - 16  # both fit the window together
 
 
 def test_a_branch_longer_than_the_context_sends_its_tail(

@@ -49,6 +49,38 @@ def test_the_deadline_comes_from_the_model_when_not_given(
     assert "the model's timeout option" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", '"soon"'),
+        ("timeout", "-5"),
+        ("timeout", "nan"),
+        ("concurrency", '"many"'),
+        ("concurrency", "0"),
+        ("read_timeout", '"x"'),
+        ("max_retries", "1.5"),
+        ("stream", '"no"'),
+        ("capabilities", "{ n = 1 }"),
+    ],
+)
+def test_a_bad_model_option_is_one_line_naming_it(
+    woven: Loom, fake_provider: FakeProvider, option: str, value: str
+) -> None:
+    """Options typed by hand in models.toml: each used to crash (exit 70), end every branch
+    at once with "no answer within the -5 s deadline", or be read as something else."""
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text()
+        + f'\n[models.odd]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
+        + f'model = "m"\nkey_env = "FAKE_KEY"\n[models.odd.options]\n{option} = {value}\n'
+    )
+    result = woven("gen", "-n", "1", "-m", "odd", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1, result.stderr
+    assert f"model 'odd': option {option} must be" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert fake_provider.requests == []
+
+
 def test_a_read_timeout_is_retried_once_not_four_times(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:
@@ -171,6 +203,37 @@ def test_recovered_children_of_a_changed_or_deleted_parent_become_roots(
     [made] = woven.ok("recover", second["file"], "--fields", "all").json()["nodes"]
     assert made["parent"] is None and made["text"] == " after"
     assert made["meta"]["prompt_missing"] is True
+
+
+def test_recover_adds_a_file_once_even_if_it_was_not_deleted(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """A recover killed after saving, before deleting the file (or two recovers at once,
+    both reading the list before the lock): the texts must not be added a second time."""
+    doc = woven.cwd / "s.loom.json"
+    doc.chmod(0o444)
+    fake_provider.script(Reply([" once"], finish_reason="stop"))
+    failed = woven("gen", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    doc.chmod(0o644)
+    saved = Path(failed.error()["error"]["details"]["recovery"])
+    kept = saved.read_bytes()
+    [made] = woven.ok("recover", "--json").json()["nodes"]
+    assert made["text"] == " once" and not saved.exists()
+    saved.write_bytes(kept)  # as if that recover had died before deleting it
+    again = woven.ok("recover", "--json").json()
+    assert again["nodes"] == [] and again["files"] == [str(saved)]
+    assert not saved.exists()  # the document holds its texts: the file is done with
+    assert [c["id"] for c in woven.ok("ls", "--json").json()["children"]] == [made["id"]]
+
+
+def test_a_recovery_file_name_takes_only_safe_characters_of_the_document_id(
+    tmp_path: Path,
+) -> None:
+    from loom.generation import recovery
+
+    saved = recovery.save(tmp_path / "d.loom.json", "../../../x/y", None, "", [{"text": "t"}])
+    assert saved.parent == recovery.folder() and "-xy-" in saved.name
+    assert recovery.read(saved).document_id == "../../../x/y"
 
 
 def test_recover_refuses_a_file_that_is_not_a_recovery(woven: Loom) -> None:

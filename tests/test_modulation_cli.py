@@ -135,6 +135,37 @@ def test_regen_reuses_recorded_parameters(doc: Loom, fake_provider: FakeProvider
     assert shown["params"]["temperature"] == 0.7 and shown["model"] == "a"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("params", "x", "params and extra must be objects"),
+        ("extra", "abc", "params and extra must be objects"),
+        ("emulation", "x", "emulation an object"),
+        ("model", 5, "model must be a name"),
+        ("params", {"temperature": "hot"}, "temperature must be a number"),
+        ("emulation", {"method": "telepathy"}, "unknown emulation method"),
+        ("mode", 7, "unknown mode"),
+    ],
+)
+def test_regen_of_a_damaged_record_is_one_line(
+    doc: Loom, fake_provider: FakeProvider, field: str, value: Any, said: str
+) -> None:
+    """A hand-edited meta.gen crashed regen (exit 70), or sent temperature "hot" as recorded."""
+    import json
+
+    [first] = doc.ok("gen", "-n", "1", "--json").json()["nodes"]
+    path = doc.cwd / "m.loom.json"
+    data = json.loads(path.read_text())
+    data["nodes"][first["id"]]["meta"]["gen"][field] = value
+    path.write_text(json.dumps(data))
+    fake_provider.clear()
+    result = doc("regen", first["id"])
+    assert result.code == 1, result.stderr
+    assert f"node {first['id']}'s generation record is damaged: " in result.stderr
+    assert said in result.stderr and result.stderr.count("\n") == 1
+    assert fake_provider.requests == []
+
+
 def test_strict_refuses_dropped_parameters_and_default_warns(
     doc: Loom, fake_provider: FakeProvider
 ) -> None:

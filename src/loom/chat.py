@@ -78,8 +78,9 @@ def say(
 ) -> Generation:
     """`asay` for synchronous callers (Ctrl-C and SIGTERM keep finished replies, as in
     `loom.generate`)."""
-    from loom.generation.core import generate
+    from loom.generation.core import generate, refuse_running_loop
 
+    refuse_running_loop("loom.chat.say", "await loom.chat.asay(...)")
     request = _request(request, text, as_user)
     turn = asyncio.run(_write_turn(target, parent, text))
     return generate(target, _asked(request, turn, parent, as_user), events, backends=backends)

@@ -949,18 +949,10 @@ def recover_cmd(files: tuple[str, ...], list_: bool, every: bool) -> None:
         return
     if every:
         raise click.UsageError("--all goes with --list (recovery adds to the selected document)")
-    path = doc_path()
-    chosen = (
-        [recovery.read(f) for f in files]
-        if files
-        else recovery.pending(store.real(path), _document_id())
-    )
-    made = []
-    with write_doc() as doc:
-        for item in chosen:
-            made.extend(recovery.restore(doc, item))
-    for item in chosen:  # only once the document holds them
-        recovery.discard(item)
+    from loom import workspace
+
+    made, chosen = recovery.recover(doc_path(), files)
+    workspace.remember(doc_path())
     if json_mode():
         emit(
             "recover",

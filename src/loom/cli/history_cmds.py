@@ -120,7 +120,7 @@ def _numbered(entries: list[dict[str, Any]], k: int, flag: str) -> dict[str, Any
 def _chosen(entries: list[dict[str, Any]], which: str) -> dict[str, Any]:
     """The entry `--show` names: a text's number, or a sibling version's id (or unique prefix)."""
     numbered = [e for e in entries if "index" in e]
-    if which.isdigit() and int(which) < len(numbered):
+    if which.isdecimal() and int(which) < len(numbered):
         return numbered[int(which)]
     found = [e for e in entries if "id" in e and which and e["id"].startswith(which)]
     if len(found) == 1:

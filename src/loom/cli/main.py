@@ -136,8 +136,17 @@ class _PipeClosed(Exception):
     """The reader of our stdout went away. Not an OSError, so click does not turn it into exit 1."""
 
 
+class _OutputFailed(Exception):
+    """Writing to stdout failed (a full disk, an I/O error): the environment's fault, not a bug."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _GuardedStream:
-    """Wraps stdout (and its byte buffer) so a closed pipe surfaces as _PipeClosed."""
+    """Wraps stdout (and its byte buffer) so a closed pipe surfaces as _PipeClosed and
+    any other failed write as _OutputFailed."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -147,12 +156,16 @@ class _GuardedStream:
             return int(self._stream.write(data))
         except (BrokenPipeError, _PipeClosed):
             raise _PipeClosed from None
+        except OSError as exc:
+            raise _OutputFailed(exc) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except (BrokenPipeError, _PipeClosed):
             raise _PipeClosed from None
+        except OSError as exc:
+            raise _OutputFailed(exc) from None
 
     @property
     def buffer(self) -> _GuardedStream:
@@ -178,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = _undecodable_argument(args)
     if bad is not None:
         return _fail(args, "bad_input", f"argument {bad} is not valid UTF-8 text", 1)
+    if sys.stdout is None:  # started with stdout closed (`loom gen >&-`): output goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     original = sys.stdout
     sys.stdout = _GuardedStream(original)
     try:
@@ -189,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: list[str]) -> int:
     try:
         code = cli.main(args=args, prog_name="loom", standalone_mode=False)
+        sys.stdout.flush()  # a failed write surfaces here, not in the interpreter's last flush
         if isinstance(code, int):
             return code  # a command's click.exceptions.Exit, returned rather than raised here
     except click.exceptions.Exit as exc:
@@ -209,6 +225,11 @@ def _run(args: list[str]) -> int:
         # /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except _OutputFailed as failed:
+        from loom.files import reason
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail(args, "storage", f"cannot write the output ({reason(failed.error)})", 1)
     except Exception as exc:  # a bug, not a user error: one line, the details on request
         if os.environ.get("LOOM_DEBUG"):
             raise

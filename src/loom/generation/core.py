@@ -170,14 +170,7 @@ def generate(
     In the main thread, Ctrl-C, SIGTERM and SIGHUP stop the generation the same way: the
     finished branches are written and the result says `interrupted` (and which signal).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError(
-            "loom.generate cannot run inside an event loop: use `await loom.agenerate(...)`"
-        )
+    refuse_running_loop("loom.generate", "await loom.agenerate(...)")
     result = Generation()
 
     async def main() -> None:
@@ -214,6 +207,15 @@ def generate(
             result.interrupted = True
             result.signal = result.signal or signal.SIGINT
     return result
+
+
+def refuse_running_loop(name: str, instead: str) -> None:
+    """A synchronous entry point runs its own event loop: called inside one, say what to use."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError(f"{name} cannot run inside an event loop: use `{instead}`")
 
 
 # ---- the flow -----------------------------------------------------------------------------
@@ -317,12 +319,11 @@ def _prepare(
         )
     if request.regenerate is not None:
         node = doc.resolve(request.regenerate)
-        branches, method = regeneration_branches(doc, node.id, request)
+        branches, method, mode = regeneration_branches(doc, node.id, request)
         if emulate == "auto" and method:
             emulate = method
         parent = node.parent_id
         assert parent is not None  # regeneration_branches refuses roots
-        mode = (node.meta.get("gen") or {}).get("mode") or "text"
         return (
             _Prepared(
                 parent, context_for(doc, parent, mode), doc.full_text(parent), doc.id, emulate
