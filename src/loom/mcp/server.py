@@ -285,7 +285,12 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
 
         def run(doc: Document) -> Answer:
             found = find(
-                doc, pattern, regex=regex, ignore_case=ignore_case, branch=branch, limit=limit
+                doc,
+                pattern,
+                regex=regex,
+                ignore_case=ignore_case,
+                branch=branch,
+                limit=max(1, limit),
             )
             return payloads.answer(
                 "search",
