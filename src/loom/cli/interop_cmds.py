@@ -27,10 +27,9 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import Document
-from loom.errors import BadInput, StorageError, UsageError
+from loom.errors import BadInput
 from loom.files import size_text
 from loom.formats import (  # a light module: no format is loaded
-    BRANCH_FORMATS,
     EXPORT_FORMATS,
     IMPORT_FORMATS,
 )
@@ -197,37 +196,6 @@ def _format_for(output: str | None, fmt: str | None) -> str:
     raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
 
 
-def _output_path(output: str, force: bool, document: Path) -> Path:
-    """The file -o names, through symlinks; never `document` or one of its sidecars.
-
-    An existing loom document is only replaced with --force.
-    """
-    target = Path(os.path.realpath(output))
-    source = Path(os.path.realpath(document))
-    if target == source or _same_file(target, source):
-        raise UsageError(f"{output}: that is the document being exported; write to another file")
-    if target in {store.lock_path(source), *store.backup_paths(source)}:
-        raise UsageError(
-            f"{output}: that is a lock or backup file of the document being exported; "
-            "write to another file"
-        )
-    if (
-        not force
-        and target.exists()
-        and any(name.lower().endswith(".loom.json") for name in (output, target.name))
-    ):
-        raise StorageError(f"{output}: already exists (pass --force to replace it)")
-    return target
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Two names for one file (a hard link, a case-insensitive file system)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 @command(cli, "export")
 @click.argument("node", required=False, metavar="[NODE]")
 @click.option(
@@ -263,22 +231,18 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     from loom import formats
 
     kind = _format_for(output, fmt)
-    path = None if output is None or output == "-" else _output_path(output, force, doc_path())
+    path = (
+        None
+        if output is None or output == "-"
+        else formats.export_target(output, doc_path(), force=force)
+    )
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
     notes = formats.export_notes(doc, kind, target)
     if json_mode():
-        # What was written: a branch (ending at NODE, else the cursor), NODE's subtree, or
-        # the whole forest (no node).
-        branch = kind in BRANCH_FORMATS
-        chosen = doc.resolve(target) if (branch or target is not None) else None
         answer = {
-            "format": kind,
-            "scope": "branch" if branch else "subtree" if target is not None else "forest",
-            "node": None if chosen is None else payloads.node(chosen, fields()),
-            "bytes": len(payload),
-            "notes": notes,
+            **payloads.exported(doc, kind, target, len(payload), notes, fields()),
             "cursor": doc.cursor_id,
         }
     if path is None:

@@ -68,6 +68,7 @@ __all__ = [
     "ImportedNode",
     "export",
     "export_notes",
+    "export_target",
     "graft",
     "import_file",
     "read",
@@ -269,6 +270,44 @@ def export_notes(doc: Document, format: str, node: str | None = None) -> list[st
         _module(_EXPORTERS[format][0]), "losses", None
     )
     return losses(doc, node) if losses is not None else []
+
+
+def export_target(
+    output: str,
+    document: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    hint: str = "pass --force to replace it",
+) -> Path:
+    """The file an export to `output` writes, through symlinks: never `document` itself
+    or its lock and backup files; an existing loom document only with `force`."""
+    from loom import store
+    from loom.errors import StorageError
+
+    target = Path(os.path.realpath(output))
+    source = Path(os.path.realpath(document))
+    if target == source or _same_file(target, source):
+        raise UsageError(f"{output}: that is the document being exported; write to another file")
+    if target in {store.lock_path(source), *store.backup_paths(source)}:
+        raise UsageError(
+            f"{output}: that is a lock or backup file of the document being exported; "
+            "write to another file"
+        )
+    if (
+        not force
+        and target.exists()
+        and any(name.lower().endswith(".loom.json") for name in (output, target.name))
+    ):
+        raise StorageError(f"{output}: already exists ({hint})")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Two names for one file (a hard link, a case-insensitive file system)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def export(doc: Document, format: str, node: str | None = None) -> bytes:
