@@ -176,6 +176,8 @@ def test_tree_tools_change_the_document_as_the_library_does(tmp_path: Path) -> N
         undone = await call(client, "undo", file="s.loom.json")
         assert [c["op"] for c in undone["changes"]] == ["edit"]
         assert (await call(client, "redo", file="s.loom.json"))["changes"]
+        refusal = await refused(client, "undo", file="s.loom.json", steps=0)
+        assert refusal.startswith("usage: undo takes a number of steps from 1"), refusal
 
         second = await call(client, "split", file="s.loom.json", node=a["id"], at=5)
         assert second["node"]["text"] == " a day" and second["parent"] == a["id"]
