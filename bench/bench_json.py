@@ -104,7 +104,7 @@ def main() -> None:
         commands = {
             "show (a generated node)": ["show", ids["child"]],
             "ls (3 generated children)": ["ls", ids["prompt"]],
-            "tree (16 nodes)": ["tree"],
+            "tree --all (16 nodes)": ["tree", "--all"],
             "search (14 hits)": ["search", "e"],
             "info NODE": ["info", ids["child"]],
             "log": ["log"],

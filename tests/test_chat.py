@@ -77,7 +77,7 @@ def test_consecutive_turns_join_and_an_edited_turn_starts_a_new_conversation(
     assert messages(fake_provider) == [
         {"role": "user", "content": "Tell me a story about the sea."}
     ]
-    old = {n["id"]: n["text"] for n in woven.ok("tree", "--json").json()["nodes"]}
+    old = {n["id"]: n["text"] for n in woven.ok("tree", "--all", "--json").json()["nodes"]}
     version = woven.ok("edit", first, "--text", "Tell me a poem").stdout.strip()
     assert version != first  # it has children: a new sibling version
     woven.ok("goto", version)
@@ -86,7 +86,7 @@ def test_consecutive_turns_join_and_an_edited_turn_starts_a_new_conversation(
     assert messages(fake_provider) == [
         {"role": "user", "content": "Tell me a poem\n\nShort, please."}
     ]
-    now = {n["id"]: n["text"] for n in woven.ok("tree", "--json").json()["nodes"]}
+    now = {n["id"]: n["text"] for n in woven.ok("tree", "--all", "--json").json()["nodes"]}
     assert {k: now[k] for k in old} == old  # the earlier conversation is untouched
     assert made["nodes"][0]["id"] in now
 
@@ -212,13 +212,15 @@ def test_openloom_round_trip_keeps_the_old_tree_and_the_new_turns(
     source = tmp_path / "claude.json"
     shutil.copy(OPENLOOM, source)
     woven.ok("import", str(source), "--new", "o.loom.json")
-    before = {n["id"]: (n["text"], n["kind"]) for n in woven.ok("tree", "--json").json()["nodes"]}
+    before = {
+        n["id"]: (n["text"], n["kind"]) for n in woven.ok("tree", "--all", "--json").json()["nodes"]
+    }
     fake_provider.script(Reply(["A new answer."], finish_reason="stop"))
     run(woven, "say", "-m", "chat", "-n", "1", "One more question?")
     exported = tmp_path / "out.json"
     woven.ok("export", "--format", "openloom", "-o", str(exported))
     woven.ok("import", str(exported), "--new", "again.loom.json")
-    nodes = woven.ok("tree", "--json").json()["nodes"]
+    nodes = woven.ok("tree", "--all", "--json").json()["nodes"]
     texts = {(n["text"], n["kind"]) for n in nodes}
     assert ("One more question?", "user") in texts and ("A new answer.", "assistant") in texts
     assert set(before.values()) <= texts  # every old turn is still there, role and all

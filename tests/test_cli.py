@@ -315,8 +315,22 @@ def test_concurrent_cli_adds_are_all_kept(loom: Loom) -> None:
     for p in procs:
         p.communicate(timeout=60)
         assert p.returncode == 0
-    roots = loom.ok("tree", "--json").json()["nodes"]
+    roots = loom.ok("tree", "--all", "--json").json()["nodes"]
     assert sorted(n["text"] for n in roots) == [f"p{i}" for i in range(8)]
+
+
+def test_tree_json_is_the_drawn_window_and_all_is_the_whole_forest(loom: Loom) -> None:
+    """A JSON answer is bounded as the drawing is: 200 children are not 200 objects."""
+    loom.ok("new", "w.loom.json", "--text", "root")
+    for i in range(30):
+        loom.ok("add", "--stay", f" kid {i}")
+    window = loom.ok("tree", "--json", "--width", "4").json()
+    [root] = window["roots"]
+    ids = [n["id"] for n in window["nodes"]]
+    assert ids[0] == root and len(ids) == 1 + 4  # the root and four of its children
+    [listed] = [n for n in window["nodes"] if n["id"] == root]
+    assert len(listed["children"]) == 30 and set(ids[1:]) < set(listed["children"])
+    assert len(loom.ok("tree", "--all", "--json").json()["nodes"]) == 31
 
 
 def test_tree_json_nodes_have_the_documented_shape(story: Loom) -> None:

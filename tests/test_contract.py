@@ -269,7 +269,7 @@ def test_a_document_without_live_nodes_has_a_null_cursor(loom: Loom) -> None:
     loom.ok("new", "s.loom.json", "--text", "only")
     assert valid(loom("rm", "@", "--json"), "rm")["cursor"] is None
     assert valid(loom("info", "--json"), "info")["cursor"] is None
-    [deleted] = valid(loom("tree", "--json"), "tree")["nodes"]  # deleted nodes are listed
+    [deleted] = valid(loom("tree", "--all", "--json"), "tree")["nodes"]  # deleted nodes are listed
     assert deleted["archived"] is True
 
 

@@ -54,7 +54,7 @@ def test_import_into_the_current_document_is_one_undo(tmp_path: Path) -> None:
     result = cli(tmp_path, "import", str(fixture("exoloom_tree.json")), "--parent", "@", "--json")
     assert result.code == 0, result.stderr
     report = result.json()
-    tree = cli(tmp_path, "tree", "--json").json()
+    tree = cli(tmp_path, "tree", "--all", "--json").json()
     # The whole forest: the pruned node is there, archived.
     assert len(tree["nodes"]) == 1 + 4
     assert [n["archived"] for n in tree["nodes"]].count(True) == 1

@@ -56,6 +56,16 @@ class Row:
         return bool(self.hidden_siblings or self.levels_above)
 
 
+def window_ids(
+    doc: Document, focus: str | None, *, depth: int = 3, width: int = 5, above: int = 3
+) -> list[str]:
+    """The ids a tree window around `focus` draws (folded chains included), in drawing
+    order: what a JSON answer lists so its size, like the drawing's, is bounded."""
+    rows = tree_window(doc, focus, depth=depth, width=width, above=above)
+    drawn = (i for r in rows if not r.placeholder for i in (r.node_id, *r.run))
+    return list(dict.fromkeys(drawn))
+
+
 def tree_window(
     doc: Document,
     focus: str | None,

@@ -222,29 +222,36 @@ def tree_cmd(
     few siblings around the path at each level ("+N more" for the others), and
     NODE's subtree to --depth; the window shrinks until it fits the terminal's
     height. The symbols are explained below. --all draws the whole forest
-    instead. With --json, prints the whole forest, deleted nodes included, as a
-    flat list of nodes, depth first (a node's `children` are its live ones, as
-    everywhere; a deleted subtree starts at a node with `archived` true).
+    instead. With --json, the nodes of the same window (--depth, --width,
+    --above; no height limit) as a flat list, in drawing order: a node's
+    `children` lists all its live children, so the ids missing from `nodes` are
+    the ones not shown. --all --json lists the whole forest, deleted nodes
+    included (a deleted subtree starts at a node with `archived` true).
 
     \b
     Examples:
       loom tree
       loom tree --depth 6 --width 20 --lines 0
       loom tree --all | less -S
-      loom tree --json | jq '.nodes | length'
+      loom tree --all --json | jq '.nodes | length'
     """
     doc = read_doc()
+    from loom.view import iter_forest, tree_window, window_ids
+
+    focus = doc.resolve(node).id if (node or doc.cursor_id) else None
     if json_mode():
+        ids = (
+            doc.walk(include_archived=True)
+            if everything
+            else window_ids(doc, focus, depth=depth, width=width, above=above)
+        )
         emit(
             "tree",
             roots=doc.root_ids,
-            nodes=payloads.nodes(doc, doc.walk(include_archived=True), fields(listing=True)),
+            nodes=payloads.nodes(doc, ids, fields(listing=True)),
             cursor=doc.cursor_id,
         )
         return
-    from loom.view import iter_forest, tree_window
-
-    focus = doc.resolve(node).id if (node or doc.cursor_id) else None
     if everything:
         rows = iter_forest(doc, collapse=not no_collapse)
     else:

@@ -243,8 +243,8 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
         the path from the root to the node, its siblings and its descendants `depth`
         levels down, at most `width` children per node; a node's `children` lists all its
         live children, so ids missing from `nodes` are the ones not shown. whole=true
-        lists the whole forest, deleted nodes included (as the CLI does)."""
-        from loom.view import tree_window
+        lists the whole forest, deleted nodes included (as `loom tree --all --json`)."""
+        from loom.view import window_ids
 
         chosen = chosen_fields(fields, listing=True)
 
@@ -253,9 +253,7 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
                 ids = list(doc.walk(include_archived=True))
             else:
                 focus = doc.resolve(node).id if (node or doc.cursor_id) else None
-                rows = tree_window(doc, focus, depth=max(1, depth), width=max(1, width))
-                drawn = (i for r in rows if not r.placeholder for i in (r.node_id, *r.run))
-                ids = list(dict.fromkeys(i for i in drawn if i in doc.nodes))
+                ids = window_ids(doc, focus, depth=max(1, depth), width=max(1, width))
             return payloads.answer(
                 "tree",
                 roots=doc.root_ids,
