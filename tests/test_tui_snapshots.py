@@ -100,6 +100,6 @@ def test_generation_in_progress(doc_path: Path, snap_compare: Any) -> None:
             Stream(" By noon the fishermen had gathered", "streaming", "base"),
             Stream("", "failed", "429 rate limited (after 3 tries)"),
         ]
-        app.query_one(ChildrenList).set_streams(app.streams)
+        app.query_one(ChildrenList).set_streams(app.streams, app.doc.cursor_id)
 
     assert snap_compare(app_for(doc_path), run_before=run_before)

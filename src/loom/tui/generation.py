@@ -38,9 +38,10 @@ class Settings:
     modulation: tuple[tuple[str, str], ...] = ()  # (flag, value): ("sweep", "temperature=0.6:1.4")
 
     def request(
-        self, *, node: str | None = None, regenerate: str | None = None
+        self, *, node: str | None = None, regenerate: str | None = None, mode: str = "text"
     ) -> GenerationRequest:
-        """The library request these settings make (checked: a bad modulation is a UsageError)."""
+        """The library request these settings make (checked: a bad modulation is a UsageError).
+        `mode`: "text" continues the branch, "chat" replies to its turns (`say`, `reply`)."""
         from loom.generation.request import GenerationRequest
 
         return GenerationRequest(
@@ -50,6 +51,7 @@ class Settings:
             presets=self.presets,
             modulation=dict(self.modulation) or None,
             regenerate=regenerate,
+            mode=mode,
         ).checked()
 
     def summary(self) -> str:
@@ -131,6 +133,7 @@ class Runner:
     _task: asyncio.Task[Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel_asked: bool = False
+    _outbox: list[Any] = field(default_factory=list)  # events not yet handed to the UI loop
 
     @property
     def running(self) -> bool:
@@ -159,8 +162,20 @@ class Runner:
             self._thread.join(timeout)
 
     def _send(self, item: Any) -> None:
+        """Hand an event to the UI loop. Tokens of four branches can come faster than the
+        UI loop takes them: they queue, and one wake-up of the UI loop takes them all."""
+        with self._lock:
+            self._outbox.append(item)
+            if len(self._outbox) > 1:
+                return  # a wake-up is on its way
         with contextlib.suppress(RuntimeError):  # the app has closed its loop
-            self.ui_loop.call_soon_threadsafe(self.deliver, item)
+            self.ui_loop.call_soon_threadsafe(self._deliver_all)
+
+    def _deliver_all(self) -> None:
+        with self._lock:
+            items, self._outbox = self._outbox, []
+        for item in items:
+            self.deliver(item)
 
     def _main(self, path: Path, request: GenerationRequest) -> None:
         asyncio.run(self._run(path, request))

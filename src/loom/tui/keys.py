@@ -74,6 +74,8 @@ KEYS: tuple[Key, ...] = (
         shown="ctrl+space g",
     ),
     Key(("R",), "regenerate", "Regenerate the current node (a new sibling)", "Generate"),
+    Key(("i",), "say", "Say: type your turn of a conversation, then replies stream in", "Generate"),
+    Key(("y",), "reply", "Reply: more replies to the turn here (chat, as loom reply)", "Generate"),
     Key(("G",), "gen_panel", "Generation settings: model, preset, n, modulation", "Generate"),
     # change
     Key(("e",), "edit", "Edit the node here (ctrl+s saves, esc cancels)", "Change"),
