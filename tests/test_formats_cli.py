@@ -293,9 +293,7 @@ def test_export_writes_through_a_symlink_and_syncs(
     target.write_text("old", encoding="utf-8")
     link = tmp_path / "link.txt"
     link.symlink_to(target)
-    files.write_atomic(
-        interop_cmds._output_path(str(link), False, tmp_path / "doc.loom.json"), b"new"
-    )
+    files.write_atomic(formats.output_path(str(link), tmp_path / "doc.loom.json"), b"new")
     assert events == ["fsync-file", "replace", "fsync-dir"]
     assert link.is_symlink() and target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]

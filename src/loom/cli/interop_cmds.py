@@ -26,24 +26,14 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import Document
-from loom.errors import BadInput, StorageError, UsageError
+from loom.errors import BadInput
 from loom.files import size_text
-from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
+
+# A light module: no format is loaded.
+from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS, format_for_name, output_path
 from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
 from loom.ingest import DEADLINE as INGEST_DEADLINE
-
-# What -o's name says about the format, when --format is not given (longest suffix first).
-_SUFFIX_FORMATS = (
-    (".openloom.json", "openloom"),
-    (".loom.json", "loom"),
-    (".jsonl", "jsonl"),
-    (".html", "html"),
-    (".htm", "html"),
-    (".md", "markdown"),
-    (".markdown", "markdown"),
-    (".txt", "text"),
-)
 
 
 def _notes(notes: list[str]) -> None:
@@ -187,42 +177,10 @@ def _switch_to(path: str) -> str:
 def _format_for(output: str | None, fmt: str | None) -> str:
     if fmt is not None:
         return fmt
-    name = (output or "").lower()
-    for suffix, guessed in _SUFFIX_FORMATS:
-        if name.endswith(suffix):
-            return guessed
-    raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
-
-
-def _output_path(output: str, force: bool, document: Path) -> Path:
-    """The file -o names, through symlinks; never `document` or one of its sidecars.
-
-    An existing loom document is only replaced with --force.
-    """
-    target = Path(os.path.realpath(output))
-    source = Path(os.path.realpath(document))
-    if target == source or _same_file(target, source):
-        raise UsageError(f"{output}: that is the document being exported; write to another file")
-    if target in {store.lock_path(source), *store.backup_paths(source)}:
-        raise UsageError(
-            f"{output}: that is a lock or backup file of the document being exported; "
-            "write to another file"
-        )
-    if (
-        not force
-        and target.exists()
-        and any(name.lower().endswith(".loom.json") for name in (output, target.name))
-    ):
-        raise StorageError(f"{output}: already exists (pass --force to replace it)")
-    return target
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Two names for one file (a hard link, a case-insensitive file system)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    guessed = format_for_name(output or "")
+    if guessed is None:
+        raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
+    return guessed
 
 
 @command(cli, "export")
@@ -260,7 +218,7 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     from loom import formats
 
     kind = _format_for(output, fmt)
-    path = None if output is None or output == "-" else _output_path(output, force, doc_path())
+    path = None if output is None or output == "-" else output_path(output, doc_path(), force=force)
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)

@@ -33,6 +33,7 @@ from loom.tui.generation import Finished, Runner, Settings
 from loom.tui.keys import KEYS
 from loom.tui.messages import NodeChosen, SegmentClicked
 from loom.tui.screens.dialogs import (
+    ConfirmScreen,
     HelpScreen,
     LogScreen,
     PickScreen,
@@ -40,7 +41,7 @@ from loom.tui.screens.dialogs import (
     TextScreen,
 )
 from loom.tui.widgets.branch import BANDS, BranchView
-from loom.tui.widgets.children import ChildrenList, Stream
+from loom.tui.widgets.children import NO_CHILDREN, NO_REPLIES, ChildrenList, Stream
 from loom.tui.widgets.status import KeyHints, StatusLine, status_text
 from loom.tui.widgets.tree import TreePane
 
@@ -149,6 +150,8 @@ class LoomApp(App[None]):
         if self.caret_mode is None:
             self.branch_view.caret = None
         self.branch_view.show(doc, path, changed=changed)
+        conversation = self.branch_view.layout_.conversation
+        self.children_list.empty_hint = NO_REPLIES if conversation else NO_CHILDREN
         self.children_list.show(doc, cursor)
         self._depth = max(0, len(path) - 1)
         self.refresh_status()
@@ -217,6 +220,8 @@ class LoomApp(App[None]):
             return Text("p hide probabilities · o alternatives  ").append_text(
                 probability_legend(self.branch_view)
             )
+        if self.branch_view.layout_.conversation:
+            return Text("i say  y reply  ←→↑↓ move  e edit  g gen  / find  u undo  ? keys  q quit")
         return Text("g gen  ←→↑↓ move  e edit  a add  s split  / find  u undo  ? all keys  q quit")
 
     # ---- errors -----------------------------------------------------------------------
@@ -611,6 +616,190 @@ class LoomApp(App[None]):
 
         options = [f"{g[:8]}  {preview(str(nodes[g].get('text', '')), 60)}" for g in gone]
         self.push_screen(PickScreen("Restore a deleted child", options), restore)
+
+    def action_move(self) -> None:
+        """Move the node under another one (`loom mv`): its id or a prefix of it, or / to
+        make it a root."""
+        if (cursor := self._cursor()) is None:
+            return
+
+        def move(answer: str | None) -> None:
+            answer = (answer or "").strip()
+            if not answer:
+                return
+
+            def fn(d: Document) -> Any:
+                parent = None if answer == "/" else d.resolve(answer).id
+                return ops.move(d, cursor, parent)
+
+            if self.change(fn, f"move {cursor[:8]}") is not None:
+                self.say(f"moved {cursor[:8]} (u undoes)")
+
+        self.push_screen(
+            PromptScreen(
+                f"Move {cursor[:8]} and its subtree under",
+                placeholder="an id or a prefix of one; / makes it a root",
+                hint="enter moves it · esc cancels",
+            ),
+            move,
+        )
+
+    def action_purge(self) -> None:
+        """Remove the node and its subtree for good (`loom rm --purge`): asks first."""
+        if (cursor := self._cursor()) is None:
+            return
+        count = len(self.doc.subtree_ids(cursor))
+
+        def purge(yes: bool | None) -> None:
+            if yes and self.change(lambda d: ops.purge(d, cursor), f"purge {cursor[:8]}"):
+                self.say(f"purged {count} node(s) (u undoes)")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Purge {cursor[:8]} and its subtree ({count} node(s))?",
+                "They leave the document for good: X cannot restore them (u still undoes).",
+            ),
+            purge,
+        )
+
+    def action_purge_deleted(self) -> None:
+        """Remove every deleted subtree for good (`loom purge --archived`): asks first."""
+        nodes = self.doc.nodes
+        tops = [i for i in self.doc.walk(include_archived=True) if nodes[i].get("archived")]
+        if not tops:
+            self.error("nothing is deleted: there is nothing to purge")
+            return
+
+        def purge(yes: bool | None) -> None:
+            gone = self.change(ops.purge_archived, "purge deleted") if yes else None
+            if gone:
+                self.say(f"purged {len(gone)} node(s) (u undoes)")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Purge the {len(tops)} deleted subtree(s) for good?",
+                "X can no longer restore them (u still undoes).",
+            ),
+            purge,
+        )
+
+    def action_history(self) -> None:
+        """The node's earlier texts and sibling versions (`loom history`): picking an
+        earlier text brings it back (as an edit: undoable, copy-on-write), picking a
+        version goes to it."""
+        from loom.cli.render import preview
+
+        if (cursor := self._cursor()) is None:
+            return
+        entries = ops.versions(self.doc, cursor)
+        if len(entries) == 1:
+            self.error("this node has no earlier texts or versions")
+            return
+        options = []
+        for entry in entries:
+            label = str(entry["index"]) if "index" in entry else str(entry["id"])[:8]
+            when = str(entry.get("at") or "")[:16].replace("T", " ")
+            options.append(
+                f"{label:>8}  {entry['kind']:<8} {when:<16}  {preview(entry['text'], 50)}"
+            )
+
+        def pick(index: int | None) -> None:
+            if index is None:
+                return
+            entry = entries[index]
+            if "id" in entry:
+                self.goto(entry["id"])
+                return
+            if entry["kind"] == "current":
+                self.say("that is the text it has now")
+                return
+            number = entry["index"]
+            result = self.change(
+                lambda d: ops.restore_version(d, cursor, number), f"restore text {number}"
+            )
+            if result is not None and result.id != cursor:
+                self.goto(result.id)
+                self.say(
+                    f"text {number} came back as a new version {result.id[:8]} (it has children)"
+                )
+            elif result is not None:
+                self.say(f"text {number} is back (u undoes)")
+
+        self.push_screen(
+            PickScreen(
+                f"History of {cursor[:8]}: earlier texts (oldest first), then versions",
+                options,
+                "enter brings a text back, or goes to a version · esc cancels",
+            ),
+            pick,
+        )
+
+    def action_export(self) -> None:
+        """Write the document (or, for text, markdown and transcript, the branch here) to
+        a file, as `loom export -o FILE` does."""
+        from loom.formats import BRANCH_FORMATS, EXPORT_FORMATS, export_file, format_for_name
+
+        cursor = self.doc.cursor_id
+        stem = self.session.path.name.removesuffix(".loom.json")
+        default = str(self.session.path.with_name(f"{stem}.html"))
+
+        async def export(answer: str | None) -> None:
+            name = (answer or "").strip()
+            if not name:
+                return
+            fmt, _, rest = name.partition(" ")
+            if fmt in EXPORT_FORMATS and rest.strip():
+                name = rest.strip()
+            else:
+                fmt = format_for_name(name) or ""
+            if not fmt:
+                self.error(
+                    "say the format by the file's name (.html .md .txt .openloom.json .jsonl "
+                    f".loom.json) or before it: one of {', '.join(EXPORT_FORMATS)}"
+                )
+                return
+            node = cursor if fmt in BRANCH_FORMATS else None
+            self.say(f"exporting ({fmt})…")
+            try:  # off the UI thread: a 100k-node page takes a while to build
+                target, size, notes = await asyncio.to_thread(
+                    self.session.read,
+                    lambda d: export_file(d, fmt, name, document=self.session.path, node=node),
+                )
+            except LoomError as exc:
+                self.error(exc.message)
+                return
+            self.say(
+                f"wrote {target.name} ({fmt}, {size:,} bytes)" + "".join(f"; {n}" for n in notes)
+            )
+
+        self.push_screen(
+            PromptScreen(
+                "Export to",
+                value=default,
+                placeholder="a file: its name says the format (or: FORMAT FILE)",
+                hint="story.html · story.md (this branch) · openloom tree.json · enter writes",
+            ),
+            export,
+        )
+
+    def _set_document_text(self, field: str, title: str, hint: str) -> None:
+        def save(text: str | None) -> None:
+            if text is not None:
+                self.change(lambda d: ops.set_document_field(d, field, text), f"set {field}")
+
+        current = getattr(self.doc, field) or ""
+        self.push_screen(TextScreen(title, current, hint), save)
+
+    def action_set_system(self) -> None:
+        self._set_document_text(
+            "system",
+            "The document's system message",
+            "a chat model is told this first (unless the branch has a system turn) · "
+            "ctrl+s saves · empty removes it",
+        )
+
+    def action_set_title(self) -> None:
+        self._set_document_text("title", "The document's title", "ctrl+s saves")
 
     def action_undo(self) -> None:
         entry = self.change(journal.undo, "undo")

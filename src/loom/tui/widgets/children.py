@@ -20,6 +20,9 @@ from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
 
+NO_CHILDREN = "no children yet: g generates, a adds one"
+NO_REPLIES = "no replies yet: i says your next turn, y asks the model for one"
+
 
 @dataclass
 class Stream:
@@ -61,6 +64,7 @@ class ChildrenList(LineView, can_focus=True):
         self._streams: list[Stream] = []
         self._streams_of: str | None = None  # the node they are being generated under
         self.selected = 0
+        self.empty_hint = NO_CHILDREN
 
     def show(self, doc: Document, parent: str | None) -> None:
         self.doc = doc
@@ -119,7 +123,7 @@ class ChildrenList(LineView, can_focus=True):
         if doc is None:
             return None
         if not self.count:
-            return "empty" if row == 0 else None
+            return ("empty", self.empty_hint) if row == 0 else None
         width = self.scrollable_content_region.width
         digits = len(str(self.count))
         if row < len(self.ids):
@@ -170,14 +174,11 @@ class ChildrenList(LineView, can_focus=True):
         width = self.scrollable_content_region.width
         base = self.base_style
         look = self.row_key(int(self.scroll_y) + y)
-        if look is None:
+        if not isinstance(look, tuple):
             return Strip.blank(width, base)
-        if look == "empty":
-            hint = "no children yet: g generates, a adds one"
-            return Strip([Segment(hint, base + self._style("children--empty"))]).adjust_cell_length(
-                width, base
-            )
-        assert isinstance(look, tuple)
+        if look[0] == "empty":
+            hint = Segment(self.empty_hint, base + self._style("children--empty"))
+            return Strip([hint]).adjust_cell_length(width, base)
         if look[0] == "node":
             _, number, unread, kind, body, tail, selected = look
             strip = Strip(
