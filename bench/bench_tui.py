@@ -310,12 +310,13 @@ def own_work(path: Path, rounds: int) -> dict[str, list[float]]:
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.2)
-            for i in range(2 * rounds):
-                for name, key in (("keys", "h" if i % 2 == 0 else "l"), ("floor", "f")):
-                    start = time.thread_time()
-                    await pilot.press(key)
-                    await pilot.pause(1 / 60)  # a frame: the screen's update timer runs
-                    out[name].append((time.thread_time() - start) * 1000)
+            presses = [("floor", "f")] * (2 * rounds)  # first: no save is waiting then
+            presses += [("keys", "h" if i % 2 == 0 else "l") for i in range(2 * rounds)]
+            for name, key in presses:
+                start = time.thread_time()
+                await pilot.press(key)
+                await pilot.pause(1 / 60)  # a frame: the screen's update timer runs
+                out[name].append((time.thread_time() - start) * 1000)
             for _ in range(rounds):
                 for widget in app.screen.walk_children():
                     widget.refresh()

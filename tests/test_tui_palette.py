@@ -174,14 +174,23 @@ def test_export_writes_the_document_or_the_branch_and_never_over_itself(doc_path
         await pilot.press("ctrl+a", "ctrl+k", *str(branch), "enter")
         await until(pilot, lambda: branch.exists(), 10)
         await app.run_action("export")
+        await pilot.press("ctrl+a", "ctrl+k", *str(branch), "enter")
+        await until(pilot, lambda: "exists" in screen_text(app), 5)
+        seen["asked"] = screen_text(app)
+        branch.write_text("mine", encoding="utf-8")
+        await pilot.press("n")  # it exists: keep it
+        await app.run_action("export")
         await pilot.press("ctrl+a", "ctrl+k", *f"loom {doc_path}", "enter")
+        await until(pilot, lambda: "exists" in screen_text(app), 5)
+        await pilot.press("y")
         await until(pilot, lambda: app.last_error is not None, 10)
         seen["refused"] = app.last_error
 
     drive(doc_path, script)
     html = page.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html") and "lighthouse keeper" in html
-    assert STORY[0] in branch.read_text(encoding="utf-8")
+    assert "exists: replace it?" in seen["asked"]
+    assert branch.read_text(encoding="utf-8") == "mine"
     assert seen["refused"] is not None and "the document being exported" in seen["refused"]
     assert store.load(doc_path).nodes[ids["walk"]]["text"] == STORY[1]  # untouched
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -759,11 +760,26 @@ class LoomApp(App[None]):
                 )
                 return
             node = cursor if fmt in BRANCH_FORMATS else None
+            if not os.path.exists(name):
+                await write(fmt, name, node)
+                return
+
+            async def replace(yes: bool | None) -> None:
+                if yes:
+                    await write(fmt, name, node, force=True)
+
+            self.push_screen(
+                ConfirmScreen(f"{os.path.basename(name)} exists: replace it?", name), replace
+            )
+
+        async def write(fmt: str, name: str, node: str | None, force: bool = False) -> None:
             self.say(f"exporting ({fmt})…")
             try:  # off the UI thread: a 100k-node page takes a while to build
                 target, size, notes = await asyncio.to_thread(
                     self.session.read,
-                    lambda d: export_file(d, fmt, name, document=self.session.path, node=node),
+                    lambda d: export_file(
+                        d, fmt, name, document=self.session.path, node=node, force=force
+                    ),
                 )
             except LoomError as exc:
                 self.error(exc.message)
