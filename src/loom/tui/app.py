@@ -665,8 +665,8 @@ class LoomApp(App[None]):
 
     def action_purge_deleted(self) -> None:
         """Remove every deleted subtree for good (`loom purge --archived`): asks first."""
-        nodes = self.doc.nodes
-        tops = [i for i in self.doc.walk(include_archived=True) if nodes[i].get("archived")]
+        doc = self.doc
+        tops = [i for i in doc.walk(include_archived=True) if doc.archived_flag(i)]
         if not tops:
             self.error("nothing is deleted: there is nothing to purge")
             return
