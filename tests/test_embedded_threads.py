@@ -96,18 +96,18 @@ def test_the_backend_reports_its_threads_and_the_config_overrides(
 ) -> None:
     """No model is loaded: the thread count is decided when the backend is made."""
     pytest.importorskip("xllamacpp", reason="the [local] extra is not installed")
-    from loom.generation import factory
+    from loom.generation.backends import make_backend
     from loom.generation.backends import embedded
 
     monkeypatch.setattr(embedded, "default_threads", lambda root="/": 5)
     assert EmbeddedLlama(Path("m.gguf")).threads == 5
     assert EmbeddedLlama(Path("m.gguf"), threads=2).threads == 2
     model = ModelConfig(name="local", provider="embedded", model="m")
-    made = factory.make_backend(
+    made = make_backend(
         ModelConfig(**{**model.__dict__, "options": {"model_path": "m.gguf"}})
     )
     assert isinstance(made, EmbeddedLlama) and made.threads == 5
-    made = factory.make_backend(
+    made = make_backend(
         ModelConfig(**{**model.__dict__, "options": {"model_path": "m.gguf", "threads": 3}})
     )
     assert isinstance(made, EmbeddedLlama) and made.threads == 3

@@ -14,8 +14,8 @@ from rich.segment import Segment
 from textual.events import Click
 from textual.strip import Strip
 
-from loom.cli.render import KIND_MARK, clip_left, flat, preview
-from loom.document import Document
+from loom.cli.render import clip_left, flat, kind_mark, preview
+from loom.document import Document, Node
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
@@ -139,7 +139,7 @@ class ChildrenList(LineView, can_focus=True):
         kids = len(doc.live_child_ids(node_id))
         number = f"{index + 1:>{digits}} "
         unread = "•" if not rec.get("visited") else " "
-        kind = KIND_MARK.get(str(rec.get("kind", "human")), "?") or " "
+        kind = kind_mark(Node(doc, node_id)) or " "
         badges = []
         if kids:
             badges.append(f"[{kids}]")

@@ -14,8 +14,8 @@ from rich.segment import Segment
 from textual.events import Click, Resize
 from textual.strip import Strip
 
-from loom.cli.render import KIND_MARK, preview
-from loom.document import Document
+from loom.cli.render import kind_mark, preview
+from loom.document import Document, Node
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
@@ -103,7 +103,7 @@ class TreePane(LineView, can_focus=True):
             self.focus_row = index
         marker = "●" if is_focus else ("◦" if row.on_path else " ")
         rec = nodes[row.node_id]
-        kind = KIND_MARK.get(str(rec.get("kind", "human")), "?")
+        kind = kind_mark(Node(self.doc, row.node_id))
         unread = "" if all(nodes[i].get("visited") for i in ids) else "•"
         tail = []
         if row.run:
