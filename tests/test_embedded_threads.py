@@ -96,8 +96,7 @@ def test_the_backend_reports_its_threads_and_the_config_overrides(
 ) -> None:
     """No model is loaded: the thread count is decided when the backend is made."""
     pytest.importorskip("xllamacpp", reason="the [local] extra is not installed")
-    from loom.generation.backends import make_backend
-    from loom.generation.backends import embedded
+    from loom.generation.backends import embedded, make_backend
 
     monkeypatch.setattr(embedded, "default_threads", lambda root="/": 5)
     assert EmbeddedLlama(Path("m.gguf")).threads == 5
