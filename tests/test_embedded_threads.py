@@ -102,9 +102,7 @@ def test_the_backend_reports_its_threads_and_the_config_overrides(
     assert EmbeddedLlama(Path("m.gguf")).threads == 5
     assert EmbeddedLlama(Path("m.gguf"), threads=2).threads == 2
     model = ModelConfig(name="local", provider="embedded", model="m")
-    made = make_backend(
-        ModelConfig(**{**model.__dict__, "options": {"model_path": "m.gguf"}})
-    )
+    made = make_backend(ModelConfig(**{**model.__dict__, "options": {"model_path": "m.gguf"}}))
     assert isinstance(made, EmbeddedLlama) and made.threads == 5
     made = make_backend(
         ModelConfig(**{**model.__dict__, "options": {"model_path": "m.gguf", "threads": 3}})
