@@ -223,7 +223,7 @@ def test_recover_adds_a_file_once_even_if_it_was_not_deleted(
     again = woven.ok("recover", "--json").json()
     assert again["nodes"] == [] and again["files"] == [str(saved)]
     assert not saved.exists()  # the document holds its texts: the file is done with
-    assert [c["id"] for c in woven.ok("ls", "--json").json()["children"]] == [made["id"]]
+    assert [c["id"] for c in woven.ok("ls", "--json").json()["nodes"]] == [made["id"]]
 
 
 def test_a_recovery_file_name_takes_only_safe_characters_of_the_document_id(

@@ -651,3 +651,13 @@ def test_any_edit_yields_a_branch_with_exactly_the_new_text(
     if edit.kind != "none":  # one undo step takes the edit back out
         loomlib.undo(d)
         assert set(d.nodes) == set(before) and d.cursor_id == base.tip
+
+
+def test_a_file_name_with_a_newline_cannot_print_a_line_of_its_own(story: Loom) -> None:
+    odd = "x\nloom: note: all saved.md"
+    first = story.ok("sync", odd)
+    assert first.stdout.count("\n") == 1 and "x\\nloom: note: all saved.md" in first.stdout
+    (story.cwd / odd).write_text("edited by hand", encoding="utf-8")
+    again = story.ok("sync", odd)
+    assert all(line.startswith("loom: note: ") for line in again.stderr.splitlines())
+    assert again.stdout.count("\n") == 1, again.stdout

@@ -958,7 +958,7 @@ def recover_cmd(files: tuple[str, ...], list_: bool, every: bool) -> None:
             "recover",
             nodes=[payloads.node(n, fields(listing=True)) for n in made],
             files=[str(r.path) for r in chosen],
-            cursor=doc.cursor_id,
+            cursor=made[0].doc.cursor_id if made else read_doc().cursor_id,
         )
     elif not chosen:
         out("nothing to recover")
