@@ -263,6 +263,7 @@ class FakeProvider:
         self.logprobs_shape = logprobs_shape
         self.anthropic_prefill = anthropic_prefill
         self.anthropic_sampling = anthropic_sampling
+        self.linger = 0.0  # seconds a finished stream stays open before its body ends
         self._script: deque[ScriptItem] = deque()
         self._requests: list[Recorded] = []
         self._lock = threading.Lock()
@@ -428,6 +429,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _end_stream(self) -> None:
+        if self.fake.linger:  # a server slow to end the body after the last event
+            self.wfile.flush()
+            self.fake._stopping.wait(self.fake.linger)
         self.wfile.write(b"0\r\n\r\n")
 
     def _drop(self) -> NoReturn:
