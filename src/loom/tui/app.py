@@ -1124,7 +1124,10 @@ class LoomApp(App[None]):
         if isinstance(item, ev.Planned):  # every row at once, before any request starts
             self.streams = [Stream(note=f"{model}: waiting") for model in item.models]
         elif isinstance(item, ev.BranchStarted):
-            stream(item.index).note = item.model
+            stream(item.index)
+            # A second start for an index is a retry (cleanup rejected the first output):
+            # its stream replaces the thrown-away text.
+            self.streams[item.index] = Stream(note=item.model)
         elif isinstance(item, ev.TextDelta):
             stream(item.index).text += item.text
             self._streams_changed()  # painted once per frame, however many tokens came
@@ -1139,8 +1142,9 @@ class LoomApp(App[None]):
             else:
                 branch.state, branch.note = "done", item.finish_reason or ""
         elif isinstance(item, ev.Retrying):
+            when = f" in {item.delay:.0f} s" if item.delay >= 0.5 else ""
             for index in item.indexes:
-                stream(index).note = f"retrying in {item.delay:.0f} s ({item.reason})"
+                stream(index).note = f"retrying{when} ({item.reason})"
         elif isinstance(item, ev.Note):
             self.say(item.message)
         elif isinstance(item, ev.Written):
