@@ -159,7 +159,11 @@ def test_concurrent_edit_during_generation_is_kept(
 
 
 def interrupt_gen(
-    woven: Loom, fake_provider: FakeProvider, *extra: str, signum: int = signal.SIGINT
+    woven: Loom,
+    fake_provider: FakeProvider,
+    *extra: str,
+    signum: int = signal.SIGINT,
+    times: int = 1,
 ) -> tuple[int, str, str]:
     """Run `loom gen` on two branches, one slow, and signal it once the fast one is done."""
     # A model without `n`: one request per branch, so one can finish while the other streams.
@@ -179,7 +183,9 @@ def interrupt_gen(
         assert time.monotonic() < deadline and proc.poll() is None, "the branches never started"
         time.sleep(0.02)
     time.sleep(0.3)  # the fast branch's last bytes reach loom
-    proc.send_signal(signum)
+    for _ in range(times):
+        proc.send_signal(signum)
+        time.sleep(0.01)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out.decode(), err.decode()
 
@@ -198,6 +204,18 @@ def test_ctrl_c_keeps_finished_branches(
         assert partial["meta"]["incomplete"] is True
     else:
         assert texts == [" fast and done"]
+
+
+def test_ctrl_c_pressed_again_while_saving_still_saves_and_reports_what_was_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """asyncio's own handler raised KeyboardInterrupt on the second Ctrl-C: the write went on
+    in its thread, and loom said 0 branches were kept."""
+    code, out, err = interrupt_gen(woven, fake_provider, "--json", times=4)
+    assert code == 130 and err.count("\n") == 1, err
+    [kept] = json.loads(out)["error"]["details"]["nodes"]
+    assert kept["text"] == " fast and done"
+    assert [k["id"] for k in woven.ok("ls", "--json").json()["nodes"]] == [kept["id"]]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])

@@ -352,6 +352,11 @@ def run_generation(
 
     view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
     if sync_file is None:
+        import signal
+
+        # loom.generate answers Ctrl-C itself while it runs (the finished branches are
+        # saved); before and after it, a Ctrl-C would only cut its report short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         result = generate(doc_path(), request, events=view)
         render_generation(result, raw, null, command_name)
         return
@@ -359,6 +364,7 @@ def run_generation(
     from loom.cli.sync_cmds import note_synced
 
     synced = sync.generate(doc_path(), sync_file, request, events=view)
+    _deaf_once_stopped(synced.generation)
     note_synced(synced)
     render_generation(
         synced.generation,
@@ -367,6 +373,15 @@ def run_generation(
         command_name,
         {"sync": payloads.synced_generation(synced)},
     )
+
+
+def _deaf_once_stopped(result: Generation) -> None:
+    """A generation stopped by a signal is saved: more Ctrl-C while its report is printed
+    would only cut the report (what was kept) short."""
+    if result.interrupted:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def generation_options(cursor_default: str = "stay") -> Any:

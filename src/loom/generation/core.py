@@ -177,28 +177,30 @@ def generate(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        caught: list[int] = []
 
         def stop(signum: int) -> None:
             result.signal = result.signal or signum
-            caught.append(signum)
             task.cancel()
 
-        handled = []
+        def on_signal(signum: int, _frame: object) -> None:
+            loop.call_soon_threadsafe(stop, signum)
+
+        # SIGINT too: asyncio's own handler raises KeyboardInterrupt on a second Ctrl-C,
+        # abandoning the write of the finished branches half-reported. The handlers are put
+        # back exactly as they were (asyncio's remove_signal_handler would reset them).
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGHUP):
-                try:
-                    loop.add_signal_handler(signum, stop, signum)
-                    handled.append(signum)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass  # no signal handling on this platform or thread
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                before = signal.getsignal(signum)
+                signal.signal(signum, on_signal)
+                previous[signum] = signal.SIG_DFL if before is None else before
         try:
             await _run(
                 target, request or GenerationRequest(), events or ev.ignore, result, backends
             )
         finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     with asyncio.Runner() as runner:
         try:
