@@ -273,8 +273,7 @@ def test_export_writes_through_a_symlink_and_syncs(
     import os
     import stat
 
-    from loom import files
-    from loom.cli import interop_cmds
+    from loom import files, formats
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -287,13 +286,13 @@ def test_export_writes_through_a_symlink_and_syncs(
         events.append("replace")
         real_replace(src, dst)
 
-    monkeypatch.setattr(interop_cmds.os, "fsync", fsync)
-    monkeypatch.setattr(interop_cmds.os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     target = tmp_path / "real.txt"
     target.write_text("old", encoding="utf-8")
     link = tmp_path / "link.txt"
     link.symlink_to(target)
-    files.write_atomic(formats.output_path(str(link), tmp_path / "doc.loom.json"), b"new")
+    files.write_atomic(formats.export_target(str(link), tmp_path / "doc.loom.json"), b"new")
     assert events == ["fsync-file", "replace", "fsync-dir"]
     assert link.is_symlink() and target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]

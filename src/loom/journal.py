@@ -17,7 +17,7 @@ from typing import Any
 
 from loom.changes import HEADER, ChangeSet
 from loom.document import NOT_HEADER, Document, now
-from loom.errors import InvalidOperation
+from loom.errors import InvalidOperation, UsageError
 
 JOURNAL_LIMIT = 500
 
@@ -150,6 +150,8 @@ def redo_steps(doc: Document, steps: int) -> list[dict[str, Any]]:
 
 
 def _steps(doc: Document, verb: str, steps: int) -> list[dict[str, Any]]:
+    if steps < 1:
+        raise UsageError(f"{verb} takes a number of steps from 1 (got {steps})")
     available = len(_journal(doc).get(verb, []))
     if steps > available:
         raise InvalidOperation(

@@ -29,6 +29,7 @@ from loom.document import Document, Node
 from loom.errors import UsageError
 
 if TYPE_CHECKING:
+    from loom.config import ModelConfig
     from loom.generation.core import Generation
     from loom.generation.recovery import Recovery
     from loom.search import Match
@@ -258,6 +259,37 @@ def generation(result: Generation, fields: Fields | None = None) -> dict[str, An
         "nodes": [node(n, fields or BRIEF) for n in made],
         "cursor": result.cursor,
         "warnings": list(result.warnings),
+    }
+
+
+def model(config: ModelConfig, default: str | None) -> dict[str, Any]:
+    """A configured model as `loom models` lists it: never its key, only the variable
+    that holds it; whether it is usable now, and why not."""
+    usable, why = config.usable()
+    return {**config.public(), "default": config.name == default, "usable": usable, "status": why}
+
+
+def exported(
+    doc: Document,
+    format: str,
+    target: str | None,
+    size: int,
+    notes: list[str],
+    fields: Fields | None = None,
+) -> dict[str, Any]:
+    """What an export wrote: a branch (ending at `target`, else the cursor), `target`'s
+    subtree, or the whole forest (no node); `content` or `output` is added by the caller.
+    `notes` are `loom.formats.export_notes`."""
+    from loom.formats import BRANCH_FORMATS
+
+    branch = format in BRANCH_FORMATS
+    chosen = doc.resolve(target) if (branch or target is not None) else None
+    return {
+        "format": format,
+        "scope": "branch" if branch else "subtree" if target is not None else "forest",
+        "node": None if chosen is None else node(chosen, fields),
+        "bytes": size,
+        "notes": notes,
     }
 
 

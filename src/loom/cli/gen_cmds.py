@@ -1021,10 +1021,7 @@ def models_list() -> None:
     default = config.default_model_name()
     rows = []
     for model in config.all_models().values():
-        usable, why = model.usable()
-        rows.append(
-            {**model.public(), "default": model.name == default, "usable": usable, "status": why}
-        )
+        rows.append(payloads.model(model, default))
     if json_mode():
         emit("models", default=default, models=rows)
         return

@@ -30,11 +30,9 @@ from loom.document import Document
 from loom.errors import BadInput
 from loom.files import size_text
 from loom.formats import (  # a light module: no format is loaded
-    BRANCH_FORMATS,
     EXPORT_FORMATS,
     IMPORT_FORMATS,
     format_for_name,
-    output_path,
 )
 from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
@@ -221,22 +219,18 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     from loom import formats
 
     kind = _format_for(output, fmt)
-    path = None if output is None or output == "-" else output_path(output, doc_path(), force=force)
+    path = (
+        None
+        if output is None or output == "-"
+        else formats.export_target(output, doc_path(), force=force)
+    )
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
     notes = formats.export_notes(doc, kind, target)
     if json_mode():
-        # What was written: a branch (ending at NODE, else the cursor), NODE's subtree, or
-        # the whole forest (no node).
-        branch = kind in BRANCH_FORMATS
-        chosen = doc.resolve(target) if (branch or target is not None) else None
         answer = {
-            "format": kind,
-            "scope": "branch" if branch else "subtree" if target is not None else "forest",
-            "node": None if chosen is None else payloads.node(chosen, fields()),
-            "bytes": len(payload),
-            "notes": notes,
+            **payloads.exported(doc, kind, target, len(payload), notes, fields()),
             "cursor": doc.cursor_id,
         }
     if path is None:

@@ -80,10 +80,10 @@ __all__ = [
     "export",
     "export_file",
     "export_notes",
+    "export_target",
     "format_for_name",
     "graft",
     "import_file",
-    "output_path",
     "read",
     "read_bytes",
 ]
@@ -285,6 +285,44 @@ def export_notes(doc: Document, format: str, node: str | None = None) -> list[st
     return losses(doc, node) if losses is not None else []
 
 
+def export_target(
+    output: str,
+    document: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    hint: str = "pass --force to replace it",
+) -> Path:
+    """The file an export to `output` writes, through symlinks: never `document` itself
+    or its lock and backup files; an existing loom document only with `force`."""
+    from loom import store
+    from loom.errors import StorageError
+
+    target = Path(os.path.realpath(output))
+    source = Path(os.path.realpath(document))
+    if target == source or _same_file(target, source):
+        raise UsageError(f"{output}: that is the document being exported; write to another file")
+    if target in {store.lock_path(source), *store.backup_paths(source)}:
+        raise UsageError(
+            f"{output}: that is a lock or backup file of the document being exported; "
+            "write to another file"
+        )
+    if (
+        not force
+        and target.exists()
+        and any(name.lower().endswith(".loom.json") for name in (output, target.name))
+    ):
+        raise StorageError(f"{output}: already exists ({hint})")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Two names for one file (a hard link, a case-insensitive file system)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def export(doc: Document, format: str, node: str | None = None) -> bytes:
     """`doc` in another format, as bytes. NODE: the branch end (text, markdown) or subtree root."""
     if format not in _EXPORTERS:
@@ -298,42 +336,6 @@ def format_for_name(name: str) -> str | None:
     """The export format a file name says (`story.md`: markdown), if it says one."""
     lowered = name.lower()
     return next((fmt for suffix, fmt in SUFFIX_FORMATS if lowered.endswith(suffix)), None)
-
-
-def output_path(
-    output: str | os.PathLike[str], document: str | os.PathLike[str], *, force: bool = False
-) -> Path:
-    """The file an export to `output` writes, through symlinks; never `document` itself or
-    one of its sidecars (lock, backups). An existing loom document is replaced only with
-    `force`."""
-    from loom import store
-    from loom.errors import StorageError
-
-    shown = os.fspath(output)
-    target = Path(os.path.realpath(output))
-    source = Path(os.path.realpath(document))
-    if target == source or _same_file(target, source):
-        raise UsageError(f"{shown}: that is the document being exported; write to another file")
-    if target in {store.lock_path(source), *store.backup_paths(source)}:
-        raise UsageError(
-            f"{shown}: that is a lock or backup file of the document being exported; "
-            "write to another file"
-        )
-    if (
-        not force
-        and target.exists()
-        and any(name.lower().endswith(".loom.json") for name in (shown, target.name))
-    ):
-        raise StorageError(f"{shown}: already exists (pass --force to replace it)")
-    return target
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Two names for one file (a hard link, a case-insensitive file system)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def export_file(
@@ -350,7 +352,7 @@ def export_file(
     Returns the file written, its size in bytes and what the format left out."""
     from loom import files
 
-    target = output_path(output, document, force=force)
+    target = export_target(os.fspath(output), document, force=force)
     payload = export(doc, format, node)
     notes = export_notes(doc, format, node)
     files.write_atomic(target, payload)

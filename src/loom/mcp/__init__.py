@@ -2,7 +2,8 @@
 
 Tools mirror the library (open or create a document, show, children, tree, add,
 edit, split, merge, move, archive, generate, say, navigate, bookmark, tag, search,
-undo/redo, import/export, list_models) and answer with the CLI's JSON shapes;
+undo/redo, import/export, list_models) and answer with the objects their CLI twins
+print with `--json` (built by `loom.payloads`; a failure is the error object);
 resources expose documents and nodes. Every path is confined to the directories the
 user allows (`roots`). Transports: stdio, or streamable HTTP on 127.0.0.1.
 """
