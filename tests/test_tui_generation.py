@@ -161,6 +161,39 @@ def test_generations_share_the_backends_the_app_keeps(
     assert app.runner is not None and not app.runner.running
 
 
+def test_a_retried_branch_replaces_its_thrown_away_text(
+    doc: Path, fake_provider: FakeProvider
+) -> None:
+    """Cleanup rejects a refusal and asks again: the row shows the retry's stream, not the
+    refusal painted as a finished branch."""
+    fake_provider.script(
+        Reply(["I'm sorry, but I can't help with continuing this text."], finish_reason="stop"),
+        Reply(["did not return for a week, and the lamp burned on."], chunk_delay=0.05),
+    )
+    seen: dict[str, Any] = {}
+
+    async def script(app: Any, pilot: Any) -> None:
+        app.settings = type(app.settings)(model="chat", n=1)
+        await pilot.press("g")
+        seen["retry"] = await until(
+            pilot,
+            lambda: bool(app.streams) and "did not" in app.streams[0].text,
+            15,
+        )
+        seen["mid"] = (app.streams[0].text, app.streams[0].state)
+        await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 1, 15)
+
+    app = drive(doc, script)
+    assert seen["retry"], "the retry's stream never showed"
+    text, state = seen["mid"]
+    assert "sorry" not in text
+    assert state in {"streaming", "done"} and text.lstrip().startswith("did not")
+    assert [t.strip() for t in children_texts(doc)] == [
+        "did not return for a week, and the lamp burned on."
+    ]
+    assert app.last_error is None
+
+
 def test_a_failing_provider_is_one_line_in_the_status_line(
     doc: Path, fake_provider: FakeProvider
 ) -> None:

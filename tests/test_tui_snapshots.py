@@ -100,6 +100,29 @@ def test_generation_in_progress(doc_path: Path, snap_compare: Any) -> None:
             Stream(" By noon the fishermen had gathered", "streaming", "base"),
             Stream("", "failed", "429 rate limited (after 3 tries)"),
         ]
-        app.query_one(ChildrenList).set_streams(app.streams)
+        app.query_one(ChildrenList).set_streams(app.streams, app.doc.cursor_id)
 
     assert snap_compare(app_for(doc_path), run_before=run_before)
+
+
+def test_conversation(doc_path: Path, snap_compare: Any) -> None:
+    """A conversation as turns under their roles: the document's system message above, the
+    story as the start of the user's message, the user's words a paragraph of it, the
+    current reply under its role row (emphasised), an unread sibling reply in the tree."""
+    with loom.edit(doc_path) as doc:
+        walk = doc.cursor_id
+        assert walk is not None
+        doc.data["system"] = "You are a terse narrator."
+        ask = ops.add_child(
+            doc, walk, "What does the keeper hear?", kind="user", meta={"turn": True},
+            node_id="q" * 12,
+        ).id  # fmt: skip
+        ops.add_child(
+            doc, ask, " A low sound, like a door closing in another room.", kind="assistant",
+            node_id="a" * 12,
+        )  # fmt: skip
+        ops.add_child(
+            doc, ask, " Nothing at all.", kind="assistant", move_cursor=False, visited=False,
+            node_id="b" * 12,
+        )  # fmt: skip
+    assert snap_compare(app_for(doc_path))

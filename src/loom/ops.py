@@ -485,6 +485,33 @@ def goto(doc: Document, node: str) -> Node:
     return target
 
 
+def step(doc: Document, node: str) -> Node:
+    """`goto` for a move of one step from the cursor (to its parent, a child or a
+    sibling), writing only what the step changes: O(1) where `goto` walks the whole path.
+
+    It leaves the document as `goto` would when the cursor's ancestors remember the path
+    to it, as `goto` leaves them: a front end that follows the cursor calls `goto` once,
+    then `step` for each move while nothing else changes the document. Any other target
+    is a `goto`.
+    """
+    target = doc.node(node)
+    cursor = doc.cursor_id
+    parent = doc.field(node, "parent")
+    if cursor is None or doc.archived_flag(node):
+        return goto(doc, node)
+    up = doc.field(cursor, "parent")
+    adjacent = node in (cursor, up) or parent == cursor or (parent is not None and parent == up)
+    if not adjacent:
+        return goto(doc, node)
+    if parent is not None and doc.field(parent, "last_child") != node:
+        doc._set(parent, "last_child", node)
+    if not doc.field(node, "visited"):
+        doc._set(node, "visited", True)
+    if doc.data.get("cursor") != node:
+        doc._set_header("cursor", node)
+    return target
+
+
 def parent_of(doc: Document, node: str, steps: int = 1) -> str:
     """The ancestor `steps` levels up (the root if there are fewer)."""
     nodes = doc.nodes

@@ -112,6 +112,12 @@ class Session:
                 self._pending.append(Change(fn, drawn, label))
         return result
 
+    def read(self, fn: Callable[[Document], T]) -> T:
+        """Run `fn` on the document with changes held off: a long read (an export) can run
+        on another thread while the UI keeps taking keys (a change waits for it to end)."""
+        with self._lock:
+            return fn(self.doc)
+
     def changed_outside(self) -> bool:
         """Whether the file is no longer the one this session last read or wrote."""
         return store.identity(self.path) != self._identity

@@ -76,12 +76,15 @@ def tree_window(
     height: int | None = None,
     collapse: bool = True,
     everything: bool = False,
+    path: list[str] | None = None,
 ) -> list[Row]:
     """The rows of the window around `focus` (None: the first live root), in drawing order.
 
     `depth`: levels drawn below the focus; `width`: siblings (and children) drawn per
     level; `above`: ancestors drawn above the focus; `height`: the most rows wanted
     (None: no limit). `everything` returns the whole forest (see `iter_forest`).
+    `path`: the ids from the root to `focus`, when the caller has them (a UI that keeps
+    the branch it shows): the window then costs what it draws, not the focus's depth.
     """
     if everything:
         return list(iter_forest(doc, collapse=collapse))
@@ -90,7 +93,8 @@ def tree_window(
         if not roots:
             return []
         focus = roots[0]
-    path = doc.path_ids(focus)
+    if not path or path[-1] != focus:
+        path = doc.path_ids(focus)
     kids = _Children(doc)  # each list read once, however often the window is recomputed
     while True:
         rows = _window(kids, path, depth, max(1, width), above, collapse)

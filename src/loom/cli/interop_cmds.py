@@ -32,22 +32,11 @@ from loom.files import size_text
 from loom.formats import (  # a light module: no format is loaded
     EXPORT_FORMATS,
     IMPORT_FORMATS,
+    format_for_name,
 )
 from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
 from loom.ingest import DEADLINE as INGEST_DEADLINE
-
-# What -o's name says about the format, when --format is not given (longest suffix first).
-_SUFFIX_FORMATS = (
-    (".openloom.json", "openloom"),
-    (".loom.json", "loom"),
-    (".jsonl", "jsonl"),
-    (".html", "html"),
-    (".htm", "html"),
-    (".md", "markdown"),
-    (".markdown", "markdown"),
-    (".txt", "text"),
-)
 
 
 def _notes(notes: list[str]) -> None:
@@ -189,11 +178,10 @@ def _switch_to(path: str) -> str:
 def _format_for(output: str | None, fmt: str | None) -> str:
     if fmt is not None:
         return fmt
-    name = (output or "").lower()
-    for suffix, guessed in _SUFFIX_FORMATS:
-        if name.endswith(suffix):
-            return guessed
-    raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
+    guessed = format_for_name(output or "")
+    if guessed is None:
+        raise click.UsageError(f"name the format with --format ({', '.join(EXPORT_FORMATS)})")
+    return guessed
 
 
 @command(cli, "export")

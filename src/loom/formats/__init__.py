@@ -55,6 +55,17 @@ _EXPORTERS: dict[str, tuple[str, str]] = {
     "transcript": ("transcript", "export"),
 }
 EXPORT_FORMATS = tuple(_EXPORTERS)
+# What an output file's name says about its format (longest suffix first).
+SUFFIX_FORMATS = (
+    (".openloom.json", "openloom"),
+    (".loom.json", "loom"),
+    (".jsonl", "jsonl"),
+    (".html", "html"),
+    (".htm", "html"),
+    (".md", "markdown"),
+    (".markdown", "markdown"),
+    (".txt", "text"),
+)
 # The most `loom import` reads from one file (or standard input) unless told otherwise.
 MAX_BYTES = 100 * 1024 * 1024
 BRANCH_FORMATS = ("text", "markdown", "transcript")
@@ -67,8 +78,10 @@ __all__ = [
     "ImportedForest",
     "ImportedNode",
     "export",
+    "export_file",
     "export_notes",
     "export_target",
+    "format_for_name",
     "graft",
     "import_file",
     "read",
@@ -317,3 +330,30 @@ def export(doc: Document, format: str, node: str | None = None) -> bytes:
     module, function = _EXPORTERS[format]
     writer: Callable[[Document, str | None], bytes] = getattr(_module(module), function)
     return writer(doc, node)
+
+
+def format_for_name(name: str) -> str | None:
+    """The export format a file name says (`story.md`: markdown), if it says one."""
+    lowered = name.lower()
+    return next((fmt for suffix, fmt in SUFFIX_FORMATS if lowered.endswith(suffix)), None)
+
+
+def export_file(
+    doc: Document,
+    format: str,
+    output: str | os.PathLike[str],
+    *,
+    document: str | os.PathLike[str],
+    node: str | None = None,
+    force: bool = False,
+) -> tuple[Path, int, list[str]]:
+    """Write `doc` (NODE's branch or subtree) as `format` to `output` in one atomic
+    replace, never over `document` (the file `doc` was read from) or its sidecars.
+    Returns the file written, its size in bytes and what the format left out."""
+    from loom import files
+
+    target = export_target(os.fspath(output), document, force=force)
+    payload = export(doc, format, node)
+    notes = export_notes(doc, format, node)
+    files.write_atomic(target, payload)
+    return target, len(payload), notes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from loom.tui.generation import Finished, Runner, Settings
 from loom.tui.keys import KEYS
 from loom.tui.messages import NodeChosen, SegmentClicked
 from loom.tui.screens.dialogs import (
+    ConfirmScreen,
     HelpScreen,
     LogScreen,
     PickScreen,
@@ -40,7 +42,7 @@ from loom.tui.screens.dialogs import (
     TextScreen,
 )
 from loom.tui.widgets.branch import BANDS, BranchView
-from loom.tui.widgets.children import ChildrenList, Stream
+from loom.tui.widgets.children import NO_CHILDREN, NO_REPLIES, ChildrenList, Stream
 from loom.tui.widgets.status import KeyHints, StatusLine, status_text
 from loom.tui.widgets.tree import TreePane
 
@@ -100,7 +102,10 @@ class LoomApp(App[None]):
         self.runner: Runner | None = None
         self.streams: list[Stream] = []
         self._written: tuple[str, ...] = ()
+        self._follow: str | None = None  # after `say`: the turn whose first reply to go to
         self.generating = False  # from starting a generation until its end is handled
+        self._path: list[str] = []  # root → cursor, as last shown ([]: to be read again)
+        self._remembered: Document | None = None  # the cursor's path is remembered in it
 
     # ---- layout and painting ----------------------------------------------------------
 
@@ -116,7 +121,12 @@ class LoomApp(App[None]):
         for signum in (signal.SIGHUP, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signum, self._hang_up, signum)
-        self.query_one(BranchView).focus()
+        self.branch_view = self.query_one(BranchView)
+        self.children_list = self.query_one(ChildrenList)
+        self.tree_pane = self.query_one(TreePane)
+        self.status_line = self.query_one(StatusLine)
+        self.key_hints = self.query_one(KeyHints)
+        self.branch_view.focus()
         self.set_interval(WATCH_INTERVAL, self._watch)
         self.call_after_refresh(self.refresh_all)
         self.refresh_all()
@@ -134,39 +144,53 @@ class LoomApp(App[None]):
     def doc(self) -> Document:
         return self.session.doc
 
-    def refresh_all(self) -> None:
-        """Repaint every pane from the session's document (cheap: each pane paints only
-        what is on screen, and the branch layout only re-flows what changed)."""
+    def refresh_all(self, *, changed: bool = True) -> None:
+        """Repaint every pane from the session's document. Each pane repaints only the
+        rows that changed; `changed=False` (the cursor moved, nothing else) lets them
+        skip looking for changed text, so a move costs what it changes."""
         doc = self.doc
         cursor = doc.cursor_id
-        path = doc.path_ids(cursor) if cursor else []
-        branch = self.query_one(BranchView)
+        if changed:
+            self._path = []
+        path = self._path = self._path_to(cursor) if cursor else []
         if self.caret_mode is None:
-            branch.caret = None
-        branch.show(doc, path)
-        self.query_one(ChildrenList).show(doc, cursor)
+            self.branch_view.caret = None
+        self.branch_view.show(doc, path, changed=changed)
+        conversation = self.branch_view.layout_.conversation
+        self.children_list.empty_hint = NO_REPLIES if conversation else NO_CHILDREN
+        self.children_list.show(doc, cursor)
         self._depth = max(0, len(path) - 1)
         self.refresh_status()
-        # The tree pane after the text has been painted, once per burst of keys: it costs
-        # O(depth) in loom.view today, and the text is what a keypress is for.
-        if not self._tree_due:
-            self._tree_due = True
-            self.call_after_refresh(self._refresh_tree)
+        self._refresh_tree()
 
-    _tree_due = False
+    def _path_to(self, cursor: str) -> list[str]:
+        """The path from the root to `cursor`: from the last one when the cursor moved one
+        step (to the parent, a child or a sibling), else read from the document."""
+        path = self._path
+        if path:
+            here = path[-1]
+            if cursor == here:
+                return path
+            parent = self.doc.field(cursor, "parent")
+            if parent == here:
+                return [*path, cursor]
+            if len(path) > 1 and cursor == path[-2]:
+                return path[:-1]
+            if parent is not None and len(path) > 1 and parent == path[-2]:
+                return [*path[:-1], cursor]
+        return self.doc.path_ids(cursor)
 
     def _refresh_tree(self) -> None:
-        self._tree_due = False
-        tree = self.query_one(TreePane)
-        if tree.display:
-            tree.show(self.doc, self.doc.cursor_id)
+        if self.tree_pane.display:
+            cursor = self.doc.cursor_id
+            path = self._path if self._path and self._path[-1] == cursor else None
+            self.tree_pane.show(self.doc, cursor, path)
 
     _depth = 0
 
     def refresh_status(self) -> None:
-        status = self.query_one(StatusLine)
         width = self.size.width or 80
-        status.set(
+        self.status_line.set(
             status_text(
                 flat(self.session.path.name),
                 self.doc,
@@ -177,7 +201,7 @@ class LoomApp(App[None]):
                 self.last_error,
             )
         )
-        self.query_one(KeyHints).set_hints(self.hints())
+        self.key_hints.set_hints(self.hints())
 
     def generation_summary(self) -> str:
         return ("generating… esc stops · " if self.generating else "") + self.settings.summary()
@@ -196,12 +220,14 @@ class LoomApp(App[None]):
             return Text("SPLIT  ←→ move · w b word · enter split here · esc cancel")
         if self.caret_mode == "token":
             return Text("TOKENS  ←→ move · enter alternatives · esc leave  ").append_text(
-                probability_legend(self.query_one(BranchView))
+                probability_legend(self.branch_view)
             )
-        if self.query_one(BranchView).probs:
+        if self.branch_view.probs:
             return Text("p hide probabilities · o alternatives  ").append_text(
-                probability_legend(self.query_one(BranchView))
+                probability_legend(self.branch_view)
             )
+        if self.branch_view.layout_.conversation:
+            return Text("i say  y reply  ←→↑↓ move  e edit  g gen  / find  u undo  ? keys  q quit")
         return Text("g gen  ←→↑↓ move  e edit  a add  s split  / find  u undo  ? all keys  q quit")
 
     # ---- errors -----------------------------------------------------------------------
@@ -211,7 +237,7 @@ class LoomApp(App[None]):
         next successful action; kept in the log screen."""
         self.last_error = message
         self.errors.append(f"{time.strftime('%H:%M:%S')} {message}")
-        self.query_one(KeyHints).show_error(message)
+        self.key_hints.show_error(message)
         self.refresh_status()
 
     def say(self, message: str) -> None:
@@ -219,8 +245,9 @@ class LoomApp(App[None]):
 
     # ---- changing the document ----------------------------------------------------------
 
-    def change(self, fn: Callable[[Document], Any], label: str) -> Any:
-        """Apply a library call to the document: repaint now, save shortly (in a worker)."""
+    def change(self, fn: Callable[[Document], Any], label: str, *, move: bool = False) -> Any:
+        """Apply a library call to the document: repaint now, save shortly (in a worker).
+        `move`: the call only moves the cursor (the panes need not look for changed text)."""
         try:
             result = self.session.apply(fn, label)
         except LoomError as exc:
@@ -230,12 +257,24 @@ class LoomApp(App[None]):
             self.error(f"internal error in {label}: {type(exc).__name__}: {exc} (please report it)")
             return None
         self.last_error = None
-        self.refresh_all()
+        if not move:
+            self._remembered = None
+        self.refresh_all(changed=not move)
         self.schedule_sync()
         return result
 
     def goto(self, node_id: str) -> None:
-        self.change(lambda d: ops.goto(d, node_id), f"go to {node_id[:8]}")
+        """Move the cursor. Once a `goto` has made the cursor's path remembered, the moves
+        that follow on the same document are `ops.step`s: O(1) on a 10,000-deep chain. A
+        replay on another version of the file (see loom.session) is a whole `goto`."""
+        doc = self.doc
+        remembered = self._remembered is doc
+
+        def move(d: Document) -> Any:
+            return ops.step(d, node_id) if remembered and d is doc else ops.goto(d, node_id)
+
+        if self.change(move, f"go to {node_id[:8]}", move=True) is not None:
+            self._remembered = self.doc
 
     def _cursor(self) -> str | None:
         cursor = self.doc.cursor_id
@@ -403,7 +442,7 @@ class LoomApp(App[None]):
             self._move(lambda: ops.sibling_of(self.doc, cursor, step))
 
     def action_enter(self) -> None:
-        children = self.query_one(ChildrenList)
+        children = self.children_list
         if children.ids:
             self.goto(children.ids[min(children.selected, len(children.ids) - 1)])
         else:
@@ -585,6 +624,205 @@ class LoomApp(App[None]):
         options = [f"{g[:8]}  {preview(str(nodes[g].get('text', '')), 60)}" for g in gone]
         self.push_screen(PickScreen("Restore a deleted child", options), restore)
 
+    def action_move(self) -> None:
+        """Move the node under another one (`loom mv`): its id or a prefix of it, or / to
+        make it a root."""
+        if (cursor := self._cursor()) is None:
+            return
+
+        def move(answer: str | None) -> None:
+            answer = (answer or "").strip()
+            if not answer:
+                return
+
+            def fn(d: Document) -> Any:
+                parent = None if answer == "/" else d.resolve(answer).id
+                return ops.move(d, cursor, parent)
+
+            if self.change(fn, f"move {cursor[:8]}") is not None:
+                self.say(f"moved {cursor[:8]} (u undoes)")
+
+        self.push_screen(
+            PromptScreen(
+                f"Move {cursor[:8]} and its subtree under",
+                placeholder="an id or a prefix of one; / makes it a root",
+                hint="enter moves it · esc cancels",
+            ),
+            move,
+        )
+
+    def action_purge(self) -> None:
+        """Remove the node and its subtree for good (`loom rm --purge`): asks first."""
+        if (cursor := self._cursor()) is None:
+            return
+        count = len(self.doc.subtree_ids(cursor))
+
+        def purge(yes: bool | None) -> None:
+            if yes and self.change(lambda d: ops.purge(d, cursor), f"purge {cursor[:8]}"):
+                self.say(f"purged {count} node(s) (u undoes)")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Purge {cursor[:8]} and its subtree ({count} node(s))?",
+                "They leave the document for good: X cannot restore them (u still undoes).",
+            ),
+            purge,
+        )
+
+    def action_purge_deleted(self) -> None:
+        """Remove every deleted subtree for good (`loom purge --archived`): asks first."""
+        doc = self.doc
+        tops = [i for i in doc.walk(include_archived=True) if doc.archived_flag(i)]
+        if not tops:
+            self.error("nothing is deleted: there is nothing to purge")
+            return
+
+        def purge(yes: bool | None) -> None:
+            gone = self.change(ops.purge_archived, "purge deleted") if yes else None
+            if gone:
+                self.say(f"purged {len(gone)} node(s) (u undoes)")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Purge the {len(tops)} deleted subtree(s) for good?",
+                "X can no longer restore them (u still undoes).",
+            ),
+            purge,
+        )
+
+    def action_history(self) -> None:
+        """The node's earlier texts and sibling versions (`loom history`): picking an
+        earlier text brings it back (as an edit: undoable, copy-on-write), picking a
+        version goes to it."""
+        from loom.cli.render import preview
+
+        if (cursor := self._cursor()) is None:
+            return
+        entries = ops.versions(self.doc, cursor)
+        if len(entries) == 1:
+            self.error("this node has no earlier texts or versions")
+            return
+        options = []
+        for entry in entries:
+            label = str(entry["index"]) if "index" in entry else str(entry["id"])[:8]
+            when = str(entry.get("at") or "")[:16].replace("T", " ")
+            options.append(
+                f"{label:>8}  {entry['kind']:<8} {when:<16}  {preview(entry['text'], 50)}"
+            )
+
+        def pick(index: int | None) -> None:
+            if index is None:
+                return
+            entry = entries[index]
+            if "id" in entry:
+                self.goto(entry["id"])
+                return
+            if entry["kind"] == "current":
+                self.say("that is the text it has now")
+                return
+            number = entry["index"]
+            result = self.change(
+                lambda d: ops.restore_version(d, cursor, number), f"restore text {number}"
+            )
+            if result is not None and result.id != cursor:
+                self.goto(result.id)
+                self.say(
+                    f"text {number} came back as a new version {result.id[:8]} (it has children)"
+                )
+            elif result is not None:
+                self.say(f"text {number} is back (u undoes)")
+
+        self.push_screen(
+            PickScreen(
+                f"History of {cursor[:8]}: earlier texts (oldest first), then versions",
+                options,
+                "enter brings a text back, or goes to a version · esc cancels",
+            ),
+            pick,
+        )
+
+    def action_export(self) -> None:
+        """Write the document (or, for text, markdown and transcript, the branch here) to
+        a file, as `loom export -o FILE` does."""
+        from loom.formats import BRANCH_FORMATS, EXPORT_FORMATS, export_file, format_for_name
+
+        cursor = self.doc.cursor_id
+        stem = self.session.path.name.removesuffix(".loom.json")
+        default = str(self.session.path.with_name(f"{stem}.html"))
+
+        async def export(answer: str | None) -> None:
+            name = (answer or "").strip()
+            if not name:
+                return
+            fmt, _, rest = name.partition(" ")
+            if fmt in EXPORT_FORMATS and rest.strip():
+                name = rest.strip()
+            else:
+                fmt = format_for_name(name) or ""
+            if not fmt:
+                self.error(
+                    "say the format by the file's name (.html .md .txt .openloom.json .jsonl "
+                    f".loom.json) or before it: one of {', '.join(EXPORT_FORMATS)}"
+                )
+                return
+            node = cursor if fmt in BRANCH_FORMATS else None
+            if not os.path.exists(name):
+                await write(fmt, name, node)
+                return
+
+            async def replace(yes: bool | None) -> None:
+                if yes:
+                    await write(fmt, name, node, force=True)
+
+            self.push_screen(
+                ConfirmScreen(f"{os.path.basename(name)} exists: replace it?", name), replace
+            )
+
+        async def write(fmt: str, name: str, node: str | None, force: bool = False) -> None:
+            self.say(f"exporting ({fmt})…")
+            try:  # off the UI thread: a 100k-node page takes a while to build
+                target, size, notes = await asyncio.to_thread(
+                    self.session.read,
+                    lambda d: export_file(
+                        d, fmt, name, document=self.session.path, node=node, force=force
+                    ),
+                )
+            except LoomError as exc:
+                self.error(exc.message)
+                return
+            self.say(
+                f"wrote {target.name} ({fmt}, {size:,} bytes)" + "".join(f"; {n}" for n in notes)
+            )
+
+        self.push_screen(
+            PromptScreen(
+                "Export to",
+                value=default,
+                placeholder="a file: its name says the format (or: FORMAT FILE)",
+                hint="story.html · story.md (this branch) · openloom tree.json · enter writes",
+            ),
+            export,
+        )
+
+    def _set_document_text(self, field: str, title: str, hint: str) -> None:
+        def save(text: str | None) -> None:
+            if text is not None:
+                self.change(lambda d: ops.set_document_field(d, field, text), f"set {field}")
+
+        current = getattr(self.doc, field) or ""
+        self.push_screen(TextScreen(title, current, hint), save)
+
+    def action_set_system(self) -> None:
+        self._set_document_text(
+            "system",
+            "The document's system message",
+            "a chat model is told this first (unless the branch has a system turn) · "
+            "ctrl+s saves · empty removes it",
+        )
+
+    def action_set_title(self) -> None:
+        self._set_document_text("title", "The document's title", "ctrl+s saves")
+
     def action_undo(self) -> None:
         entry = self.change(journal_step("undo"), "undo")
         if entry:
@@ -639,10 +877,9 @@ class LoomApp(App[None]):
     # ---- token probabilities and the text cursor ----------------------------------------------------
 
     def action_probs(self) -> None:
-        branch = self.query_one(BranchView)
+        branch = self.branch_view
         branch.probs = not branch.probs
-        branch._tokens.clear()
-        branch.refresh()
+        branch.refresh_probs()
         if (
             branch.probs
             and self.doc.cursor_id
@@ -663,9 +900,10 @@ class LoomApp(App[None]):
                 "this node was edited since it was generated: its probabilities no longer match"
             )
             return
-        branch = self.query_one(BranchView)
+        branch = self.branch_view
         if not branch.probs:
             branch.probs = True
+            branch.refresh_probs()
         self.enter_caret("token", caret.first_choice(probs))
 
     def enter_caret(self, mode: str, at: int) -> None:
@@ -673,7 +911,7 @@ class LoomApp(App[None]):
         self.set_caret(at)
 
     def set_caret(self, at: int) -> None:
-        branch = self.query_one(BranchView)
+        branch = self.branch_view
         text = self.doc.node(self.doc.cursor_id).text if self.doc.cursor_id else ""
         at = max(0, min(len(text), at))
         if self.caret_mode == "token":
@@ -681,17 +919,17 @@ class LoomApp(App[None]):
             if probs is not None:
                 at = caret.step_token(probs, min(at, max(0, len(text) - 1)), 0)
         branch.caret = at
-        branch.refresh()
         branch.follow()
+        branch.repaint()
         self.refresh_status()
 
     def leave_caret(self) -> None:
         if self.caret_mode is None:
             return
         self.caret_mode = None
-        branch = self.query_one(BranchView)
+        branch = self.branch_view
         branch.caret = None
-        branch.refresh()
+        branch.repaint()
         self.refresh_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -701,7 +939,7 @@ class LoomApp(App[None]):
         return True
 
     def _caret_text(self) -> tuple[str, int]:
-        branch = self.query_one(BranchView)
+        branch = self.branch_view
         return self.doc.node(self.doc.cursor_id or "").text, branch.caret or 0
 
     def action_caret_move(self, step: int) -> None:
@@ -770,7 +1008,7 @@ class LoomApp(App[None]):
 
     def action_toggle_tree(self) -> None:
         self._tree_wanted = not self._tree_wanted
-        tree = self.query_one(TreePane)
+        tree = self.tree_pane
         tree.display = self._tree_wanted and self.size.width >= 70
         self.refresh_all()
 
@@ -790,7 +1028,7 @@ class LoomApp(App[None]):
         elif self.caret_mode is not None:
             self.leave_caret()
         elif not isinstance(self.focused, BranchView):
-            self.query_one(BranchView).focus()
+            self.branch_view.focus()
 
     # ---- generation ------------------------------------------------------------------------------
 
@@ -803,20 +1041,52 @@ class LoomApp(App[None]):
 
     async def action_generate(self) -> None:
         if (cursor := self._cursor()) is not None:
-            await self._start_generation(node=cursor)
+            await self._start_generation(cursor, node=cursor)
 
     async def action_regenerate(self) -> None:
         """New siblings of this node, made as it was made (its recorded model and settings)."""
         if (cursor := self._cursor()) is None:
             return
-        parent = self.doc.nodes[cursor].get("parent")
+        parent = self.doc.field(cursor, "parent")
         if parent is None:
             self.error("a root was not generated from anything: g generates its children")
             return
         self.goto(parent)  # the new siblings stream into the parent's children
-        await self._start_generation(regenerate=cursor)
+        await self._start_generation(parent, regenerate=cursor)
 
-    async def _start_generation(self, **target: str) -> None:
+    def action_say(self) -> None:
+        """Type a turn of the conversation; the replies to it then stream in as its
+        children, and the cursor goes to the first one (as `loom say` does)."""
+        from loom import chat
+
+        cursor = self.doc.cursor_id
+        runner = self.runner
+        if runner is not None and runner.running:
+            self.error("a generation is running (esc cancels it)")
+            return
+
+        async def send(text: str | None) -> None:
+            if not text or not text.strip():
+                return
+            turn = self.change(lambda d: chat.add_turn(d, cursor, text), "say")
+            if turn is not None:
+                await self._start_generation(turn.id, node=turn.id, mode="chat", follow=True)
+
+        where = "a new conversation" if cursor is None else "your turn, after the node here"
+        self.push_screen(
+            TextScreen(f"Say ({where})", "", "ctrl+s sends it, then replies come · esc cancels"),
+            send,
+        )
+
+    async def action_reply(self) -> None:
+        """More replies to the conversation ending here (on an assistant turn, the
+        assistant continues it), as `loom reply` makes them."""
+        if (cursor := self._cursor()) is not None:
+            await self._start_generation(cursor, node=cursor, mode="chat")
+
+    async def _start_generation(self, parent: str, *, follow: bool = False, **target: str) -> None:
+        """Generate children of `parent` (streams shown under it). `follow`: once they are
+        written, the cursor goes to the first, unless it was moved meanwhile."""
         runner = self._runner()
         if runner.running:
             self.error("a generation is running (esc cancels it)")
@@ -832,7 +1102,8 @@ class LoomApp(App[None]):
             return
         self.streams = []
         self._written = ()
-        self.query_one(ChildrenList).set_streams(self.streams)
+        self._follow = parent if follow else None
+        self.children_list.set_streams(self.streams, parent)
         try:
             runner.start(self.session.path, request)
         except LoomError as exc:
@@ -853,9 +1124,14 @@ class LoomApp(App[None]):
         if isinstance(item, ev.Planned):  # every row at once, before any request starts
             self.streams = [Stream(note=f"{model}: waiting") for model in item.models]
         elif isinstance(item, ev.BranchStarted):
-            stream(item.index).note = item.model
+            stream(item.index)
+            # A second start for an index is a retry (cleanup rejected the first output):
+            # its stream replaces the thrown-away text.
+            self.streams[item.index] = Stream(note=item.model)
         elif isinstance(item, ev.TextDelta):
             stream(item.index).text += item.text
+            self._streams_changed()  # painted once per frame, however many tokens came
+            return
         elif isinstance(item, ev.BranchFinished):
             branch = stream(item.index)
             branch.text = item.text or branch.text
@@ -866,8 +1142,9 @@ class LoomApp(App[None]):
             else:
                 branch.state, branch.note = "done", item.finish_reason or ""
         elif isinstance(item, ev.Retrying):
+            when = f" in {item.delay:.0f} s" if item.delay >= 0.5 else ""
             for index in item.indexes:
-                stream(index).note = f"retrying in {item.delay:.0f} s ({item.reason})"
+                stream(index).note = f"retrying{when} ({item.reason})"
         elif isinstance(item, ev.Note):
             self.say(item.message)
         elif isinstance(item, ev.Written):
@@ -875,9 +1152,19 @@ class LoomApp(App[None]):
         elif isinstance(item, Finished):
             self._finish_generation(item)
             return
-        self.query_one(ChildrenList).set_streams(self.streams)
-        if not isinstance(item, ev.TextDelta):
-            self.refresh_status()
+        self.children_list.set_streams(self.streams)
+        self.refresh_status()
+
+    _streams_due = False
+
+    def _streams_changed(self) -> None:
+        if not self._streams_due:
+            self._streams_due = True
+            self.call_after_refresh(self._paint_streams)
+
+    def _paint_streams(self) -> None:
+        self._streams_due = False
+        self.children_list.set_streams(self.streams)
 
     def _finish_generation(self, done: Finished) -> None:
         self.generating = False
@@ -890,18 +1177,25 @@ class LoomApp(App[None]):
             self.error(summary)
         if not kept:
             self.streams = []
-            self.query_one(ChildrenList).set_streams(self.streams)
+            self._follow = None
+            self.children_list.set_streams(self.streams)
         self.start_sync()  # read the children in; the streams give way to them then
         self._streams_arrived()  # (or now, if a sync already read them)
         self.refresh_status()
 
     def _streams_arrived(self) -> None:
-        """After a sync: once the written children are in the document, drop their streams."""
+        """After a sync: once the written children are in the document, drop their
+        streams (and, after `say`, go to the first reply if the cursor is still on the turn)."""
         written = self._written and all(i in self.doc.nodes for i in self._written)
         if self.streams and written and not self.generating:
+            first = self._written[0]
+            follow = self._follow is not None and self.doc.cursor_id == self._follow
             self.streams = []
             self._written = ()
-            self.query_one(ChildrenList).set_streams(self.streams)
+            self._follow = None
+            self.children_list.set_streams(self.streams)
+            if follow:
+                self.goto(first)
 
     def action_gen_panel(self) -> None:
         from loom.tui.generation import explain, model_names, preset_names

@@ -39,9 +39,10 @@ class Settings:
     modulation: tuple[tuple[str, str], ...] = ()  # (flag, value): ("sweep", "temperature=0.6:1.4")
 
     def request(
-        self, *, node: str | None = None, regenerate: str | None = None
+        self, *, node: str | None = None, regenerate: str | None = None, mode: str = "text"
     ) -> GenerationRequest:
-        """The library request these settings make (checked: a bad modulation is a UsageError)."""
+        """The library request these settings make (checked: a bad modulation is a UsageError).
+        `mode`: "text" continues the branch, "chat" replies to its turns (`say`, `reply`)."""
         from loom.generation.request import GenerationRequest
 
         return GenerationRequest(
@@ -51,6 +52,7 @@ class Settings:
             presets=self.presets,
             modulation=dict(self.modulation) or None,
             regenerate=regenerate,
+            mode=mode,
         ).checked()
 
     def summary(self) -> str:
@@ -140,6 +142,7 @@ class Runner:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel_asked: bool = False
     _closing: bool = False  # the app is going: nothing more is delivered to it
+    _outbox: list[Any] = field(default_factory=list)  # events not yet handed to the UI loop
 
     @property
     def running(self) -> bool:
@@ -195,10 +198,22 @@ class Runner:
         self._loop = self._thread = self._pool = None
 
     def _send(self, item: Any) -> None:
+        """Hand an event to the UI loop. Tokens of four branches can come faster than the
+        UI loop takes them: they queue, and one wake-up of the UI loop takes them all."""
         if self._closing:
             return
+        with self._lock:
+            self._outbox.append(item)
+            if len(self._outbox) > 1:
+                return  # a wake-up is on its way
         with contextlib.suppress(RuntimeError):  # the app has closed its loop
-            self.ui_loop.call_soon_threadsafe(self.deliver, item)
+            self.ui_loop.call_soon_threadsafe(self._deliver_all)
+
+    def _deliver_all(self) -> None:
+        with self._lock:
+            items, self._outbox = self._outbox, []
+        for item in items:
+            self.deliver(item)
 
     async def _run(self, path: Path, request: GenerationRequest) -> None:
         from loom import agenerate

@@ -1,5 +1,6 @@
 """Every key binding, in one table: the app's bindings, the help overlay and the command
-palette are all made from it, so none of them can fall out of step."""
+palette are all made from it, so none of them can fall out of step. An action with no
+keys of its own (move, purge, export…) is reached by name in the command palette."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Key:
 
     @property
     def display(self) -> str:
+        if not self.keys and not self.shown:
+            return ": …"  # no key of its own: by name in the command palette
         return self.shown or " ".join(_pretty(k) for k in self.keys)
 
 
@@ -74,6 +77,8 @@ KEYS: tuple[Key, ...] = (
         shown="ctrl+space g",
     ),
     Key(("R",), "regenerate", "Regenerate the current node (a new sibling)", "Generate"),
+    Key(("i",), "say", "Say: type your turn of a conversation, then replies stream in", "Generate"),
+    Key(("y",), "reply", "Reply: more replies to the turn here (chat, as loom reply)", "Generate"),
     Key(("G",), "gen_panel", "Generation settings: model, preset, n, modulation", "Generate"),
     # change
     Key(("e",), "edit", "Edit the node here (ctrl+s saves, esc cancels)", "Change"),
@@ -84,12 +89,25 @@ KEYS: tuple[Key, ...] = (
     Key(("m",), "merge", "Merge the node into its parent", "Change"),
     Key(("x",), "archive", "Delete the node and its subtree (restorable)", "Change"),
     Key(("X",), "restore", "Restore a deleted child", "Change"),
+    Key((), "move", "Move the node (and its subtree) under another node", "Change"),
+    Key((), "history", "History: the node's earlier texts and versions; bring one back", "Change"),
+    Key((), "purge", "Purge the node and its subtree (not restorable; u undoes)", "Change"),
+    Key((), "purge_deleted", "Purge every deleted subtree of the document", "Change"),
     Key(("u",), "undo", "Undo", "Change"),
     Key(("ctrl+r",), "redo", "Redo", "Change"),
     # mark
     Key(("b",), "bookmark", "Bookmark or unbookmark the node", "Mark"),
     Key(("t",), "tag", "Tag the node (+tag -tag)", "Mark"),
     Key(("c",), "note", "Write a note on the node", "Mark"),
+    # the document
+    Key((), "export", "Export the document, or the branch, to a file", "Document"),
+    Key(
+        (),
+        "set_system",
+        "Set the document's system message (what a chat model is told)",
+        "Document",
+    ),
+    Key((), "set_title", "Set the document's title", "Document"),
     # view
     Key(("p",), "probs", "Token probabilities on/off (coloured, with a legend)", "View"),
     Key(("o",), "alternatives", "Alternatives at a token; branch from one", "View"),

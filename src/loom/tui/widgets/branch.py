@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual.events import Click, Resize
-from textual.geometry import Size
 from textual.strip import Strip
 
 from loom import logprobs
+from loom.cli.render import flat
 from loom.document import Document
-from loom.tui.layout import BranchLayout, Span
+from loom.generation.context import TRANSCRIPT_LABELS
+from loom.tui.layout import MARK, UNREAD, BranchLayout, Span
 from loom.tui.messages import SegmentClicked
 from loom.tui.widgets.base import LineView
 
@@ -28,13 +30,16 @@ def band(logprob: float) -> int:
 
 
 class BranchView(LineView, can_focus=True):
-    """Full text of the branch ending at the cursor; boundaries marked, the node emphasised."""
+    """Full text of the branch ending at the cursor; boundaries marked, the node emphasised;
+    a conversation as turns under their roles."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "branch--even",
         "branch--odd",
         "branch--current",
         "branch--mark",
+        "branch--unread",
+        "branch--role",
         "branch--caret",
         "branch--elided",
         "branch--prob-0",
@@ -49,6 +54,8 @@ class BranchView(LineView, can_focus=True):
     BranchView > .branch--odd { color: $foreground 80%; background: $foreground 4%; }
     BranchView > .branch--current { color: $foreground; background: $primary 18%; text-style: bold; }
     BranchView > .branch--mark { color: $accent; text-style: bold; }
+    BranchView > .branch--unread { color: $success; text-style: bold; }
+    BranchView > .branch--role { color: $secondary; text-style: bold; }
     BranchView > .branch--caret { text-style: reverse; }
     BranchView > .branch--elided { color: $foreground 50%; text-style: italic; }
     BranchView > .branch--prob-0 { color: $success; }
@@ -65,32 +72,54 @@ class BranchView(LineView, can_focus=True):
         self.doc: Document | None = None
         self.caret: int | None = None  # offset in the current node's text, in caret modes
         self.probs = False  # colour tokens by probability
-        self._tokens: dict[int, list[tuple[int, int, int]]] = {}  # seg -> (start, end, band)
+        # (segment, its serial) -> (start, end, band) per token
+        self._tokens: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
         self._pending_path: list[str] = []  # the branch to show (laid out once sized)
 
     # ---- state from the app -----------------------------------------------------------
 
-    def show(self, doc: Document, path: list[str], *, follow: bool = True) -> None:
-        """Paint the branch `path` (root first) of `doc`."""
+    def show(self, doc: Document, path: list[str], *, changed: bool = True) -> None:
+        """Paint the branch `path` (root first) of `doc`. `changed`: anything but the
+        cursor may have changed since the last call (an edit, another process's save)."""
+        if changed:
+            self._tokens.clear()  # probabilities are read again (a reload may bring new ones)
         self.doc = doc
         self._pending_path = path
         if self.scrollable_content_region.width <= 1:
             return  # not laid out yet: on_resize paints it
         width = self.scrollable_content_region.width - 1
-        changed = self.layout_.update(doc, path, width)
-        if changed:
-            self._tokens.clear()
+        moved = self.layout_.update(doc, path, width, changed=changed)
         self._sync_size()
-        if follow and changed:
+        if self.scrollable_content_region.width - 1 != width:  # a scroll bar came or went
+            width = self.scrollable_content_region.width - 1
+            moved = self.layout_.update(doc, path, width, changed=changed) or moved
+            self._sync_size()
+        if moved:
             self.follow()
-        self.refresh()
+        self.repaint()
+
+    @property
+    def header(self) -> int:
+        """Rows above the layout: the elided text, or a conversation's system message."""
+        return 1 if self.layout_.first or self._system_message() else 0
+
+    def _system_message(self) -> str | None:
+        """The document's system message, shown above a conversation that has no system
+        turn of its own (as `loom show` prints it)."""
+        layout, doc = self.layout_, self.doc
+        if doc is None or layout.first or not layout.conversation:
+            return None
+        if layout.system_at < len(layout.path):
+            return None
+        return doc.system or None
 
     def follow(self) -> None:
-        """Scroll so the current node (or the caret) is in sight."""
+        """Scroll so the current node (or the caret) is in sight: a move that keeps it
+        in sight scrolls nothing, so the text stays where it is."""
         layout = self.layout_
         if not layout.path:
             return
-        extra = 1 if layout.first else 0
+        extra = self.header
         height = max(1, self.scrollable_content_region.height)
         if self.caret is not None:
             at = layout.locate(layout.current, self.caret)
@@ -98,18 +127,24 @@ class BranchView(LineView, can_focus=True):
                 self.scroll_to_region_y(at[0] + extra, height)
                 return
         first, last = layout.segment_rows(layout.current)
-        top = min(last + extra - height + 1, first + extra - 1)
-        self.scroll_to(y=max(0, top), animate=False, immediate=True)
+        first, last = first + extra, last + extra
+        top = int(self.scroll_y)
+        if top <= first and last < top + height:
+            return
+        # The node's end at the bottom, unless that hides its start: then its start (with
+        # one row above it, to see where it joins).
+        target = min(last - height + 1, first - 1)
+        self.scroll_to(y=max(0, target), animate=False, immediate=True)
 
     def scroll_to_region_y(self, y: int, height: int) -> None:
         if not self.scroll_y <= y < self.scroll_y + height:
             self.scroll_to(y=max(0, y - height // 2), animate=False, immediate=True)
 
     def _sync_size(self) -> None:
-        rows = len(self.layout_.rows) + (1 if self.layout_.first else 0)
-        self.virtual_size = Size(self.layout_.width, rows)
+        self.set_virtual_height(len(self.layout_.rows) + self.header)
 
     def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
         if self.doc is not None:
             self.show(self.doc, self._pending_path)
 
@@ -117,24 +152,53 @@ class BranchView(LineView, can_focus=True):
         super().watch_scroll_y(old, new)
         if new <= 0 and self.layout_.first and self.doc is not None:
             added = self.layout_.widen(self.doc)
-            self._tokens.clear()
             self._sync_size()
             self.scroll_to(y=added, animate=False, immediate=True)
 
     # ---- painting ---------------------------------------------------------------------
+
+    def row_key(self, row: int) -> Hashable:
+        layout = self.layout_
+        header = self.header
+        if row < header:
+            return ("header", layout.first, self._system_message())
+        index = row - header
+        if not 0 <= index < len(layout.rows):
+            return None
+        spans = layout.rows[index]
+        if not spans:
+            return ()
+        segs = tuple(dict.fromkeys(span.seg for span in spans))
+        current = layout.current
+        nodes = self.doc.nodes if self.doc is not None else {}
+        return (
+            tuple(spans),
+            tuple(layout.serial(seg) for seg in segs),
+            current if current in segs else -1,
+            self.caret if current in segs else None,
+            self.probs,
+            tuple(
+                bool(nodes[layout.path[s.seg]].get("visited"))
+                for s in spans
+                if s.is_mark or s.is_label
+            ),
+        )
 
     def render_line(self, y: int) -> Strip:
         layout = self.layout_
         width = self.scrollable_content_region.width
         base = self.base_style
         index = int(self.scroll_y) + y
-        if layout.first:
-            if index == 0:
+        header = self.header
+        if index < header:
+            if layout.first:
                 note = f"⋯ {layout.first:,} earlier nodes above (scroll up to show them)"
-                return Strip(
-                    [Segment(note, base + self._style("branch--elided"))]
-                ).adjust_cell_length(width, base)
-            index -= 1
+            else:
+                note = "System: " + flat(self._system_message() or "")
+            return Strip([Segment(note, base + self._style("branch--elided"))]).crop_extend(
+                0, width, base
+            )
+        index -= header
         if not 0 <= index < len(layout.rows):
             return Strip.blank(width, base)
         pieces: list[Segment] = []
@@ -146,11 +210,26 @@ class BranchView(LineView, can_focus=True):
                 pieces.append(Segment(" ", base + self._style("branch--caret")))
         return Strip(pieces).adjust_cell_length(width, base)
 
+    def _visited(self, seg: int) -> bool:
+        doc = self.doc
+        return doc is None or bool(doc.nodes[self.layout_.path[seg]].get("visited"))
+
     def _paint(self, span: Span, base: Style) -> list[Segment]:
         layout = self.layout_
-        if span.is_mark:
-            return [Segment(layout.text_of(span), base + self._style("branch--mark"))]
         current = span.seg == layout.current
+        if span.is_mark:
+            if self._visited(span.seg):
+                return [Segment(MARK, base + self._style("branch--mark"))]
+            return [Segment(UNREAD, base + self._style("branch--unread"))]
+        if span.is_label:
+            style = base + self._style("branch--role")
+            if current:
+                style += self._style("branch--current")
+            nodes = self.doc.nodes if self.doc is not None else {}
+            label = [Segment(TRANSCRIPT_LABELS[layout.role(nodes, span.seg)], style)]
+            if not self._visited(span.seg):
+                label.append(Segment(" " + UNREAD, base + self._style("branch--unread")))
+            return label
         name = "branch--current" if current else ("branch--odd" if span.seg % 2 else "branch--even")
         style = base + self._style(name)
         text = layout.text_of(span)
@@ -176,11 +255,13 @@ class BranchView(LineView, can_focus=True):
         return out
 
     def _token_bands(self, seg: int) -> list[tuple[int, int, int]]:
-        cached = self._tokens.get(seg)
+        layout = self.layout_
+        key = (seg, layout.serial(seg)) if seg >= layout.first else (seg, -1)
+        cached = self._tokens.get(key)
         if cached is not None:
             return cached
         out: list[tuple[int, int, int]] = []
-        doc, layout = self.doc, self.layout_
+        doc = self.doc
         if doc is not None and 0 <= seg < len(layout.path):
             node_id = layout.path[seg]
             probs = logprobs.of(doc, node_id)
@@ -190,8 +271,13 @@ class BranchView(LineView, can_focus=True):
                 for tok, lp in zip(probs["tokens"], probs.get("lp", []), strict=False):
                     out.append((pos, pos + len(tok), band(float(lp))))
                     pos += len(tok)
-        self._tokens[seg] = out
+        self._tokens[key] = out
         return out
+
+    def refresh_probs(self) -> None:
+        """Repaint after the probabilities were turned on or off."""
+        self._tokens.clear()
+        self.repaint()
 
     # ---- mouse ------------------------------------------------------------------------
 
@@ -200,7 +286,7 @@ class BranchView(LineView, can_focus=True):
         if offset is None:
             return
         layout = self.layout_
-        index = int(self.scroll_y) + offset.y - (1 if layout.first else 0)
+        index = int(self.scroll_y) + offset.y - self.header
         hit = layout.hit(index, offset.x + int(self.scroll_x))
         if hit is not None and 0 <= hit[0] < len(layout.path):
             self.post_message(SegmentClicked(layout.path[hit[0]], hit[1]))

@@ -6,20 +6,22 @@ for branches being generated (streams) follow the real children.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.segment import Segment
-from rich.style import Style
 from textual.events import Click
-from textual.geometry import Size
 from textual.strip import Strip
 
-from loom.cli.render import kind_mark, preview
+from loom.cli.render import clip_left, flat, kind_mark, preview
 from loom.document import Document, Node
 from loom.tui.layout import cells
 from loom.tui.messages import NodeChosen
 from loom.tui.widgets.base import LineView
+
+NO_CHILDREN = "no children yet: g generates, a adds one"
+NO_REPLIES = "no replies yet: i says your next turn, y asks the model for one"
 
 
 @dataclass
@@ -42,7 +44,7 @@ class ChildrenList(LineView, can_focus=True):
         "children--failed",
     }
     DEFAULT_CSS = """
-    ChildrenList { height: auto; max-height: 7; background: $surface; padding: 0 1;
+    ChildrenList { height: 6; background: $surface; padding: 0 1;
                    border-top: solid $primary 40%; }
     ChildrenList:focus { border-top: solid $primary; }
     ChildrenList > .children--number { color: $primary; text-style: bold; }
@@ -58,30 +60,45 @@ class ChildrenList(LineView, can_focus=True):
         super().__init__(**kwargs)
         self.doc: Document | None = None
         self.ids: list[str] = []
-        self.streams: list[Stream] = []
+        self.parent_id: str | None = None  # whose children these are
+        self._streams: list[Stream] = []
+        self._streams_of: str | None = None  # the node they are being generated under
         self.selected = 0
+        self.empty_hint = NO_CHILDREN
 
     def show(self, doc: Document, parent: str | None) -> None:
         self.doc = doc
+        self.parent_id = parent
         ids = doc.live_child_ids(parent) if parent is not None else []
         if ids != self.ids:  # another node's children: select the one last visited
             last = doc.nodes[parent].get("last_child") if parent is not None else None
             self.selected = ids.index(last) if last in ids else 0
+            if self.scroll_y:
+                self.scroll_to(y=0, animate=False, immediate=True)
         self.ids = ids
         self._sync_size()
-        self.refresh()
+        self.repaint()
 
-    def set_streams(self, streams: list[Stream]) -> None:
-        self.streams = streams
+    def set_streams(self, streams: list[Stream], parent: str | None = None) -> None:
+        """The branches being generated (shown under `parent`: by default, where the
+        last ones were)."""
+        self._streams = streams
+        if parent is not None:
+            self._streams_of = parent
         self._sync_size()
-        self.refresh()
+        self.repaint()
+
+    @property
+    def streams(self) -> list[Stream]:
+        """The streams shown: those of the node whose children are shown."""
+        return self._streams if self.parent_id == self._streams_of else []
 
     @property
     def count(self) -> int:
         return len(self.ids) + len(self.streams)
 
     def _sync_size(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, max(1, self.count))
+        self.set_virtual_height(max(1, self.count))
 
     def move(self, step: int) -> None:
         if not self.ids:
@@ -92,43 +109,37 @@ class ChildrenList(LineView, can_focus=True):
             self.scroll_to(y=self.selected, animate=False, immediate=True)
         elif self.selected >= self.scroll_y + height:
             self.scroll_to(y=self.selected - height + 1, animate=False, immediate=True)
-        self.refresh()
+        self.repaint()
 
-    def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        base = self.base_style
-        index = int(self.scroll_y) + y
+    def on_focus(self) -> None:
+        self.repaint()  # the selected row shows only while the list has the focus
+
+    def on_blur(self) -> None:
+        self.repaint()
+
+    def row_key(self, row: int) -> Hashable:
+        """What row `row` shows (a node, a stream, the hint when there are none)."""
         doc = self.doc
         if doc is None:
-            return Strip.blank(width, base)
+            return None
         if not self.count:
-            if y == 0:
-                hint = "no children yet: g generates, a adds one"
-                return Strip(
-                    [Segment(hint, base + self._style("children--empty"))]
-                ).adjust_cell_length(width, base)
-            return Strip.blank(width, base)
+            return ("empty", self.empty_hint) if row == 0 else None
+        width = self.scrollable_content_region.width
         digits = len(str(self.count))
-        if index < len(self.ids):
-            strip = self._node_row(doc, index, digits, width, base)
-            if index == self.selected and self.has_focus:
-                strip = strip.apply_style(self._style("children--selected"))
-            return strip
-        index -= len(self.ids)
+        if row < len(self.ids):
+            return self._node_look(doc, row, digits, width)
+        index = row - len(self.ids)
         if index < len(self.streams):
-            return self._stream_row(index, digits, width, base)
-        return Strip.blank(width, base)
+            return self._stream_look(index, digits, width)
+        return None
 
-    def _node_row(self, doc: Document, index: int, digits: int, width: int, base: Style) -> Strip:
+    def _node_look(self, doc: Document, index: int, digits: int, width: int) -> tuple[Any, ...]:
         node_id = self.ids[index]
         rec = doc.nodes[node_id]
         kids = len(doc.live_child_ids(node_id))
-        head = [
-            Segment(f"{index + 1:>{digits}} ", base + self._style("children--number")),
-            Segment("•" if not rec.get("visited") else " ", base + self._style("children--unread")),
-            Segment(kind_mark(Node(doc, node_id)) or " ", base),
-            Segment(" ", base),
-        ]
+        number = f"{index + 1:>{digits}} "
+        unread = "•" if not rec.get("visited") else " "
+        kind = kind_mark(Node(doc, node_id)) or " "
         badges = []
         if kids:
             badges.append(f"[{kids}]")
@@ -138,27 +149,59 @@ class ChildrenList(LineView, can_focus=True):
         if rec.get("note"):
             badges.append("✉")
         tail = (" " + " ".join(badges)) if badges else ""
-        room = width - sum(cells(s.text) for s in head) - cells(tail)
+        room = width - cells(number) - 1 - cells(kind) - 1 - cells(tail)
         body = preview(str(rec.get("text", "")), max(8, room))
-        return Strip(
-            [*head, Segment(body, base), Segment(tail, base + self._style("children--badge"))]
-        ).adjust_cell_length(width, base)
+        selected = index == self.selected and self.has_focus
+        return ("node", number, unread, kind, body, tail, selected)
 
-    def _stream_row(self, index: int, digits: int, width: int, base: Style) -> Strip:
+    def _stream_look(self, index: int, digits: int, width: int) -> tuple[Any, ...]:
         stream = self.streams[index]
         number = len(self.ids) + index + 1
         mark = {"streaming": "…", "done": "✓", "failed": "✗", "cancelled": "∅"}.get(
             stream.state, "?"
         )
-        style = base + self._style(
-            "children--failed" if stream.state == "failed" else "children--stream"
-        )
-        head = Segment(f"{number:>{digits}} {mark}  ", base + self._style("children--number"))
+        head = f"{number:>{digits}} {mark}  "
         note = f"  {stream.note}" if stream.note else ""
-        room = width - cells(head.text) - cells(note)
+        room = max(8, width - cells(head) - cells(note))
         text = stream.text if stream.text or stream.state != "failed" else ""
+        if stream.state == "streaming":  # the newest words: the row shows it moving
+            shown = clip_left(flat(text[-(room * 4 + 16) :]), room)
+        else:
+            shown = preview(text, room)
+        return ("stream", head, shown, note, stream.state == "failed")
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.base_style
+        look = self.row_key(int(self.scroll_y) + y)
+        if not isinstance(look, tuple):
+            return Strip.blank(width, base)
+        if look[0] == "empty":
+            hint = Segment(self.empty_hint, base + self._style("children--empty"))
+            return Strip([hint]).adjust_cell_length(width, base)
+        if look[0] == "node":
+            _, number, unread, kind, body, tail, selected = look
+            strip = Strip(
+                [
+                    Segment(number, base + self._style("children--number")),
+                    Segment(unread, base + self._style("children--unread")),
+                    Segment(kind, base),
+                    Segment(" ", base),
+                    Segment(body, base),
+                    Segment(tail, base + self._style("children--badge")),
+                ]
+            ).adjust_cell_length(width, base)
+            if selected:
+                strip = strip.apply_style(self._style("children--selected"))
+            return strip
+        _, head, shown, note, failed = look
+        style = base + self._style("children--failed" if failed else "children--stream")
         return Strip(
-            [head, Segment(preview(text, max(8, room)), style), Segment(note, style)]
+            [
+                Segment(head, base + self._style("children--number")),
+                Segment(shown, style),
+                Segment(note, style),
+            ]
         ).adjust_cell_length(width, base)
 
     def on_click(self, event: Click) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widget import Widget
 
 from loom.document import Document
 from loom.journal import undo_entries
 from loom.tui.layout import cells
+from loom.tui.widgets.base import LineLabel
 
 
 def status_text(
@@ -60,24 +60,13 @@ def status_text(
     return out
 
 
-class StatusLine(Widget):
+class StatusLine(LineLabel):
     DEFAULT_CSS = """
     StatusLine { height: 1; background: $primary 25%; color: $foreground; }
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.text = Text("")
 
-    def set(self, text: Text) -> None:
-        self.text = text
-        self.refresh()
-
-    def render(self) -> Text:
-        return self.text
-
-
-class KeyHints(Widget):
+class KeyHints(LineLabel):
     """The keys that matter now; an error replaces them for a few seconds."""
 
     DEFAULT_CSS = """
@@ -94,7 +83,8 @@ class KeyHints(Widget):
 
     def set_hints(self, hints: Text) -> None:
         self.hints = hints
-        self.refresh()
+        if self.error is None:
+            self.set(hints)
 
     def show_error(self, message: str) -> None:
         self.error = message
@@ -102,16 +92,9 @@ class KeyHints(Widget):
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.set_timer(self.ERROR_SECONDS, self.clear_error)
-        self.refresh()
+        self.set(Text(f"✗ {message}"))
 
     def clear_error(self) -> None:
         self.error = None
         self.remove_class("-error")
-        self.refresh()
-
-    def render(self) -> Text:
-        if self.error:
-            return Text(f"✗ {self.error}", no_wrap=True, overflow="ellipsis")
-        out = self.hints.copy()
-        out.no_wrap, out.overflow = True, "ellipsis"
-        return out
+        self.set(self.hints)

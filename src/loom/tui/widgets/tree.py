@@ -7,11 +7,11 @@ document, so a 10,000-deep chain or a 100k-node forest costs what the window hol
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from rich.segment import Segment
-from textual.events import Click
-from textual.geometry import Size
+from textual.events import Click, Resize
 from textual.strip import Strip
 
 from loom.cli.render import kind_mark, preview
@@ -41,25 +41,92 @@ class TreePane(LineView, can_focus=True):
     """
     DEPTH = 2  # levels shown below the cursor
     WIDTH = 6  # children shown per node
+    ABOVE = 4  # ancestors shown above it (the window shrinks to the pane's height)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.doc: Document | None = None
         self.rows: list[Row] = []
         self.focus_id: str | None = None
+        self.focus_row = 0
         self._prefixes: list[str] = []  # connector prefix per row
+        self._looks: list[tuple[str, ...]] = []  # per row: what it shows, bar the styles
 
-    def show(self, doc: Document, focus: str | None) -> None:
+    def show(self, doc: Document, focus: str | None, path: list[str] | None = None) -> None:
+        """The window around `focus`; `path`, its ids from the root when known (then a
+        10,000-deep chain costs what the window shows)."""
         self.doc = doc
         self.focus_id = focus
-        self.rows = tree_window(doc, focus, depth=self.DEPTH, width=self.WIDTH) if focus else []
+        height = max(1, self.scrollable_content_region.height)
+        self.rows = (
+            tree_window(
+                doc,
+                focus,
+                depth=self.DEPTH,
+                width=self.WIDTH,
+                above=self.ABOVE,
+                height=height,
+                path=path,
+            )
+            if focus
+            else []
+        )
+        self.focus_row = 0
         self._prefixes = self._connectors(self.rows)
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self.rows))
-        at = next((i for i, r in enumerate(self.rows) if focus in (r.node_id, *r.run)), 0)
+        self._looks = [self._look(i, row) for i, row in enumerate(self.rows)]
+        self.set_virtual_height(len(self.rows))
+        at = self.focus_row
         height = max(1, self.scrollable_content_region.height)
         if not self.scroll_y <= at < self.scroll_y + height:
             self.scroll_to(y=max(0, at - height // 3), animate=False, immediate=True)
-        self.refresh()
+        self.repaint()
+
+    def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
+        if self.doc is not None and self.display:
+            self.show(self.doc, self.focus_id)
+
+    def _look(self, index: int, row: Row) -> tuple[str, ...]:
+        """The row's marker, kind, unread mark, text and badges: looked up once per show
+        (a folded run may hold thousands of nodes), not once per paint."""
+        assert self.doc is not None
+        prefix = self._prefixes[index]
+        if row.levels_above:
+            levels = "level" if row.levels_above == 1 else "levels"
+            return ("", "", "", "", f"… {row.levels_above:,} {levels} above", "")
+        if row.hidden_siblings:
+            return (prefix, "", "", "", f"+{row.hidden_siblings:,} more", "")
+        nodes = self.doc.nodes
+        ids = [row.node_id, *row.run]
+        is_focus = self.focus_id == row.node_id or self.focus_id in row.run
+        if is_focus:
+            self.focus_row = index
+        marker = "●" if is_focus else ("◦" if row.on_path else " ")
+        rec = nodes[row.node_id]
+        kind = kind_mark(Node(self.doc, row.node_id))
+        unread = "" if all(nodes[i].get("visited") for i in ids) else "•"
+        tail = []
+        if row.run:
+            tail.append(f"×{len(ids):,}")
+        if row.hidden_children:
+            tail.append(f"+{row.hidden_children:,}")
+        if any("bookmark" in nodes[i] for i in ids):
+            tail.append("★")
+        tail_text = (" " + " ".join(tail)) if tail else ""
+        room = (
+            self.scrollable_content_region.width
+            - cells(self._prefixes[index])
+            - 2
+            - cells(kind)
+            - cells(unread)
+            - (1 if kind or unread else 0)
+            - cells(tail_text)
+        )
+        body = preview(str(rec.get("text", "")).lstrip(), max(4, room))
+        return (self._prefixes[index], marker, kind, unread, body, tail_text)
+
+    def row_key(self, row: int) -> Hashable:
+        return self._looks[row] if 0 <= row < len(self._looks) else None
 
     def _connectors(self, rows: list[Row]) -> list[str]:
         """Tree guides, indented relative to the window: deep paths do not run off the pane."""
@@ -72,6 +139,7 @@ class TreePane(LineView, can_focus=True):
         lasts: list[bool] = []
         for row in rows:
             del lasts[row.indent :]
+            lasts.extend([True] * (row.indent - len(lasts)))  # levels whose rows were elided
             level = row.indent - shift
             if row.indent == 0:
                 prefix = ""
@@ -89,52 +157,28 @@ class TreePane(LineView, can_focus=True):
         width = self.scrollable_content_region.width
         base = self.base_style
         index = int(self.scroll_y) + y
-        doc = self.doc
-        if doc is None or not 0 <= index < len(self.rows):
+        if not 0 <= index < len(self._looks):
             return Strip.blank(width, base)
-        row = self.rows[index]
-        if row.placeholder:
-            # Nodes not drawn: siblings at this level, or ancestors above the window.
-            what = (
-                f"+{row.hidden_siblings:,} more"
-                if row.hidden_siblings
-                else f"… {row.levels_above:,} level{'s' if row.levels_above > 1 else ''} above"
-            )
+        prefix, marker, kind, unread, body, tail = self._looks[index]
+        if not marker:  # a placeholder: ancestors or siblings not drawn
             return Strip(
                 [
-                    Segment(self._prefixes[index], base + self._style("tree--guide")),
-                    Segment(what, base + self._style("tree--badge")),
+                    Segment(prefix, base + self._style("tree--guide")),
+                    Segment(body, base + self._style("tree--badge")),
                 ]
             ).adjust_cell_length(width, base)
-        ids = [row.node_id, *row.run]
-        nodes = doc.nodes
-        is_focus = self.focus_id in ids
-        marker = "●" if is_focus else ("◦" if row.on_path else " ")
-        rec = nodes[row.node_id]
-        kind = kind_mark(Node(doc, row.node_id))
-        unread = "" if all(nodes[i].get("visited") for i in ids) else "•"
-        tail = []
-        if row.run:
-            tail.append(f"×{len(ids)}")
-        if row.hidden_children:
-            tail.append(f"+{row.hidden_children}")
-        if any("bookmark" in nodes[i] for i in ids):
-            tail.append("★")
-        tail_text = (" " + " ".join(tail)) if tail else ""
         head = [
-            Segment(self._prefixes[index], base + self._style("tree--guide")),
+            Segment(prefix, base + self._style("tree--guide")),
             Segment(marker + " ", base + self._style("tree--path")),
             Segment(kind, base),
             Segment(unread, base + self._style("tree--unread")),
         ]
         if kind or unread:
             head.append(Segment(" ", base))
-        room = width - sum(cells(s.text) for s in head) - cells(tail_text)
-        body = preview(str(rec.get("text", "")).lstrip(), max(4, room))
         strip = Strip(
-            [*head, Segment(body, base), Segment(tail_text, base + self._style("tree--badge"))]
+            [*head, Segment(body, base), Segment(tail, base + self._style("tree--badge"))]
         ).adjust_cell_length(width, base)
-        if is_focus:
+        if marker == "●":
             strip = strip.apply_style(self._style("tree--focus"))
         return strip
 
