@@ -135,20 +135,11 @@ def test_generations_share_the_backends_the_app_keeps(
     doc: Path, fake_provider: FakeProvider
 ) -> None:
     """Each generation made (and closed) its own backends: a new connection every time,
-    and the embedded model loaded again for every g (~2 s). (A model that does not stream:
-    a streamed reply's connection is not reused by the HTTP backend either way.)"""
-    import os
-
-    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
-    models.write_text(
-        models.read_text()
-        + f'\n[models.whole]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
-        + 'model = "m"\nkey_env = "FAKE_KEY"\n[models.whole.options]\nstream = false\n'
-    )
+    and the embedded model loaded again for every g (~2 s). Streamed, as by default."""
     fake_provider.script(Reply([" first."]), Reply([" second."]))
 
     async def script(app: Any, pilot: Any) -> None:
-        app.settings = type(app.settings)(model="whole", n=1)
+        app.settings = type(app.settings)(model="base", n=1)
         await pilot.press("g")
         await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 1, 15)
         await pilot.press("g")
