@@ -6,7 +6,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -41,6 +41,18 @@ CORPUS = json.loads((Path(__file__).parent / "data" / "cleanup_corpus.json").rea
 CASES = CORPUS["cases"]
 
 
+def case_frame(case: dict[str, Any]) -> tuple[str, ...]:
+    """What was sent besides the document: given, or what a framing version sends."""
+    if "frame" in case:
+        return tuple(case["frame"])
+    if "framing" in case:
+        _, framing = build_request(
+            case["method"], case["prompt"], "m", framing_version=case["framing"]
+        )
+        return framing.frame
+    return ()
+
+
 def run_case(case: dict[str, Any]) -> cleanup.Cleaned:
     prepared = prepare_prompt(case["prompt"], rewind=case.get("rewind", False))
     options = CleanOptions(**case.get("options", {}))
@@ -51,6 +63,7 @@ def run_case(case: dict[str, Any]) -> cleanup.Cleaned:
         case.get("finish_reason"),
         options,
         prepared=prepared,
+        frame=case_frame(case),
     )
 
 
@@ -71,7 +84,7 @@ def test_corpus_is_broad() -> None:
     """The corpus covers every method and verdict, with many tricky no-change cases."""
     assert len(CASES) >= 40
     assert len({c["id"] for c in CASES}) == len(CASES)
-    assert {c["verdict"] for c in CASES} == {"ok", "preamble", "refusal", "empty", "mostly_overlap"}
+    assert {c["verdict"] for c in CASES} == set(get_args(cleanup.Verdict))
     assert {c["method"] for c in CASES} >= {"system", "fewshot", "completion", "prefill", "off"}
     assert sum(c["id"].startswith("tricky_") for c in CASES) >= 10
 
@@ -378,7 +391,7 @@ def test_clean_never_crashes_and_prepares_consistently(
     assert prepared.original == prompt
     assert not prepared.text[-1:].isspace()
     got = clean(prompt, raw, method, prepared=prepared)
-    assert got.verdict in {"ok", "preamble", "refusal", "empty", "mostly_overlap"}
+    assert got.verdict in get_args(cleanup.Verdict)
     if method == "off":
         assert got.text == raw and got.ops == ()
     for op in got.ops:
@@ -414,7 +427,11 @@ def test_completion_request_is_the_document_without_trailing_space() -> None:
     req, framing = build_request("completion", PROMPT, "davinci-002", 3, {"temperature": 0.9})
     assert req.prompt == PROMPT.rstrip() and req.messages is None and req.n == 3
     assert framing.trailing == " " and framing.stitch and framing.prefill is None
-    assert framing.to_record() == {"method": "completion", "framing": "1", "trailing": " "}
+    assert framing.to_record() == {
+        "method": "completion",
+        "framing": FRAMING_VERSION,
+        "trailing": " ",
+    }
 
 
 def test_completion_cannot_carry_a_seed_phrase() -> None:
@@ -529,7 +546,7 @@ def test_build_then_clean_round_trip() -> None:
     got = clean(prompt, "Thursday morning.", "system", prepared=chat.prepared)
     assert prompt + got.text == "The committee will reconvene on Thursday morning."
     _, off = build_request("off", prompt + " ", "m", rewind=True)
-    assert off.to_record() == {"method": "off", "framing": "1"}
+    assert off.to_record() == {"method": "off", "framing": FRAMING_VERSION}
 
 
 # ---------------------------------------------------------------------------

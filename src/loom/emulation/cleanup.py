@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from loom.emulation.leaks import Leaks
 from loom.generation.context import Context
 
 
@@ -48,7 +49,7 @@ def _lazy(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
 
 
-Verdict = Literal["ok", "preamble", "refusal", "empty", "mostly_overlap"]
+Verdict = Literal["ok", "preamble", "meta", "refusal", "leak", "echo", "empty", "mostly_overlap"]
 Op = dict[str, object]
 
 # Methods whose reply is a separate chat message rather than text produced in place.
@@ -180,6 +181,7 @@ class Seam:
     finish_reason: str | None = None
     options: CleanOptions = field(default_factory=CleanOptions)
     dialogue: bool = False
+    leaks: Leaks | None = None  # what of the frame sent around the prompt would be a leak
 
 
 @dataclass(frozen=True)
@@ -353,7 +355,10 @@ _TAG = _lazy(
     r"\A\s*+<(continuation|document|text|output|response)>\n?(.*?)\n?(?:</\1>\s*)?\Z",
     re.DOTALL | re.IGNORECASE,
 )
-_ANY_FRAMING_TAG = _lazy(r"[ \t]*</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS)
+# Matched from the start of a blank run only, possessively: a long run of spaces is scanned once.
+_ANY_FRAMING_TAG = _lazy(
+    r"(?<![ \t])[ \t]*+</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS
+)
 _STRAY_CLOSE_TAG = _lazy(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
@@ -640,6 +645,50 @@ def seam_space(seam: Seam, draft: Draft) -> Draft:
     return draft.then("insert_space", " " + text)
 
 
+def drop_prefill(seam: Seam, draft: Draft) -> Draft:
+    """Drop the open assistant turn sent back in front of its continuation.
+
+    llama.cpp does that when it answers without streaming; the turn is the document,
+    which is already there.
+    """
+    sent = seam.prepared.text
+    if len(sent) < 2 or not draft.text.startswith(sent):
+        return draft
+    return draft.then("drop_prefill", draft.text[len(sent) :], chars=len(sent))
+
+
+# ---------------------------------------------------------------------------
+# Frame leaks
+# ---------------------------------------------------------------------------
+
+
+_DANGLING = "\"'“‘«([{<`*_#>-–—"
+
+
+def _kept_before(text: str, at: int) -> str | None:
+    """The text before a cut at `at`, without what dangles at its end (an opening quote);
+    None when too little is left to keep: fewer than two words and no sentence end."""
+    kept = text[:at].rstrip()
+    while kept and kept[-1] in _DANGLING:
+        kept = kept[:-1].rstrip()
+    words = re.findall(r"[^\W_]+", kept)
+    if len(words) >= 2 or (words and re.search(r"[.!?…]", kept)):
+        return kept
+    return None
+
+
+def cut_leak(seam: Seam, draft: Draft) -> Draft:
+    """Cut the reply where the frame starts showing through, when real text comes first.
+
+    A leak with less before it is left for the verdict (`check_leak`), which rejects it.
+    """
+    leak = seam.leaks.find(draft.text) if seam.leaks else None
+    kept = _kept_before(draft.text, leak.start) if leak else None
+    if leak is None or kept is None:
+        return draft
+    return draft.then("cut_leak", kept, leak=leak.what, removed=draft.text[len(kept) :])
+
+
 # ---------------------------------------------------------------------------
 # The end
 # ---------------------------------------------------------------------------
@@ -692,10 +741,13 @@ _REFUSAL_TASK = _lazy(
     r"|content|passage|prompt|scene|continuation|material|task|document|narrative)\b",
     _FLAGS,
 )
+# "No, I'm sorry, there are no more words.": the model answering the frame, not writing.
+_REFUSAL_NO = _lazy(rf"\A\s*+no[,.!]?\s+(?:i{_A}m|i\s+am)\s+sorry\b", _FLAGS)
 # Openers an assistant uses to decline; in a story they are usually speech, so these
 # count only for chat methods outside dialogue.
 _REFUSAL_OPENER = _lazy(
-    rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+but|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
+    rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+(?:but|there|that|this|i\b)"
+    rf"|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
     rf"|{_I_CANNOT}\s+(?:help|assist|continue|do\s+that|comply|fulfil)"
     rf"|i\s+won{_A}t\s+be\s+able\s+to|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model)",
     _FLAGS,
@@ -718,11 +770,169 @@ def _spoken(text: str) -> bool:
 
 def check_refusal(seam: Seam, draft: Draft) -> Verdict | None:
     text = draft.text
-    if _REFUSAL_TASK.match(text) and not (seam.dialogue and _spoken(text)):
+    if (_REFUSAL_TASK.match(text) or _REFUSAL_NO.match(text)) and not (
+        seam.dialogue and _spoken(text)
+    ):
         return "refusal"
     chat = seam.method in CHAT_METHODS
     if chat and not seam.dialogue and (_REFUSAL_OPENER.match(text) or _AI_META.search(text[:300])):
         return "refusal"
+    return None
+
+
+_ABOUT = (
+    r"(?:text|sentence|passage|paragraph|document|excerpt|story|prompt|snippet|poem|input"
+    r"|message|request|continuation|phrase|code|function|line|original(?:\s+\w+)?)"
+)
+_EDIT_VERB = r"(?:refine|rephrase|revise|rewrite|re-write|edit|improve|correct|proofread|polish)"
+# An assistant talking about the text or the task instead of continuing it, at the start.
+_META_TALK = _lazy(
+    r"\A[\s*_#>]*+(?:"
+    # "Here's a revised version of the text:", "Here's the equivalent JavaScript:"
+    rf"(?:{_HERE}|here\s+are\s+|below\s+are\s+)[^\n]{{0,80}}?\b(?:version|rewrite|revision"
+    r"|translation|summary|equivalent|implementation|improvements?|corrections?|edits)\b"
+    rf"|(?:{_HERE}|here\s+are\s+)[^\n]{{0,100}}[:：][ \t]*(?:\n|\Z)"
+    # "The text you provided…", "This sentence seems to be incomplete."
+    rf"|(?:the|this|your|my)\s+{_ABOUT}s?\s+(?:you(?:{_A}ve)?\s+(?:provided|gave|have\s+given"
+    r"|shared|wrote|sent|posted)\b|(?:you\s+)?(?:provided|given|above)\b"
+    r"|(?:seems|appears)\s+to\s+be\b|can\s+be\s+(?:rephrased|rewritten|improved|revised)\b"
+    r"|(?:is|looks|sounds|reads)\s+(?:incomplete|unfinished|cut\s+off|truncated|empty|missing"
+    r"|grammatically|already|well[\s-]written|a\s+(?:fragment|request|continuation))\b"
+    rf"|(?:does\s+not|doesn{_A}t)\s+(?:contain|have|need|include)\b|(?:contains|lacks|needs)\b)"
+    r"|the\s+original\s+(?:text|sentence|passage|document|story|version|phrase)\b"
+    # "The user wants…"
+    rf"|the\s+user(?:{_A}s)?\s+(?:is|has|wants?|asked|asks|provided|requested|wrote|seems|did"
+    r"|needs|message|request|input|text)\b"
+    r"|in\s+this\s+(?:example|implementation|version|revision|rewrite|snippet|continuation"
+    r"|response|answer)\b"
+    rf"|(?:i{_A}d|i\s+would|i{_A}ll|i\s+will|let\s+me)\s+(?:like\s+to\s+)?{_EDIT_VERB}\b"
+    rf"|(?:i{_A}ll|i\s+will|let\s+me)\s+(?:create|make|write|provide|give\s+you)\s+(?:a|an|the|your)\s+"
+    r"(?:new\s+|revised\s+|corrected\s+|better\s+)?(?:document|text|version|sentence|paragraph)\b"
+    rf"|(?:i{_A}ve|i\s+have)\s+(?:\w+\s+)?(?:{_EDIT_VERB}|edited|revised|rewritten|corrected"
+    r"|improved|refined|rephrased)\b"
+    r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
+    r")",
+    _FLAGS,
+)
+# A chat reply (system, fewshot) is a message: talking about the text or to the user at its
+# start is never the document's own voice.
+_META_CHAT = _lazy(
+    r"\A[\s*_#>]*+(?:"
+    rf"(?:{_HERE}|here\s+are\s+|below\s+(?:is|are)\s+)(?:an?\s+|the\s+|some\s+)?(?:list|example"
+    r"|summary|breakdown|few|possible|suggested|completed|corrected|revised|rewritten|edited"
+    r"|improved|original|new\s+version|short|brief)\b"
+    rf"|(?:the|this|your|my)\s+{_ABOUT}s?\b(?!\s+(?:was|had|were|is\s+(?:not\s+)?the))"
+    r"|in\s+(?:this|the|your)\s+(?:sentence|text|passage|paragraph|document|story|original)\b"
+    rf"|you(?:{_A}ve|\s+have)\s+(?:\w+\s+)?(?:written|completed|crafted|created|filled|provided"
+    r"|shared|made|forgotten|given)\b|you\s+forgot\b|you(?:['’]re|\s+are)\s+welcome\b"
+    r"|the\s+(?:answer|following|result|output)\s+(?:is|are|was)\b"
+    r"|[^\n.!?]{0,60}\byou\s+(?:requested|provided|asked\s+for|mentioned|shared|sent\s+me)\b"
+    r"|(?:what\s+an?\s+|that['’]s\s+(?:an?\s+)?|this\s+is\s+(?:an?\s+)?)(?:great|fantastic|lovely"
+    r"|wonderful|delightful|interesting|beautiful|fascinating|intriguing|excellent|good|nice)\b"
+    r")",
+    _FLAGS,
+)
+# After some good text, a paragraph that turns to explaining the text ("In this
+# implementation…") or the closing fence of a code block the document never opened.
+_META_PARAGRAPH = _lazy(
+    r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:in\s+this\s+(?:example|implementation|version|revision|rewrite"
+    r"|snippet|code|function|continuation|response|answer)\b"
+    r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
+    r"|in\s+(?:this|the)\s+(?:sentence|original\s+text)\b|the\s+original\s+(?:text|sentence"
+    r"|passage)\s+(?:is|was|reads)\b"
+    r"|this\s+(?:code|function|implementation|program|script)\s+(?:defines|calculates|computes"
+    r"|takes|returns|uses|will|is|first)\b"
+    rf"|(?:i{_A}ve|i\s+have)\s+(?:\w+\s+)?(?:{_EDIT_VERB}|edited|revised|rewritten|corrected"
+    r"|improved|refined|rephrased|used|added|made)\b)",
+    _FLAGS,
+)
+_FENCE_LINE = _lazy(r"^[ \t]*```[\w+#.-]*[ \t]*$", re.MULTILINE)
+
+
+def cut_meta(seam: Seam, draft: Draft) -> Draft:
+    """Cut where good text turns into talk about it: a paragraph explaining the text, or the
+    closing fence of a code block the document never opened (the explanation follows it).
+
+    Only when text comes first; talk from the start is for the verdict (`check_meta`).
+    """
+    text = draft.text
+    cuts = []
+    if (m := _META_PARAGRAPH.search(text)) is not None:
+        cuts.append(m.start())
+    if "```" not in seam.prompt:
+        fences = list(_FENCE_LINE.finditer(text))
+        if len(fences) % 2 == 1 and fences[0].group(0).strip() == "```":
+            cuts.append(fences[0].start())  # a lone, bare fence closes an imagined block
+    at = min(cuts, default=None)
+    kept = _kept_before(text, at) if at is not None else None
+    if kept is None:
+        return draft
+    return draft.then("cut_meta", kept, removed=text[len(kept) :])
+
+
+def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
+    """Talk about the text or to the user ("The sentence you provided…") instead of the text.
+
+    After an open quote or a speaker's label only the unmistakable forms count: "Your
+    story had better be good" is a line of dialogue.
+    """
+    if _META_TALK.match(draft.text):
+        return "meta"
+    chat = seam.method in CHAT_METHODS and not seam.dialogue
+    return "meta" if chat and _META_CHAT.match(draft.text) else None
+
+
+def check_leak(seam: Seam, draft: Draft) -> Verdict | None:
+    return "leak" if seam.leaks and seam.leaks.find(draft.text) else None
+
+
+ECHO_WORDS = 5
+_SENTENCE_END = _lazy(r"[.!?](?=\s|\Z)|\n")
+
+
+def first_sentence(text: str) -> str:
+    """The reply's first sentence or line (at most 300 characters of it)."""
+    text = text.lstrip()[:300]
+    m = _SENTENCE_END.search(text)
+    return text[: m.end()] if m else text
+
+
+def _restarts(prompt: str, reply: str) -> bool:
+    """Whether a chat reply starts over: its first line opens like a line or sentence of the
+    prompt (three words alike), or is a whole short line of it ("Dear Mrs. Patel,")."""
+    from loom.emulation.leaks import words
+
+    first_line = reply.lstrip().split("\n", 1)[0]
+    head = [w for w, _ in words(first_line)]
+    if len(head) < 2:
+        return False
+    for line in prompt.splitlines():
+        whole = [w for w, _ in words(line)]
+        if 2 <= len(whole) <= 4 and head[: len(whole)] == whole:
+            return True
+        for piece in re.split(r"(?<=[.!?])\s+", line):
+            start = [w for w, _ in words(piece)][:3]
+            if len(start) == 3 and head[:3] == start:
+                return True
+    return False
+
+
+def check_echo(seam: Seam, draft: Draft) -> Verdict | None:
+    """A first sentence that repeats five words of the prompt in a row: the model is
+    re-telling the document, not going on with it. A chat reply that starts over from one
+    of the prompt's lines is an echo too."""
+    from loom.emulation.leaks import words
+
+    if seam.method in CHAT_METHODS and _restarts(seam.prompt, draft.text):
+        return "echo"
+    first = [w for w, _ in words(first_sentence(draft.text))]
+    if len(first) < ECHO_WORDS:
+        return None
+    own = [w for w, _ in words(seam.prompt)]
+    grams = {tuple(own[i : i + ECHO_WORDS]) for i in range(len(own) - ECHO_WORDS + 1)}
+    for i in range(len(first) - ECHO_WORDS + 1):
+        if tuple(first[i : i + ECHO_WORDS]) in grams:
+            return "echo"
     return None
 
 
@@ -767,11 +977,17 @@ STEPS: Mapping[str, Step] = {
     "seam_space": seam_space,
     "trim_length": trim_length,
     "strip_transcript": strip_transcript,
+    "drop_prefill": drop_prefill,
+    "cut_leak": cut_leak,
+    "cut_meta": cut_meta,
 }
 CHECKS: Mapping[str, Check] = {
     "refusal": check_refusal,
     "preamble": check_preamble,
+    "meta": check_meta,
+    "leak": check_leak,
     "mostly_overlap": check_overlap,
+    "echo": check_echo,
     "empty": check_empty,
 }
 
@@ -793,17 +1009,33 @@ CHAT_PROFILE = Profile(
         "strip_ellipsis",
         "drop_overlap",
         "drop_rewound",
+        "cut_leak",
+        "cut_meta",
         "restore_trailing",
         "seam_space",
         "trim_length",
     ),
-    checks=("refusal", "preamble", "mostly_overlap", "empty"),
+    checks=("refusal", "preamble", "meta", "leak", "mostly_overlap", "echo", "empty"),
 )
 # Text produced in place (raw prompt, open assistant turn): the model's own spacing and
-# wording are the continuation, so only the seam bookkeeping runs.
+# wording are the continuation, so only the seam bookkeeping runs, and the frame is cut
+# where it shows through.
+IN_PLACE_CHECKS = ("refusal", "preamble", "meta", "leak", "echo", "empty")
 IN_PLACE_PROFILE = Profile(
-    steps=("drop_rewound", "restore_trailing", "trim_length"),
-    checks=("refusal", "preamble", "empty"),
+    steps=("drop_rewound", "cut_leak", "cut_meta", "restore_trailing", "trim_length"),
+    checks=IN_PLACE_CHECKS,
+)
+# An open assistant turn: as in place, and the turn itself dropped if the server sent it back.
+OPEN_TURN_PROFILE = Profile(
+    steps=(
+        "drop_prefill",
+        "drop_rewound",
+        "cut_leak",
+        "cut_meta",
+        "restore_trailing",
+        "trim_length",
+    ),
+    checks=IN_PLACE_CHECKS,
 )
 # No emulation: the reply is kept exactly as sent.
 OFF_PROFILE = Profile(steps=(), checks=("empty",))
@@ -813,8 +1045,8 @@ TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript",), checks=("empty",))
 
 PROFILES: Mapping[str, Profile] = {
     "completion": IN_PLACE_PROFILE,
-    "template": IN_PLACE_PROFILE,
-    "prefill": IN_PLACE_PROFILE,
+    "template": OPEN_TURN_PROFILE,
+    "prefill": OPEN_TURN_PROFILE,
     "system": CHAT_PROFILE,
     "fewshot": CHAT_PROFILE,
     "off": OFF_PROFILE,
@@ -845,13 +1077,15 @@ def clean(
     options: CleanOptions | None = None,
     *,
     prepared: Prepared | None = None,
+    frame: Sequence[str] = (),
 ) -> Cleaned:
     """Turn a model's reply into text to append after `prompt`, with a verdict.
 
     `prompt` is the document text up to the seam exactly as the user has it (or the
     `Context` it came from: a reply to a conversation is a turn, joined to nothing);
     `prepared` is what `prepare_prompt` made of it for the request (recomputed
-    without rewinding when omitted).
+    without rewinding when omitted); `frame` is what was sent besides the document
+    (`Framing.frame`), whose words in the reply are a leak.
     """
     if method not in PROFILES:
         raise ValueError(f"unknown emulation method {method!r}")
@@ -866,6 +1100,7 @@ def clean(
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown cleanup steps: {', '.join(unknown)}")
-    seam = Seam(prompt, prepared, method, finish_reason, options, in_dialogue(prompt))
+    leaks = Leaks(frame, prompt) if not isinstance(prompt, Context) else None
+    seam = Seam(prompt, prepared, method, finish_reason, options, in_dialogue(prompt), leaks)
     draft = run_steps(seam, Draft(raw), steps)
     return Cleaned(draft.text, raw, draft.ops, judge(seam, draft, profile.checks), method)
