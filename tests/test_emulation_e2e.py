@@ -1,15 +1,24 @@
-"""Base-model emulation end to end: chat models with bad habits, and providers that refuse.
+"""Base-model emulation end to end: chat models with bad habits, providers that refuse, and
+real local servers.
 
-The fake provider plays a chat-only model that prefixes preambles and refuses, and an
-Anthropic endpoint that rejects prefill or temperature with Anthropic's real error texts.
+The fake provider plays a chat-only model that prefixes preambles and refuses, an
+Anthropic endpoint that rejects prefill or temperature with Anthropic's real error texts,
+and a local server that says who it is. SmolLM2-135M-Instruct runs for real, in-process
+(`-m smollm2`) and behind llama.cpp's own HTTP server started here on 127.0.0.1.
 """
 
 from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from conftest import Loom
 from fakeprovider import FakeProvider, Reply
+from loom.emulation import servers
 
 PROMPT = "The sea went out and"
 
@@ -146,3 +155,115 @@ def test_parameters_a_model_rejects_are_not_sent(doc: Loom, fake_provider: FakeP
     node = gen_one(doc, "-m", "claude47", "--temperature", "0.8")
     assert len(fake_provider.requests) == 1 and "temperature" not in fake_provider.requests[0].body
     assert "temperature" in node["meta"]["gen"]["emulation"]["adjusted"]
+
+
+# ---------------------------------------------------------------------------
+# Local servers: recognised by `loom models add`, raw prompts to /completions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("owners", "server"),
+    [
+        (["llamacpp"], "llamacpp"),
+        (["vllm"], "vllm"),
+        (["sglang"], "sglang"),
+        (["organization_owner", "organization_owner"], "lmstudio"),
+        (["library"], "ollama"),
+        (["openai", "system"], None),
+        ([], None),
+    ],
+)
+def test_servers_are_identified_by_their_model_list(owners: list[str], server: str | None) -> None:
+    listing = {
+        "object": "list",
+        "data": [{"id": f"m{i}", "owned_by": o} for i, o in enumerate(owners)],
+    }
+    assert servers.identify(listing) == server
+    assert servers.identify({"error": "nope"}) is None and servers.identify([1]) is None
+
+
+def test_models_add_recognises_a_llama_cpp_server(loom: Loom) -> None:
+    with FakeProvider(owned_by="llamacpp") as fake:
+        added = loom.ok(
+            "models",
+            "add",
+            "local",
+            "--provider",
+            "openai-chat",
+            "--base-url",
+            fake.openai_url,
+            "--model",
+            "chat-1",
+            "--json",
+        ).json()
+        assert fake.lookups == ["/v1/models"] and fake.requests == []
+        assert added["server"] == "llamacpp" and added["detected"] is True
+        # Raw completion first, then the open assistant turn (the table's llama.cpp row).
+        assert added["emulation"][:2] == ["completion", "template"]
+        fake.script(Reply([" and the gulls followed."], finish_reason="stop"))
+        loom.ok("new", "s.loom.json", "--text", "The boat came in")
+        node = gen_one(loom, "-m", "local")
+        assert fake.requests[0].path == "/v1/completions"  # the chat model's raw endpoint
+        assert fake.requests[0].body["prompt"] == "The boat came in"
+    assert node["meta"]["gen"]["emulation"]["method"] == "completion"
+    assert node["text"] == " and the gulls followed."
+    toml = (Path(os.environ["LOOM_HOME"]) / "models.toml").read_text()
+    assert 'server = "llamacpp"' in toml and "raw_prompt = true" in toml
+
+
+def test_models_add_server_flag_and_when_nothing_is_asked(loom: Loom) -> None:
+    with FakeProvider() as fake:
+        told = loom.ok(
+            "models",
+            "add",
+            "v",
+            "--provider",
+            "openai-chat",
+            "--base-url",
+            fake.openai_url,
+            "--model",
+            "m",
+            "--server",
+            "vllm",
+            "--json",
+        ).json()
+        assert told["server"] == "vllm" and told["detected"] is False and fake.lookups == []
+        unknown = loom.ok(
+            "models",
+            "add",
+            "u",
+            "--provider",
+            "openai-chat",
+            "--base-url",
+            fake.openai_url,
+            "--model",
+            "m",
+        )
+        assert "not recognised" in unknown.stdout and fake.lookups == ["/v1/models", "/api/version"]
+        # Hosted APIs and other providers are never asked.
+        loom.ok("models", "add", "o", "--provider", "openai-chat", "--model", "gpt-4o")
+        loom.ok("models", "add", "c", "--provider", "anthropic", "--model", "claude-sonnet-4-5")
+        assert fake.lookups == ["/v1/models", "/api/version"]
+    bad = loom("models", "add", "c2", "--provider", "anthropic", "--model", "x", "--server", "vllm")
+    assert bad.code == 2 and bad.stderr.count("\n") == 1 and "OpenAI-compatible" in bad.stderr
+    # A server that does not answer: the model is added all the same, without server facts.
+    dead = loom.ok(
+        "models",
+        "add",
+        "d",
+        "--provider",
+        "openai-chat",
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}/v1",
+        "--model",
+        "m",
+        "--json",
+    ).json()
+    assert dead["server"] is None and dead["emulation"] == ["system", "fewshot"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
