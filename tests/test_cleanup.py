@@ -710,3 +710,174 @@ def test_apply_limits() -> None:
     assert apply_limits({}, one) == ({}, {})
     pair = ModelCaps(exclusive=(("temperature", "top_p"),))
     assert apply_limits({"top_p": 0.9}, pair) == ({"top_p": 0.9}, {})
+
+
+# ---------------------------------------------------------------------------
+# Frames (issue 15): what each version sends, and leaks of it
+# ---------------------------------------------------------------------------
+
+
+def test_open_turn_follows_one_short_user_turn_and_version_1_stays_readable() -> None:
+    req, framing = build_request("template", PROMPT, "m", caps=lookup("llamacpp", "any"))
+    assert req.messages == [
+        {"role": "user", "content": "Continue the text."},
+        {"role": "assistant", "content": PROMPT.rstrip()},
+    ]
+    assert framing.version == FRAMING_VERSION == "2" and framing.frame == ("Continue the text.",)
+    # Nodes made with version 1 can still be re-framed exactly as they were.
+    old, old_framing = build_request("template", PROMPT, "m", framing_version="1")
+    assert old.messages is not None and [m["role"] for m in old.messages] == [
+        "system",
+        "user",
+        "assistant",
+    ]
+    assert old.messages[1]["content"] == "<cmd>cat untitled.txt</cmd>"
+    assert old_framing.frame == (old.messages[0]["content"], old.messages[1]["content"])
+
+
+def test_framing_records_what_it_sent_besides_the_document() -> None:
+    system, framing = build_request("system", PROMPT, "m")
+    assert system.messages is not None
+    assert framing.frame == (system.messages[0]["content"], "<document>\n</document>")
+    assert PROMPT.strip() not in "".join(framing.frame)
+    _, fewshot = build_request("fewshot", PROMPT, "m")
+    assert "he found he had forgotten how to wave" in fewshot.frame[0]
+    _, raw = build_request("completion", PROMPT, "m")
+    assert raw.frame == ()
+    _, seeded = build_request("prefill", PROMPT, "m", seed_phrase="variation 1: go on")
+    assert any("variation 1: go on" in text for text in seeded.frame)
+    _, custom = build_request("template", PROMPT, "m", system_message="You write sea stories.")
+    assert custom.frame == ("You write sea stories.", "Continue the text.")
+    # An empty document has no turn to continue: an opening is asked for instead.
+    empty, opening = build_request("template", "", "m")
+    assert empty.messages is not None and empty.messages[-1]["role"] == "user"
+    assert opening.prefill is None and opening.notes
+
+
+def test_leaks_ignore_what_the_document_says_and_filler() -> None:
+    from loom.emulation.leaks import Leaks
+
+    frame = ["Write the text that comes next in that document.", "Continue the text."]
+    leaks = Leaks(frame, "A story.")
+    assert leaks.find("and then. Write the text that comes next, she said.") is not None
+    assert leaks.find("in the middle of the night, in the end") is None  # filler only
+    found = leaks.find("The boat. continue the TEXT")
+    assert found is not None and found.what == "continue the TEXT"
+    # The document says it: no leak.
+    assert Leaks(frame, "Continue the text. ").find("Continue the text.") is None
+    assert not Leaks([], "Plain prose.")._phrases
+    # Tags are the frame's own only when the document has none of them.
+    tagged = Leaks(["<document>\n</document>"], "Plain.")
+    assert tagged.find("fine </document>") is not None
+    assert Leaks(["<document>\n</document>"], "<document>x").find("</document>") is None
+
+
+_CLEAN_WORDS = st.sampled_from(
+    [
+        "river",
+        "stone",
+        "light",
+        "morning",
+        "harbour",
+        "lantern",
+        "walked",
+        "carried",
+        "quietly",
+        "green",
+        "old",
+        "across",
+        "under",
+        "beyond",
+        "slowly",
+        "bread",
+        "window",
+        "garden",
+    ]
+)
+_PUNCT = st.sampled_from([" ", " ", " ", ", ", ". ", ".\n", "; ", "\n\n"])
+
+
+@st.composite
+def prose(draw: st.DrawFn) -> str:
+    """Plain prose of ordinary words: no frame words, no assistant talk, no prompt echo."""
+    words = draw(st.lists(_CLEAN_WORDS, min_size=1, max_size=30))
+    seps = draw(st.lists(_PUNCT, min_size=len(words), max_size=len(words)))
+    text = "".join(w + s for w, s in zip(words, seps, strict=True)).rstrip()
+    return text[0].upper() + text[1:]
+
+
+_PROMPTS = st.sampled_from(
+    [
+        "The keeper counted the ships and",
+        "Chapter one\n\n",
+        "She said nothing, ",
+        "The tide turned.",
+        "Notes:\n- salt\n-",
+    ]
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["completion", "template", "prefill"]))
+def test_clean_text_survives_in_place_cleanup_unchanged(
+    prompt: str, text: str, method: str
+) -> None:
+    """A clean continuation produced in place is kept exactly, seam whitespace aside."""
+    raw = (" " if not prompt[-1].isspace() else "") + text
+    _, framing = build_request(method, prompt, "m")
+    got = clean(prompt, raw, method, prepared=framing.prepared, frame=framing.frame)
+    assert (got.text, got.verdict) == (raw, "ok"), got.ops
+
+
+@settings(deadline=None, max_examples=200)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["system", "fewshot"]))
+def test_clean_text_survives_chat_cleanup_with_only_the_seam_fixed(
+    prompt: str, text: str, method: str
+) -> None:
+    _, framing = build_request(method, prompt, "m")
+    got = clean(prompt, text, method, prepared=framing.prepared, frame=framing.frame)
+    joined = " " + text if not prompt[-1].isspace() and prompt[-1] != "-" else text
+    assert got.verdict == "ok", got.ops
+    assert got.text in (joined, " " + text, text)
+    assert got.text.strip() == text.strip()
+
+
+@settings(deadline=None, max_examples=100)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["template", "system", "fewshot"]))
+def test_a_frame_phrase_after_clean_text_is_cut_exactly_there(
+    prompt: str, text: str, method: str
+) -> None:
+    _, framing = build_request(method, prompt, "m")
+    leak = (
+        "\n\nContinue the text." if method == "template" else "\n\nexactly as it would appear there"
+    )
+    if len(re.findall(r"\w+", text)) < 2:
+        text += " and more words."
+    got = clean(prompt, text + leak, method, prepared=framing.prepared, frame=framing.frame)
+    assert got.verdict == "ok" and "cut_leak" in [o["op"] for o in got.ops]
+    assert got.text.strip() == text.strip().rstrip("-–—*_#>")
+
+
+def test_choose_method_on_local_servers() -> None:
+    chat_with_raw = Capabilities(chat=True, raw_prompt=True, n=True)
+    chain = ["completion", "template", "system", "fewshot"]
+    assert choose_method(chat_with_raw, "chat", lookup("llamacpp", "smollm2")) == chain
+    assert choose_method(SERVER, "chat", lookup("embedded", "smollm2-135m-instruct")) == chain
+    assert choose_method(SERVER, None, lookup("embedded", "gemma-3-270m")) == ["completion"]
+    # A chat backend without the raw endpoint still gets the open turn first.
+    assert choose_method(CHAT, "chat", lookup("llamacpp", "x"))[0] == "template"
+    assert choose_method(CHAT, "chat", lookup("ollama", "llama3"))[0] == "template"
+    assert emulate.wire_problem("completion", CHAT) and not emulate.wire_problem("template", CHAT)
+
+
+def test_probe_records_the_open_turn_it_saw_work(tmp_path: Path) -> None:
+    from loom.emulation.probe import save_methods
+
+    path = tmp_path / "caps.toml"
+    save_methods(path, "llamacpp", "smollm2", ["template", "completion"], prefill=True)
+    save_methods(path, "vllm", "other", ["system"])
+    save_methods(path, "llamacpp", "smollm2", ["completion", "template"], prefill=True)
+    caps = lookup("llamacpp", "smollm2", override=path)
+    assert caps.methods == ("completion", "template") and caps.prefill is True
+    assert lookup("vllm", "other", override=path).methods == ("system",)
+    assert path.read_text().count("[[models]]") == 2

