@@ -63,7 +63,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from llamaserver import LlamaServer  # noqa: E402
 from loom.config import ModelConfig, get_model, smollm2_path  # noqa: E402
 from loom.emulation import servers  # noqa: E402
 from loom.emulation.capabilities import CapabilityTable, ModelCaps, parse_entries  # noqa: E402
@@ -81,9 +80,11 @@ from loom.generation.backends.base import Backend  # noqa: E402
 from loom.generation.context import Context  # noqa: E402
 from loom.generation.engine import Branch, Outcome, run_branches  # noqa: E402
 
+from llamaserver import LlamaServer  # noqa: E402
+
 METHOD_ORDER = ("completion", "template", "prefill", "system", "fewshot")
 TEMPERATURE = 0.8
-SEED = 1234
+SEED = 1234  # --seed replaces it
 
 
 @dataclass(frozen=True)
@@ -1044,6 +1045,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="seeded samples per prompt and row")
     ap.add_argument("--max-tokens", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=SEED, help="sampling seed of every request")
     ap.add_argument("--parallel", type=int, default=2, help="prompts decoded together")
     ap.add_argument(
         "--backends", nargs="+", default=["embedded", "server"], choices=["embedded", "server"]
@@ -1062,6 +1064,8 @@ def main() -> None:
     ap.add_argument("--dump", metavar="JSONL", help="write every output here")
     ap.add_argument("--rejudge", metavar="JSONL", help="judge a dump again; run no model")
     args = ap.parse_args()
+    global SEED
+    SEED = args.seed
     if args.rejudge:
         rejudge(Path(args.rejudge), PROMPTS)
         return

@@ -212,6 +212,8 @@ def test_models_add_recognises_a_llama_cpp_server(loom: Loom) -> None:
     assert node["text"] == " and the gulls followed."
     toml = (Path(os.environ["LOOM_HOME"]) / "models.toml").read_text()
     assert 'server = "llamacpp"' in toml and "raw_prompt = true" in toml
+    listed = {m["name"]: m for m in loom.ok("models", "list", "--json").json()["models"]}
+    assert listed["local"]["server"] == "llamacpp" and listed["embedded"]["server"] is None
 
 
 def test_models_add_server_flag_and_when_nothing_is_asked(loom: Loom) -> None:

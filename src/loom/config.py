@@ -89,6 +89,7 @@ class ModelConfig:
             "kind": self.kind,
             "context": self.context,
             "params": self.params,
+            "server": self.options.get("server"),  # the local server behind base_url, if known
             "builtin": self.builtin,
         }
 

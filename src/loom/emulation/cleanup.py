@@ -49,7 +49,9 @@ def _lazy(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
 
 
-Verdict = Literal["ok", "preamble", "meta", "refusal", "leak", "echo", "empty", "mostly_overlap"]
+Verdict = Literal[
+    "ok", "preamble", "meta", "refusal", "leak", "echo", "language", "empty", "mostly_overlap"
+]
 Op = dict[str, object]
 
 # Methods whose reply is a separate chat message rather than text produced in place.
@@ -577,7 +579,14 @@ def drop_overlap(seam: Seam, draft: Draft) -> Draft:
         if mid_word:
             details["mid_word"] = True
         draft = draft.then("drop_overlap", draft.text[n:], **details)
+    # The list item the prompt opened ("…\n3."), numbered again by the reply ("3. Camera").
+    marker = _OPEN_ITEM.search(seam.prepared.text)
+    if marker and (m := re.match(rf"\s*{re.escape(marker.group(1))}[ \t]+", draft.text)):
+        draft = draft.then("drop_overlap", draft.text[m.end() :], removed=m.group(0))
     return draft
+
+
+_OPEN_ITEM = _lazy(r"(?:\A|\n)[ \t]*(\d{1,3}[.)]|[-*•])\Z")
 
 
 def drop_rewound(seam: Seam, draft: Draft) -> Draft:
@@ -800,6 +809,7 @@ _META_TALK = _lazy(
     r"|grammatically|already|well[\s-]written|a\s+(?:fragment|request|continuation))\b"
     rf"|(?:does\s+not|doesn{_A}t)\s+(?:contain|have|need|include)\b|(?:contains|lacks|needs)\b)"
     r"|the\s+original\s+(?:text|sentence|passage|document|story|version|phrase)\b"
+    r"|the\s+above\s+(?:code|example|text|sentence|passage|snippet|document)\b"
     # "The user wants…"
     rf"|the\s+user(?:{_A}s)?\s+(?:is|has|wants?|asked|asks|provided|requested|wrote|seems|did"
     r"|needs|message|request|input|text)\b"
@@ -829,6 +839,14 @@ _META_CHAT = _lazy(
     r"|[^\n.!?]{0,60}\byou\s+(?:requested|provided|asked\s+for|mentioned|shared|sent\s+me)\b"
     r"|(?:what\s+an?\s+|that['’]s\s+(?:an?\s+)?|this\s+is\s+(?:an?\s+)?)(?:great|fantastic|lovely"
     r"|wonderful|delightful|interesting|beautiful|fascinating|intriguing|excellent|good|nice)\b"
+    # Talk to the user: "You can add…", "Can you tell me…", "I'm so sorry for the confusion."
+    r"|you\s+(?:can|could|should|may|might)\s+(?:also\s+)?(?:add|create|use|change|edit|try|make"
+    r"|insert|replace|remove|modify|adjust|continue|write|choose)\b"
+    r"|[^\n.!?]{0,80}\bcan\s+you\s+(?:tell|give|share|provide|clarify|explain|send)\b"
+    r"|(?:i['’]m|i\s+am)\s+(?:so\s+|very\s+|really\s+)?sorry\s+(?:for|about)\s+(?:the|any|my)\s+"
+    r"(?:confusion|mistake|error|misunderstanding)\b"
+    # A line introducing code: "The mean function is defined as a lambda function:" + fence.
+    r"|[^\n]{1,160}:[ \t]*\n(?:[ \t]*\n)?[ \t]*```"
     r")",
     _FLAGS,
 )
@@ -836,7 +854,9 @@ _META_CHAT = _lazy(
 # implementation…") or the closing fence of a code block the document never opened.
 _META_PARAGRAPH = _lazy(
     r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:in\s+this\s+(?:example|implementation|version|revision|rewrite"
-    r"|snippet|code|function|continuation|response|answer)\b"
+    r"|snippet|code|function|continuation|response|answer|context)\b"
+    r"|i\s+could\s+have\s+(?:used|written|made|added|chosen|said)\b"
+    r"|the\s+above\s+(?:code|example|text|sentence|passage|snippet|document)\b"
     r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
     r"|in\s+(?:this|the)\s+(?:sentence|original\s+text)\b|the\s+original\s+(?:text|sentence"
     r"|passage)\s+(?:is|was|reads)\b"
@@ -870,6 +890,18 @@ def cut_meta(seam: Seam, draft: Draft) -> Draft:
     return draft.then("cut_meta", kept, removed=text[len(kept) :])
 
 
+# Editing talk: a chat reply that speaks of "the text" and of editing it, anywhere near its start.
+_EDIT_TALK = _lazy(
+    r"\b(?:edit(?:ed|s|ing)?|rewritten|rewrote|rephras\w*|revis(?:ed|ion)|typos?|grammar"
+    r"|grammatical(?:ly)?|punctuation|proofread\w*)\b",
+    _FLAGS,
+)
+_TEXT_TALK = _lazy(
+    r"\b(?:the|this|your|my)\s+(?:text|sentence|passage|paragraph|document|original|wording)\b",
+    _FLAGS,
+)
+
+
 def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     """Talk about the text or to the user ("The sentence you provided…") instead of the text.
 
@@ -878,8 +910,12 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     """
     if _META_TALK.match(draft.text):
         return "meta"
-    chat = seam.method in CHAT_METHODS and not seam.dialogue
-    return "meta" if chat and _META_CHAT.match(draft.text) else None
+    if seam.method not in CHAT_METHODS or seam.dialogue:
+        return None
+    head = draft.text[:400]
+    if _META_CHAT.match(draft.text) or (_EDIT_TALK.search(head) and _TEXT_TALK.search(head)):
+        return "meta"
+    return None
 
 
 def check_leak(seam: Seam, draft: Draft) -> Verdict | None:
@@ -897,12 +933,23 @@ def first_sentence(text: str) -> str:
     return text[: m.end()] if m else text
 
 
+_LIST_NUMBER = _lazy(r"^[ \t]*(\d{1,3})[.)]", re.MULTILINE)
+
+
 def _restarts(prompt: str, reply: str) -> bool:
     """Whether a chat reply starts over: its first line opens like a line or sentence of the
-    prompt (three words alike), or is a whole short line of it ("Dear Mrs. Patel,")."""
-    from loom.emulation.leaks import words
+    prompt (three words alike), is a whole short line of it ("Dear Mrs. Patel,"), or numbers
+    a list from before where the prompt's list stopped ("1." after "3."); or its first
+    sentence is only the prompt's words again ("The results were completely unexpec.")."""
+    from loom.emulation.leaks import _FILLER, words
 
     first_line = reply.lstrip().split("\n", 1)[0]
+    numbers = [int(n) for n in _LIST_NUMBER.findall(prompt)]
+    if numbers and (m := _LIST_NUMBER.match(first_line)) and int(m.group(1)) < numbers[-1]:
+        return True
+    content = [w for w, _ in words(first_sentence(reply)) if w not in _FILLER]
+    if len(content) >= 3 and set(content) <= {w for w, _ in words(prompt)}:
+        return True
     head = [w for w, _ in words(first_line)]
     if len(head) < 2:
         return False
@@ -960,6 +1007,46 @@ def check_empty(seam: Seam, draft: Draft) -> Verdict | None:
     return "empty" if not draft.text.strip() else None
 
 
+# Function words: English, and those of the languages a document is most often in besides
+# (Spanish, French, German, Italian, Portuguese), to tell a chat model that answered a
+# foreign document in English. Words the languages share with English are left out.
+_ENGLISH = frozenset(
+    ["the", "and", "was", "is", "of", "to", "with", "that", "this", "it", "were", "she",
+     "he", "they", "which", "have", "had", "from", "for", "are", "been", "would", "their"]
+)  # fmt: skip
+_FOREIGN = frozenset(
+    ["el", "los", "las", "del", "que", "y", "una", "por", "para", "con", "estaba", "es",
+     "les", "des", "et", "est", "une", "dans", "pour", "pas", "sur", "qui", "au", "du",
+     "der", "das", "und", "ist", "nicht", "ein", "eine", "zu", "mit", "den", "von", "sich",
+     "il", "di", "che", "della", "sono", "nel", "gli", "um", "uma", "não", "com", "ao"]
+)  # fmt: skip
+
+
+def _function_words(text: str) -> tuple[int, int]:
+    from loom.emulation.leaks import words
+
+    found = [w for w, _ in words(text)]
+    return sum(w in _ENGLISH for w in found), sum(w in _FOREIGN for w in found)
+
+
+def _mostly_wide_script(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 8 and sum(_no_space_script(c) for c in letters) >= len(letters) / 2
+
+
+def check_language(seam: Seam, draft: Draft) -> Verdict | None:
+    """A document in another language continued in English: the model answered it."""
+    english, foreign = _function_words(seam.prompt[-600:])
+    wide = _mostly_wide_script(seam.prompt[-300:])
+    if not wide and (foreign < 3 or english * 4 > foreign):
+        return None  # an English document (or too little to tell)
+    head = " ".join(draft.text.split()[:40])
+    out_english, out_foreign = _function_words(head)
+    if out_english >= 4 and out_english >= 2 * out_foreign:
+        return "language" if not wide or not _mostly_wide_script(head) else None
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Profiles and the entry point
 # ---------------------------------------------------------------------------
@@ -988,6 +1075,7 @@ CHECKS: Mapping[str, Check] = {
     "leak": check_leak,
     "mostly_overlap": check_overlap,
     "echo": check_echo,
+    "language": check_language,
     "empty": check_empty,
 }
 
@@ -1015,12 +1103,12 @@ CHAT_PROFILE = Profile(
         "seam_space",
         "trim_length",
     ),
-    checks=("refusal", "preamble", "meta", "leak", "mostly_overlap", "echo", "empty"),
+    checks=("refusal", "preamble", "meta", "leak", "mostly_overlap", "echo", "language", "empty"),
 )
 # Text produced in place (raw prompt, open assistant turn): the model's own spacing and
 # wording are the continuation, so only the seam bookkeeping runs, and the frame is cut
 # where it shows through.
-IN_PLACE_CHECKS = ("refusal", "preamble", "meta", "leak", "echo", "empty")
+IN_PLACE_CHECKS = ("refusal", "preamble", "meta", "leak", "echo", "language", "empty")
 IN_PLACE_PROFILE = Profile(
     steps=("drop_rewound", "cut_leak", "cut_meta", "restore_trailing", "trim_length"),
     checks=IN_PLACE_CHECKS,

@@ -28,7 +28,7 @@ _TAG = re.compile(r"</?([A-Za-z][\w-]{0,30})>")
 _SPECIAL = re.compile(
     r"<\|[^|<>\s]{1,30}\|>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>|</s>(?!\w)"
 )
-# Common words that make a phrase ordinary ("in the middle of the"), not a frame's own.
+# Common words that make a phrase ordinary (cleanup's echo check shares them) ("in the middle of the"), not a frame's own.
 _FILLER = frozenset(
     [
         "a",
