@@ -1040,6 +1040,7 @@ async def measure(
 
 
 def main() -> None:
+    global SEED
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
     ap.add_argument("--samples", type=int, default=4, help="seeded samples per prompt and row")
@@ -1064,7 +1065,6 @@ def main() -> None:
     ap.add_argument("--dump", metavar="JSONL", help="write every output here")
     ap.add_argument("--rejudge", metavar="JSONL", help="judge a dump again; run no model")
     args = ap.parse_args()
-    global SEED
     SEED = args.seed
     if args.rejudge:
         rejudge(Path(args.rejudge), PROMPTS)

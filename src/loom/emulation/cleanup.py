@@ -847,6 +847,11 @@ _META_CHAT = _lazy(
     r"(?:confusion|mistake|error|misunderstanding)\b"
     # A line introducing code: "The mean function is defined as a lambda function:" + fence.
     r"|[^\n]{1,160}:[ \t]*\n(?:[ \t]*\n)?[ \t]*```"
+    # The assistant speaking of itself: "I'm ready to assist you.", "I'll make sure to…"
+    rf"|(?:i{_A}m|i\s+am)\s+(?:ready|glad|happy|pleased|delighted|designed|programmed"
+    r"|not\s+sure\s+(?:if|what|how|whether))\b"
+    rf"|(?:i{_A}ll|i\s+will)\s+(?:make\s+sure|just|review|provide|help|assist|add)\b"
+    r"|please\s+(?:go\s+ahead|provide|share|send|let\s+me\s+know)\b"
     r")",
     _FLAGS,
 )
@@ -869,6 +874,17 @@ _META_PARAGRAPH = _lazy(
 _FENCE_LINE = _lazy(r"^[ \t]*```[\w+#.-]*[ \t]*$", re.MULTILINE)
 
 
+# In a chat reply, a later paragraph about the text: "This phrase can be rephrased as:",
+# "I added a continuation to the original document", "The rest of the text, here it is."
+_CHAT_META_PARAGRAPH = _lazy(
+    r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:(?:this|the)\s+(?:phrase|sentence|text|document|passage"
+    r"|paragraph|original|rest\s+of\s+the\s+text)\s+(?:can|could|should|is|was|contains|has|here)\b"
+    r"|i\s+(?:added|wrote|made|changed|rewrote|rephrased|corrected|edited|revised)\s+"
+    r"(?:a|an|the|this|it|your)\b|(?:you|we)\s+can\s+(?:also\s+)?(?:add|use|change|try|edit)\b)",
+    _FLAGS,
+)
+
+
 def cut_meta(seam: Seam, draft: Draft) -> Draft:
     """Cut where good text turns into talk about it: a paragraph explaining the text, or the
     closing fence of a code block the document never opened (the explanation follows it).
@@ -878,6 +894,8 @@ def cut_meta(seam: Seam, draft: Draft) -> Draft:
     text = draft.text
     cuts = []
     if (m := _META_PARAGRAPH.search(text)) is not None:
+        cuts.append(m.start())
+    if seam.method in CHAT_METHODS and (m := _CHAT_META_PARAGRAPH.search(text)) is not None:
         cuts.append(m.start())
     if "```" not in seam.prompt:
         fences = list(_FENCE_LINE.finditer(text))
@@ -890,6 +908,12 @@ def cut_meta(seam: Seam, draft: Draft) -> Draft:
     return draft.then("cut_meta", kept, removed=text[len(kept) :])
 
 
+# The user's text spoken of ("…hear your work…"), unless the document itself says "your".
+_YOUR_TEXT = _lazy(
+    r"\byour\s+(?:document|text|story|request|message|writing|draft|work|sentence|passage"
+    r"|question)\b",
+    _FLAGS,
+)
 # Editing talk: a chat reply that speaks of "the text" and of editing it, anywhere near its start.
 _EDIT_TALK = _lazy(
     r"\b(?:edit(?:ed|s|ing)?|rewritten|rewrote|rephras\w*|revis(?:ed|ion)|typos?|grammar"
@@ -914,6 +938,8 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
         return None
     head = draft.text[:400]
     if _META_CHAT.match(draft.text) or (_EDIT_TALK.search(head) and _TEXT_TALK.search(head)):
+        return "meta"
+    if _YOUR_TEXT.search(head[:250]) and not re.search(r"\byour\b", seam.prompt, _FLAGS):
         return "meta"
     return None
 
