@@ -881,3 +881,35 @@ def test_probe_records_the_open_turn_it_saw_work(tmp_path: Path) -> None:
     assert caps.methods == ("completion", "template") and caps.prefill is True
     assert lookup("vllm", "other", override=path).methods == ("system",)
     assert path.read_text().count("[[models]]") == 2
+
+
+# ---------------------------------------------------------------------------
+# Real outputs read by hand (tests/data/emulation_read.json)
+# ---------------------------------------------------------------------------
+
+READ = json.loads((Path(__file__).parent / "data" / "emulation_read.json").read_text("utf-8"))
+
+
+def test_the_verdict_agrees_with_a_careful_reader() -> None:
+    """408 outputs of a real small instruct model, each read by hand: the verdict rejects
+    most of what a reader rejects, and almost nothing a reader keeps."""
+    flagged = missed = false_alarms = kept = 0
+    for case in READ["outputs"]:
+        got = run_case(case)
+        if case["reader"] == "reject":
+            flagged += not got.ok
+            missed += got.ok
+        else:
+            false_alarms += not got.ok
+            kept += got.ok
+    assert flagged + missed == 142 and false_alarms + kept == 266
+    assert flagged / (flagged + missed) >= 0.8, (flagged, missed)
+    assert false_alarms <= 3, false_alarms  # ~1%
+
+
+def test_in_place_methods_keep_what_a_reader_keeps() -> None:
+    """Raw completion and the open turn (framing 2): every output a reader kept is kept as is."""
+    for case in READ["outputs"]:
+        if case["method"] in ("completion", "template") and case["reader"] == "accept":
+            got = run_case(case)
+            assert got.ok, (case["prompt"], case["raw"], got.verdict)

@@ -251,6 +251,13 @@ def test_models_add_server_flag_and_when_nothing_is_asked(loom: Loom) -> None:
         assert fake.lookups == ["/v1/models", "/api/version"]
     bad = loom("models", "add", "c2", "--provider", "anthropic", "--model", "x", "--server", "vllm")
     assert bad.code == 2 and bad.stderr.count("\n") == 1 and "OpenAI-compatible" in bad.stderr
+    unknown_server = loom(
+        "models", "add", "c3", "--provider", "openai-chat", "--model", "x", "--server", "kobold"
+    )
+    assert unknown_server.code == 2 and unknown_server.stderr.count("\n") == 1
+    assert "'kobold' is not one of llamacpp" in unknown_server.stderr
+    helped = " ".join(loom.ok("models", "add", "--help").stdout.split())
+    assert all(name in helped for name in servers.SERVER_NAMES)
     # A server that does not answer: the model is added all the same, without server facts.
     dead = loom.ok(
         "models",

@@ -24,7 +24,6 @@ from loom.cli.common import (
     write_doc,
 )
 from loom.cli.main import cli
-from loom.emulation.servers import SERVER_NAMES
 from loom.generation.backends import PROVIDERS  # the registry: a light module
 from loom.generation.request import EMULATION_CHOICES
 
@@ -1011,10 +1010,11 @@ def models_list() -> None:
 )
 @click.option(
     "--server",
-    type=click.Choice([*SERVER_NAMES, "auto", "none"]),
     default="auto",
     show_default=True,
-    help="The local server behind --base-url (auto: ask its /models; none: do not ask).",
+    metavar="NAME",
+    help="The local server behind --base-url: llamacpp, vllm, sglang, lmstudio, ollama; "
+    "auto: ask its /models; none: do not ask.",
 )
 @click.option("--replace", is_flag=True, help="Overwrite a model of the same name.")
 def models_add(
@@ -1045,6 +1045,9 @@ def models_add(
     """
     from loom.emulation import servers
 
+    if server not in (*servers.SERVER_NAMES, "auto", "none"):
+        known = ", ".join((*servers.SERVER_NAMES, "auto", "none"))
+        raise click.BadParameter(f"{server!r} is not one of {known}", param_hint="--server")
     params: dict[str, Any] = {}
     for item in param:
         key, sep, value = item.partition("=")

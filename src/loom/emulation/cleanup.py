@@ -763,7 +763,7 @@ _REFUSAL_OPENER = _lazy(
 )
 _AI_META = _lazy(
     r"\bas\s+an\s+ai\s+(?:language\s+model|assistant)\b|\bcontent\s+polic(?:y|ies)\b"
-    r"|\bi(?:['’]m|\s+am)\s+an\s+ai\b"
+    r"|\b(?:i(?:['’]m|\s+am)|you(?:['’]re|\s+are))\s+an\s+ai\b"
     r"|\busage\s+polic(?:y|ies)\b|\b(?:my|anthropic['’]s|openai['’]s)\s+guidelines\b",
     _FLAGS,
 )
@@ -834,8 +834,12 @@ _META_CHAT = _lazy(
     rf"|(?:the|this|your|my)\s+{_ABOUT}s?\b(?!\s+(?:was|had|were|is\s+(?:not\s+)?the))"
     r"|in\s+(?:this|the|your)\s+(?:sentence|text|passage|paragraph|document|story|original)\b"
     rf"|you(?:{_A}ve|\s+have)\s+(?:\w+\s+)?(?:written|completed|crafted|created|filled|provided"
-    r"|shared|made|forgotten|given)\b|you\s+forgot\b|you(?:['’]re|\s+are)\s+welcome\b"
-    r"|the\s+(?:answer|following|result|output)\s+(?:is|are|was)\b"
+    r"|shared|made|forgotten|given|got)\b|you\s+forgot\b|you(?:['’]re|\s+are)\s+welcome\b"
+    r"|you(?:['’]re|\s+are)\s+an?\s+(?:ai|assistant|language\s+model)\b"
+    r"|the\s+(?:answer|result|output)\s+(?:is|are|was)\b"
+    r"|the\s+following\s+(?:\w+\s+){0,2}?(?:is|are|contains|shows|lists)\b"
+    r"|what\s+an?\s+(?:\w+\s+){0,3}?(?:example|task|request|question|start|idea|sentence|poem"
+    r"|piece|document|list|text|story|passage)\b"
     r"|[^\n.!?]{0,60}\byou\s+(?:requested|provided|asked\s+for|mentioned|shared|sent\s+me)\b"
     r"|(?:what\s+an?\s+|that['’]s\s+(?:an?\s+)?|this\s+is\s+(?:an?\s+)?)(?:great|fantastic|lovely"
     r"|wonderful|delightful|interesting|beautiful|fascinating|intriguing|excellent|good|nice)\b"
@@ -861,6 +865,7 @@ _META_PARAGRAPH = _lazy(
     r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:in\s+this\s+(?:example|implementation|version|revision|rewrite"
     r"|snippet|code|function|continuation|response|answer|context)\b"
     r"|i\s+could\s+have\s+(?:used|written|made|added|chosen|said)\b"
+    r"|i\s+made\s+a\s+(?:small\s+|slight\s+|little\s+)?(?:mistake|error|typo)\s+in\s+the\b"
     r"|the\s+above\s+(?:code|example|text|sentence|passage|snippet|document)\b"
     r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
     r"|in\s+(?:this|the)\s+(?:sentence|original\s+text)\b|the\s+original\s+(?:text|sentence"
@@ -934,10 +939,14 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     """
     if _META_TALK.match(draft.text):
         return "meta"
-    if seam.method not in CHAT_METHODS or seam.dialogue:
+    if seam.method not in CHAT_METHODS:
         return None
     head = draft.text[:400]
-    if _META_CHAT.match(draft.text) or (_EDIT_TALK.search(head) and _TEXT_TALK.search(head)):
+    if _EDIT_TALK.search(head) and _TEXT_TALK.search(head):
+        return "meta"  # unmistakable even after an open quote
+    if seam.dialogue:
+        return None
+    if _META_CHAT.match(draft.text):
         return "meta"
     if _YOUR_TEXT.search(head[:250]) and not re.search(r"\byour\b", seam.prompt, _FLAGS):
         return "meta"
@@ -969,7 +978,12 @@ def _restarts(prompt: str, reply: str) -> bool:
     sentence is only the prompt's words again ("The results were completely unexpec.")."""
     from loom.emulation.leaks import _FILLER, words
 
-    first_line = reply.lstrip().split("\n", 1)[0]
+    reply = reply.lstrip(" \t\n.,;:!?-–—")
+    lines = [" ".join(w for w, _ in words(line)) for line in reply.split("\n")[:3]]
+    own_lines = {" ".join(w for w, _ in words(line)) for line in prompt.splitlines()} - {""}
+    if sum(line in own_lines for line in lines if line) >= 2:
+        return True  # two of its first lines are the prompt's ("Ingredients:", "- 1 kg …")
+    first_line = reply.split("\n", 1)[0]
     numbers = [int(n) for n in _LIST_NUMBER.findall(prompt)]
     if numbers and (m := _LIST_NUMBER.match(first_line)) and int(m.group(1)) < numbers[-1]:
         return True

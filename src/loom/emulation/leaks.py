@@ -167,7 +167,8 @@ class Leaks:
         tags = {t.lower() for text in frame for t in _TAG.findall(text)}
         tags -= {t.lower() for t in _TAG.findall(prompt)}
         self._tag = (
-            re.compile(r"</?(?:" + "|".join(map(re.escape, sorted(tags))) + r")>", re.I)
+            # A tag cut short by the token limit at the very end ("<continuation") counts too.
+            re.compile(r"</?(?:" + "|".join(map(re.escape, sorted(tags))) + r")(?:>|\Z)", re.I)
             if tags
             else None
         )
