@@ -897,6 +897,15 @@ def cut_meta(seam: Seam, draft: Draft) -> Draft:
     Only when text comes first; talk from the start is for the verdict (`check_meta`).
     """
     text = draft.text
+    at = _meta_at(seam, text)
+    kept = _kept_before(text, at) if at is not None else None
+    if kept is None:
+        return draft
+    return draft.then("cut_meta", kept, removed=text[len(kept) :])
+
+
+def _meta_at(seam: Seam, text: str) -> int | None:
+    """Where `text` turns to talk about itself (see `cut_meta`), if it does."""
     cuts = []
     if (m := _META_PARAGRAPH.search(text)) is not None:
         cuts.append(m.start())
@@ -906,11 +915,16 @@ def cut_meta(seam: Seam, draft: Draft) -> Draft:
         fences = list(_FENCE_LINE.finditer(text))
         if len(fences) % 2 == 1 and fences[0].group(0).strip() == "```":
             cuts.append(fences[0].start())  # a lone, bare fence closes an imagined block
-    at = min(cuts, default=None)
-    kept = _kept_before(text, at) if at is not None else None
-    if kept is None:
-        return draft
-    return draft.then("cut_meta", kept, removed=text[len(kept) :])
+    return min(cuts, default=None)
+
+
+def cut_point(prompt: str, text: str, method: str, frame: Sequence[str] = ()) -> int | None:
+    """Where cleanup would cut `text` short (a frame leak, or talk about the text), if it
+    would: a reply still streaming may be passed on up to there (`loom.emulation.live`)."""
+    seam = Seam(prompt, prepare_prompt(prompt), method, leaks=Leaks(frame, prompt))
+    leak = seam.leaks.find(text) if seam.leaks else None
+    points = [p for p in (leak.start if leak else None, _meta_at(seam, text)) if p is not None]
+    return min(points, default=None)
 
 
 # The user's text spoken of ("…hear your work…"), unless the document itself says "your".
