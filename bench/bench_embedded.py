@@ -2,9 +2,12 @@
 
 Both servers are loaded in the same process and measured in alternating rounds, so
 machine noise hits both alike. Also prints the cold numbers: xllamacpp import time,
-server start, and the first-token latency of a fresh EmbeddedLlama.
+server start, and the first-token latency of a fresh EmbeddedLlama. Without
+--threads, loom runs at its default (`default_threads()`: the physical cores this
+process may use, less one), and raw llama.cpp is first swept over every thread
+count up to the CPUs available, to show the best raw setting on this machine.
 
-    python bench/bench_embedded.py [--threads 1] [--tokens 128] [--rounds 5] [--n 1]
+    python bench/bench_embedded.py [--threads N] [--tokens 128] [--rounds 5] [--n 1]
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from loom.generation.backends.base import GenRequest
-from loom.generation.backends.embedded import EmbeddedLlama, ensure_default_model
+from loom.generation.backends.embedded import (
+    EmbeddedLlama,
+    available_cores,
+    default_threads,
+    ensure_default_model,
+)
 
 PROMPT = "The history of the lighthouse keepers of the northern coast begins"
 CTX_PER_SEQ = 2048
@@ -89,9 +97,24 @@ async def run_loom(backend: EmbeddedLlama, tokens: int, n: int, seed: int) -> tu
     return count, time.perf_counter() - start
 
 
+async def sweep_raw(model: Path, cpus: int, tokens: int, n: int) -> None:
+    """Raw llama.cpp at each thread count, three rounds each: the best setting here."""
+    print(f"raw sweep    threads 1..{cpus}, n={n}, tokens={tokens} (median of 3 rounds)")
+    for threads in range(1, cpus + 1):
+        with tempfile.TemporaryDirectory(prefix="loom-bench-") as sock_dir:
+            raw = await asyncio.to_thread(raw_server, model, threads, sock_dir)
+            run_raw(raw, 4, 1, 0)
+            rates = []
+            for i in range(3):
+                count, seconds = await asyncio.to_thread(run_raw, raw, tokens, n, i)
+                rates.append(count / seconds)
+            del raw
+        print(f"  threads={threads}  {statistics.median(rates):8.1f} tok/s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="default: loom's default")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=1, help="branches per request")
@@ -101,9 +124,17 @@ async def main() -> None:
     print(f"model        {model} ({model.stat().st_size / 2**20:.1f} MiB)")
     print(f"import       xllamacpp: {cold_import_seconds() * 1000:.0f} ms")
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(
+        f"machine      {cpus} CPUs available, {available_cores()} physical cores; "
+        f"loom's default: {default_threads()} thread(s)"
+    )
+    if args.threads is None:
+        await sweep_raw(model, cpus or 1, args.tokens, args.n)
     backend = EmbeddedLlama(
         model, threads=args.threads, n_parallel=N_PARALLEL, ctx_per_seq=CTX_PER_SEQ
     )
+    args.threads = backend.threads
     start = time.perf_counter()
     first = None
     async for _ in backend.stream(GenRequest(model="m", prompt=PROMPT, params={"max_tokens": 1})):

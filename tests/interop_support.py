@@ -133,3 +133,47 @@ def cli(cwd: Path, *args: str, input: bytes | str | None = None, timeout: float 
         timeout=timeout,
     )
     return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def shared_response_tree(nodes: int = 1000, tokens: int = 6400, alternatives: int = 5) -> Any:
+    """A hostile pyloom tree: every node points at one big model response.
+
+    Half the nodes were "edited" (their text no longer matches the completion), half
+    keep the completion's first three tokens; the response carries `tokens` tokens
+    with `alternatives` counterfactuals each (1,000 × 6,400 × 5 is about 1.25 MB).
+    """
+    rid = "cmpl-shared"
+    entries = []
+    offset = 0
+    for i in range(tokens):
+        token = f" w{i}"
+        entries.append(
+            {
+                "generatedToken": {"token": token, "logprob": -0.25},
+                "position": {"start": offset, "end": offset + len(token)},
+                "counterfactuals": {f" a{j}": -1.0 - j for j in range(alternatives)},
+            }
+        )
+        offset += len(token)
+    completion = "".join(e["generatedToken"]["token"] for e in entries)
+    head = "".join(e["generatedToken"]["token"] for e in entries[:3])
+    children = [
+        {
+            "id": f"n{i}",
+            "text": head if i % 2 else f" edited {i}",
+            "generation": {"id": rid, "index": 0},
+            "children": [],
+        }
+        for i in range(nodes)
+    ]
+    response = {
+        "id": rid,
+        "model": "davinci",
+        "timestamp": "2023-02-14-18.16.30",
+        "prompt": {"text": "Once", "tokens": []},
+        "completions": [{"text": completion, "finishReason": "length", "tokens": entries}],
+    }
+    return {
+        "root": {"id": "root", "text": "Once", "children": children},
+        "model_responses": {rid: response},
+    }

@@ -18,7 +18,7 @@ PUBLIC = {
     "InvalidOperation", "LockTimeout", "NotFound", "StorageError", "UsageError",
     # generation
     "agenerate", "generate", "GenerationRequest", "Generation", "Context", "Message",
-    "BackendPool", "events",
+    "BackendPool", "events", "chat",
     # other trees and text; models
     "formats", "import_file", "export", "ingest", "config", "ModelConfig", "get_model",
     "all_models", "__version__",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any, get_args
 
@@ -408,12 +407,12 @@ def test_clean_never_crashes_and_prepares_consistently(
     ids=["spaces", "ack-then-spaces", "long-word"],
 )
 @pytest.mark.parametrize("method", ["system", "completion"])
+@pytest.mark.timeout(30)  # linear: about 1 s on a loaded 2-core machine; the bug took 40 s
 def test_long_inputs_clean_in_linear_time(prompt: str, raw: str, method: str) -> None:
     """Whitespace runs once made the preamble patterns backtrack quadratically (40 s)."""
-    started = time.perf_counter()
-    clean(prompt, raw, method, "length", CleanOptions(trim_on_length=True))
-    prepare_prompt(prompt, rewind=True)
-    assert time.perf_counter() - started < 2
+    cleaned = clean(prompt, raw, method, "length", CleanOptions(trim_on_length=True))
+    assert cleaned.raw == raw
+    assert prepare_prompt(prompt, rewind=True).original == prompt
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_add_prints_the_id_and_moves_the_cursor(story: Loom) -> None:
 def test_add_from_stdin_file_parent_root_sibling_stay(story: Loom, tmp_path: Path) -> None:
     parent = story.ok("info", "--json").json()["document"]["cursor"]
     story.ok("add", "-", input=" from stdin\n")
-    assert story.ok("show").stdout.endswith(" from stdin\n")
+    assert story.ok("show").stdout.endswith(" from stdin")  # echo's newline is not text
     (tmp_path / "seg.txt").write_text(" from a file")
     fid = story.ok("add", "--from-file", "seg.txt", "--parent", parent[:6]).stdout.strip()
     sid = story.ok("add", "--sibling", " a sibling", "--stay").stdout.strip()
@@ -165,7 +165,7 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["split", "--at", "0"], 1, "split offset"),
         (["merge"], 1, "is a root"),
         (["up"], 1, "no parent"),
-        (["search", "(", "--regex"], 1, "bad regular expression"),
+        (["search", "(", "--regex"], 2, "bad regular expression"),
         (["history", "--show", "9"], 2, "no text 9"),
         (["history", "--restore", "1"], 2, "no text 1: this node has texts 0..0"),
         (["history", "--show", "zzzz"], 2, "no text zzzz: this node has texts 0..0"),
@@ -174,6 +174,18 @@ def test_document_selection_by_flag_and_env(loom: Loom, tmp_path: Path) -> None:
         (["tree", "--width", "0"], 2, "not in the range"),
         (["log", "-n", "0"], 2, "not in the range"),
         (["mv", "@"], 2, "PARENT or --root"),
+        # Bad flag values are usage errors, however deep they are checked.
+        (["gen", "--sweep", "temperature=abc"], 2, "bad --sweep 'temperature=abc'"),
+        (["gen", "--grid", "temperature=a,b"], 2, "bad --grid"),
+        (["gen", "--jitter", "temperature=1±x"], 2, "bad --jitter"),
+        (["gen", "--per-cell", "2"], 2, "--per-cell needs a --grid"),
+        (["gen", "--param", "temperature=abc"], 2, "bad --param 'temperature=abc'"),
+        (["gen", "--param", "bogus=1"], 2, "unknown parameter 'bogus'"),
+        (["regen", "@", "--param", "temperature=abc"], 2, "bad --param"),
+        (["params", "--set", "temperature=abc"], 2, "bad --set 'temperature=abc'"),
+        (["params", "--set", "nokey"], 2, "expected KEY=VALUE"),
+        (["params", "--unset", "bogus"], 2, "unknown parameter 'bogus'"),
+        (["search", ""], 2, "empty search pattern"),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(
@@ -281,7 +293,7 @@ def test_command_registry_matches_the_modules() -> None:
 
 def test_show_pipe_gets_exact_text_with_unicode(loom: Loom) -> None:
     loom.ok("new", "u.loom.json", "--text", "Ünïcödé 海 ")
-    loom.ok("add", "-", input="line\n\n")
+    loom.ok("add", "-", input="line\n\n\n")
     assert loom.ok("show").stdout == "Ünïcödé 海 line\n\n"
 
 
@@ -498,3 +510,49 @@ def test_undo_more_than_possible_changes_nothing(story: Loom) -> None:
     result = story("undo", "99")
     assert result.code == 1 and "only 2 change(s) can be undone" in result.stderr
     assert (story.cwd / "story.loom.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("piped", "stored"),
+    [
+        (" more\n", " more"),  # what `echo " more" | loom add -` sends
+        (" more\r\n", " more"),
+        (" more", " more"),
+        (" more\n\n", " more\n"),  # exactly one newline goes, as $(…) would take
+        ("\n", ""),
+    ],
+)
+def test_standard_input_loses_one_final_newline(loom: Loom, piped: str, stored: str) -> None:
+    loom.ok("new", "s.loom.json", "--text", "Root")
+    node = loom.ok("add", "-", input=piped).stdout.strip()
+    assert loom.ok("info", node, "--json").json()["node"]["text"] == stored
+    loom.ok("note", "-", input="a note\n")
+    assert loom.ok("info", "@", "--json").json()["node"]["note"] == "a note"
+    (loom.cwd / "seg.txt").write_text(" file\n", encoding="utf-8")
+    from_file = loom.ok("add", "--from-file", "seg.txt").stdout.strip()
+    assert loom.ok("info", from_file, "--json").json()["node"]["text"] == " file\n"  # as it is
+
+
+def test_an_edit_that_changes_nothing_says_so_and_writes_nothing(story: Loom) -> None:
+    path = story.cwd / "story.loom.json"
+    text = story.ok("show", "--segment", "--raw").stdout
+    before = path.read_bytes()
+    stamp = path.stat().st_mtime_ns
+    result = story.ok("edit", "--text", text, "--json").json()
+    assert result["changed"] is False and result["new_version"] is False
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == stamp
+    assert story.ok("edit", "--text", text + "!", "--json").json()["changed"] is True
+
+
+def test_top_help_gives_each_command_its_whole_first_sentence(loom: Loom) -> None:
+    listing = loom.ok("--help").stdout.split("Commands:", 1)[1]
+    assert "..." not in listing
+    flat = " ".join(listing.split())
+    assert (
+        "info Describe the document, or one NODE in detail (its metadata and generation record)."
+        in flat
+    )
+    assert (
+        "ingest Bring in text: files, directories (recursively), '-' (standard input) or URLs."
+        in flat
+    )

@@ -7,7 +7,7 @@ import pytest
 import loom
 from loom import journal, ops
 from loom.document import Document
-from loom.errors import AmbiguousId, InvalidOperation, NotFound
+from loom.errors import AmbiguousId, InvalidOperation, NotFound, UsageError
 
 
 def chain(doc: Document, *texts: str) -> list[str]:
@@ -244,7 +244,7 @@ def test_search_segments_and_branches() -> None:
     assert [h.node_id for h in hits] == [b]
     assert [m.node_id for m in loom.search.search(doc, r"t\w+e", regex=True)] == [b]
     assert [m.node_id for m in loom.search.search(doc, "THE SEA", ignore_case=True)] == [a]
-    with pytest.raises(InvalidOperation):
+    with pytest.raises(UsageError):
         loom.search.search(doc, "(", regex=True)
 
 
@@ -279,6 +279,41 @@ def test_failed_operation_rolls_back() -> None:
         raise RuntimeError("boom")
     assert {k: dict(v) for k, v in doc.nodes.items()} == snapshot[1]
     assert len(journal.undo_entries(doc)) == 1
+
+
+def test_a_bulk_edit_records_each_record_once_and_children_as_one_splice() -> None:
+    """Nested operations join the outer transaction: 1,000 adds under one parent are one
+    entry whose parent change is a single splice, not 1,000 snapshots of a growing list."""
+    doc = Document.new()
+    parent, first = chain(doc, "P", " first")
+    with journal.transaction(doc, "import", "bulk"):
+        kids = [ops.add_child(doc, parent, f" {i}", move_cursor=False).id for i in range(1000)]
+    (entry,) = journal.undo_entries(doc)[-1:]
+    (change,) = [c for c in entry["changes"] if c["id"] == parent]
+    assert change["splice"] == [[1, [], kids]]
+    assert change["old"] == change["new"] == {}
+    assert sum(1 for c in entry["changes"] if c.get("created")) == 1000
+    journal.undo(doc)
+    assert doc.nodes[parent]["children"] == [first] and len(doc) == 2
+    journal.redo(doc)
+    assert doc.nodes[parent]["children"] == [first, *kids]
+
+
+def test_each_add_under_a_wide_parent_records_its_own_position() -> None:
+    doc = Document.new()
+    (parent,) = chain(doc, "P")
+    kids = [ops.add_child(doc, parent, f" {i}", move_cursor=False).id for i in range(50)]
+    (change,) = [c for c in journal.undo_entries(doc)[-1]["changes"] if c["id"] == parent]
+    assert change["splice"] == [[49, [], [kids[-1]]]] and change["new"] == {}
+    middle = ops.add_child(doc, parent, " middle", index=20, move_cursor=False).id
+    (change,) = [c for c in journal.undo_entries(doc)[-1]["changes"] if c["id"] == parent]
+    assert change["splice"] == [[20, [], [middle]]]
+    ops.purge(doc, kids[3])
+    (change,) = [c for c in journal.undo_entries(doc)[-1]["changes"] if c["id"] == parent]
+    assert change["splice"] == [[3, [kids[3]], []]]
+    journal.undo(doc)
+    journal.undo(doc)
+    assert doc.nodes[parent]["children"] == kids
 
 
 def test_branch_search_finds_matches_hidden_by_an_earlier_one() -> None:

@@ -86,5 +86,5 @@ def test_read_bytes_limit(tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.write_bytes(b"x" * 101)
     assert files.read_bytes(big, limit=101) == b"x" * 101
-    with pytest.raises(BadInput, match="over the 100-byte limit"):
+    with pytest.raises(BadInput, match="101 bytes, over the 100 bytes limit"):
         files.read_bytes(big, limit=100)

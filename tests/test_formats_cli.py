@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from interop_support import cli, fixture, imported, write_json
-from loom import formats
+from loom import formats, store
 
 
 def test_import_each_real_file_into_a_new_document(tmp_path: Path) -> None:
@@ -39,7 +40,8 @@ def test_import_each_real_file_into_a_new_document(tmp_path: Path) -> None:
         report = result.json()
         assert (report["format"], report["nodes"]) == (fmt, count)
         expected = imported(source)
-        shown = cli(tmp_path, "-f", out, "show", "--raw")
+        # The branch's exact text (`show --raw` prints a conversation as a transcript).
+        shown = cli(tmp_path, "-f", out, "export", "--format", "text")
         assert shown.stdout == expected.full_text(expected.cursor_id or "")
     info = cli(tmp_path, "-f", "doc2.loom.json", "info", "--json").json()
     assert info["document"]["title"] == "teleology"
@@ -53,7 +55,9 @@ def test_import_into_the_current_document_is_one_undo(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     report = result.json()
     tree = cli(tmp_path, "tree", "--json").json()
-    assert len(tree["nodes"]) == 1 + 3  # the pruned node is archived (hidden)
+    # The whole forest: the pruned node is there, archived.
+    assert len(tree["nodes"]) == 1 + 4
+    assert [n["archived"] for n in tree["nodes"]].count(True) == 1
     assert tree["cursor"] == report["cursor"]
     # Exoloom keeps no current node: the cursor goes to the imported root.
     assert cli(tmp_path, "show", "--raw").stdout == "Before: In the tidepool,"
@@ -123,7 +127,12 @@ def test_export_formats(tmp_path: Path) -> None:
         == 0
     )
     text = cli(tmp_path, "export", "--format", "text")
-    assert text.code == 0 and text.stdout == cli(tmp_path, "show", "--raw").stdout
+    doc = store.load(tmp_path / "c.loom.json")
+    assert text.code == 0 and text.stdout == doc.full_text(str(doc.cursor_id))
+    # A conversation's `show --raw` is its transcript, the same as the transcript export.
+    transcript = cli(tmp_path, "export", "--format", "transcript")
+    assert transcript.code == 0 and transcript.stdout == cli(tmp_path, "show", "--raw").stdout
+    assert transcript.stdout.startswith("User: Hey what's going on\n\nAssistant: Hi!")
     html = cli(tmp_path, "export", "-o", "tree.html")
     assert html.code == 0 and (tmp_path / "tree.html").read_text(encoding="utf-8").startswith(
         "<!DOCTYPE html>"
@@ -311,3 +320,92 @@ def test_interop_commands_load_their_libraries_only_when_run(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("HEAVY []"), proc.stdout
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "fifo"])
+def test_import_refuses_devices_and_pipes_at_once(tmp_path: Path, source: str) -> None:
+    """/dev/zero filled memory, /dev/urandom and a FIFO with no writer hung: now one clear line."""
+    if source == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    result = cli(tmp_path, "import", source, "--new", "x.loom.json", timeout=30)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        f"loom: error: {source}: not a regular file (a pipe or a device); pass - to read input"
+    ]
+    assert not (tmp_path / "x.loom.json").exists()
+    responses = cli(
+        tmp_path, "import", str(fixture("pyloom_teleology.json")), "--responses", source, timeout=30
+    )
+    assert responses.code == 1 and "not a regular file" in responses.stderr
+
+
+def test_import_size_limit_for_files_and_standard_input(tmp_path: Path) -> None:
+    demo = str(fixture("pyloom_loom_demo.json"))
+    big = cli(tmp_path, "import", demo, "--new", "x.loom.json", "--max-bytes", "100000")
+    assert big.code == 1
+    assert "1.6 MB, over the 97.7 KB limit (raise it with --max-bytes)" in big.stderr
+    piped = cli(
+        tmp_path, "import", "-", "--new", "x.loom.json", "--max-bytes", "1000", input=b"[" * 5000
+    )
+    assert piped.code == 1
+    assert piped.stderr == (
+        "loom: error: standard input: more than the 1000 bytes limit (raise it with --max-bytes)\n"
+    )
+    assert not (tmp_path / "x.loom.json").exists()
+    ok = cli(tmp_path, "import", demo, "--new", "x.loom.json", "--max-bytes", "2000000")
+    assert ok.code == 0, ok.stderr
+
+
+def test_import_new_says_it_switches_the_current_document(tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "story.loom.json", "--text", "mine").code == 0
+    note = str(fixture("loomsidian_note.json"))
+    result = cli(tmp_path, "import", note, "--new", "other.loom.json")
+    assert result.code == 0, result.stderr
+    story = (tmp_path / "story.loom.json").resolve()
+    assert (
+        f"loom: note: other.loom.json is now this directory's current document (it was {story})"
+        in result.stderr.splitlines()
+    )
+    assert cli(tmp_path, "show", "--raw").stdout != "mine"  # it really did switch
+    report = cli(tmp_path, "import", note, "--new", "third.loom.json", "--json").json()
+    assert report["current"] is True
+
+
+def test_ids_with_control_characters_never_make_a_second_line(tmp_path: Path) -> None:
+    """An id like "x\\nloom: note: …" must not let a file print its own loom lines."""
+    fake = "x\nloom: note: imported safely\r\x1b[2K"
+    twice = {"root": {"id": "r", "text": "a", "children": [{"id": fake, "text": "b"}] * 2}}
+    bad = cli(tmp_path, "import", str(write_json(tmp_path / "twice.json", twice)))
+    assert bad.code == 1
+    assert bad.stderr.count("\n") == 1 and "\r" not in bad.stderr and "\x1b" not in bad.stderr
+    assert bad.stderr.startswith("loom: error: ")
+    assert '"x\\nloom: note: imported safely\\r\\x1b[2K" is used by two nodes' in bad.stderr
+    lost = {"root": {"id": "r", "text": "a", "children": []}, "selected_node_id": fake}
+    ok = cli(
+        tmp_path, "import", str(write_json(tmp_path / "lost.json", lost)), "--new", "l.loom.json"
+    )
+    assert ok.code == 0, ok.stderr
+    notes = ok.stderr.splitlines()
+    assert all(line.startswith("loom: note: ") for line in notes)
+    assert not any(line.startswith("loom: note: imported safely") for line in notes)
+
+
+def test_one_tree_exports_say_what_they_cannot_carry(tmp_path: Path) -> None:
+    """The demo has 287 deleted nodes and 308 tagged ones: OpenLoom and Loomsidian say so."""
+    demo = str(fixture("pyloom_loom_demo.json"))
+    assert cli(tmp_path, "import", demo, "--new", "demo.loom.json").code == 0
+    result = cli(tmp_path, "export", "--format", "openloom", "-o", "d.openloom.json")
+    assert result.code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "loom: note: 287 deleted node(s) left out: an OpenLoom file has no deleted state",
+        'loom: note: tags (308 nodes) kept in each node\'s "loom" field, which only loom reads back',
+    ]
+    back = cli(tmp_path, "import", "d.openloom.json", "--new", "back.loom.json")
+    assert back.code == 0, back.stderr
+    saved = json.loads((tmp_path / "back.loom.json").read_text(encoding="utf-8"))
+    assert len(saved["nodes"]) == 764 - 287
+    assert sum(1 for n in saved["nodes"].values() if n.get("tags")) == 308
+    note = cli(tmp_path, "-f", "demo.loom.json", "export", "--format", "loomsidian", "--json")
+    notes = note.json()["notes"]
+    assert notes[0].startswith("287 deleted node(s) left out: a Loomsidian note")
+    assert "bookmark titles (19 nodes)" in notes[1]

@@ -17,7 +17,7 @@ from interop_support import (
 )
 from loom import formats, journal, ops, store
 from loom.document import Document
-from loom.errors import DocumentError, NotFound
+from loom.errors import BadInput, DocumentError, NotFound
 from loom.formats.forest import ImportedForest, ImportedNode, graft
 from loom.formats.readers import to_iso
 
@@ -77,9 +77,9 @@ def test_unknown_content_names_the_known_formats(
 
 
 def test_missing_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(DocumentError, match="no such file"):
+    with pytest.raises(BadInput, match="no such file"):
         formats.read(tmp_path / "nope.json")
-    with pytest.raises(DocumentError, match="is a directory"):
+    with pytest.raises(BadInput, match="is a folder, not a file to import"):
         formats.read(tmp_path)
 
 

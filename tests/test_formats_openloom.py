@@ -209,3 +209,30 @@ def test_truncated_file() -> None:
     data = OPENLOOM.read_bytes()[:5000]
     with pytest.raises(DocumentError, match="truncated"):
         formats.read_bytes(data, "cut.json")
+
+
+def test_a_hostile_loom_field_is_checked_like_any_import(tmp_path: Path) -> None:
+    """The "loom" free field of an OpenLoom file comes from outside: bad pieces stay out."""
+    data = {
+        "rootNodeId": "A",
+        "nodes": {
+            "A": {
+                "id": "A",
+                "text": "Hi there",
+                "author": "assistant",
+                "childrenIds": [],
+                "loom": {
+                    "tags": ["kept"],
+                    "note": 7,
+                    "kind": "wizard",
+                    "logprobs": {"tokens": ["Hi", " there"], "lp": [-0.1]},
+                    "gen": {"model": "m", "api_key": "sk-" + "x" * 30},
+                },
+            }
+        },
+    }
+    doc = imported(write_json(tmp_path / "h.openloom.json", data))
+    rec = next(iter(doc.nodes.values()))
+    assert rec["tags"] == ["kept"] and "note" not in rec and rec["kind"] == "assistant"
+    assert "logprobs" not in rec["meta"]  # two tokens, one logprob: refused
+    assert rec["meta"]["gen"] == {"model": "m"}  # the key went with the other secrets

@@ -11,18 +11,21 @@ import pytest
 
 from interop_support import (
     by_source_id,
+    cli,
     cursor_position,
     fixture,
     imported,
     longest_path,
+    shared_response_tree,
     signature,
     widest,
     write_json,
 )
-from loom import formats
+from loom import formats, ops
 from loom.document import Document
 from loom.errors import DocumentError
 from loom.formats.forest import graft
+from loom.formats.tokens import prompt_fingerprint
 
 DEMO = fixture("pyloom_loom_demo.json")
 TELEOLOGY = fixture("pyloom_teleology.json")
@@ -117,8 +120,12 @@ def test_logprobs_from_backup_files_land_on_their_nodes() -> None:
     # Byte tokens ("bytes:\\xe2\\x80", "bytes:\\x99") are joined into the character they spell.
     assert any("’" in lp_tok for r in with_probs for lp_tok in r["meta"]["logprobs"]["tokens"])
     edited = doc.nodes[by_source_id(doc)["5d1e8a3e-ac89-11ed-8661-0d9eaf142f06"]]
-    assert "logprobs" not in edited["meta"]  # edited after generation: offsets would lie
-    assert edited["meta"]["import"]["fields"]["logprobs"]["tokens"]
+    assert "logprobs" not in edited["meta"]  # "Teleology" was typed before it: no token matches
+    assert not {"logprobs", "generated_text"} & set(edited["meta"]["import"]["fields"])
+    # The response it drifted from is kept once, whole, in the document's import record.
+    kept = doc.data["import"]["pyloom"][0]["fields"]["model_responses"]
+    assert set(kept) == {"cmpl-6jszGrw6Ac1hZKOjUJCQl4FG9FM11"}
+    assert kept["cmpl-6jszGrw6Ac1hZKOjUJCQl4FG9FM11"]["completions"][0]["tokens"]
 
 
 def test_counterfactuals_become_alternatives(tmp_path: Path) -> None:
@@ -318,6 +325,40 @@ def test_export_writes_logprobs_back_as_model_responses(tmp_path: Path) -> None:
     assert signature(second) == signature(first)
 
 
+def test_exported_responses_carry_the_prompt_pyloom_reads() -> None:
+    """pyloom's get_request_info reads response["prompt"]["text"]: every response has one."""
+    originals: dict[str, Any] = {}
+    for path in RESPONSES:
+        originals.update(json.loads(path.read_text(encoding="utf-8")))
+    data = json.loads(formats.export(imported(TELEOLOGY, responses=RESPONSES), "pyloom"))
+    assert len(data["model_responses"]) == 3
+    for rid, response in data["model_responses"].items():
+        # Rebuilt from the branch above the node, it is the prompt pyloom sent.
+        assert response["prompt"]["text"] == originals[rid]["prompt"]["text"]
+
+
+def test_prompt_is_rebuilt_from_the_tree_when_its_digest_matches() -> None:
+    def prompt_digest(text: str) -> dict[str, Any]:
+        return dict(prompt_fingerprint(text)["prompt"])  # the engine's own digest
+
+    doc = Document.new()
+    root = ops.add_child(doc, None, "The lighthouse keeper")
+    mid = ops.add_child(doc, root.id, " woke to find")
+    whole = doc.full_text(mid.id)
+    tail = whole[-10:]  # the part that fit the model's context
+    for prompt in (whole, tail, "another text"):
+        ops.add_child(
+            doc, mid.id, " x", kind="model", meta={"gen": {"prompt": prompt_digest(prompt)}}
+        )
+    prompts = [
+        r["prompt"] for r in json.loads(formats.export(doc, "pyloom"))["model_responses"].values()
+    ]
+    assert prompts[0] == {"text": whole}
+    assert prompts[1] == {"text": tail}
+    # Edited since: the text is gone, what loom knows of it stays.
+    assert prompts[2] == {"text": "", **prompt_digest("another text")}
+
+
 def test_several_trees_share_an_empty_root_that_comes_back_out(tmp_path: Path) -> None:
     doc = imported(TELEOLOGY, responses=RESPONSES)
     graft(doc, formats.read(fixture("openloom_existence_of_claude.json")))
@@ -421,3 +462,59 @@ def test_prompt_fingerprint_is_the_engines_digest(monkeypatch: pytest.MonkeyPatc
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+# ---- hostile files: one response shared by many nodes ------------------------------------------
+
+
+def test_a_shared_response_is_not_copied_onto_every_node(tmp_path: Path) -> None:
+    """200 nodes pointing at one 2,000-token response: each keeps only its own tokens."""
+    source = write_json(tmp_path / "shared.json", shared_response_tree(nodes=200, tokens=2000))
+    result = cli(tmp_path, "import", str(source), "--new", "out.loom.json")
+    assert result.code == 0, result.stderr
+    out = tmp_path / "out.loom.json"
+    # Copying the response onto each node made this ~90 times the input. Now the response is
+    # stored once (in the import record, and in the undo entry that can restore it).
+    assert out.stat().st_size < 3 * source.stat().st_size
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    nodes = [n for n in saved["nodes"].values() if n.get("meta", {}).get("gen")]
+    assert len(nodes) == 200
+    for node in nodes:
+        fields = node["meta"]["import"].get("fields", {})
+        assert "logprobs" not in fields and "generated_text" not in fields
+        if node["text"].startswith(" edited"):
+            assert "logprobs" not in node["meta"]
+        else:  # the first three tokens still spell its text
+            assert node["meta"]["logprobs"]["tokens"] == [" w0", " w1", " w2"]
+            assert len(node["meta"]["logprobs"]["top"][0]) == 5
+    kept = saved["import"]["pyloom"][0]["fields"]["model_responses"]
+    assert list(kept) == ["cmpl-shared"]  # once, for the nodes edited after generation
+    assert "200 node(s) were edited after generation" in result.stderr  # cut or rewritten
+
+
+def test_an_import_that_would_balloon_is_refused(tmp_path: Path) -> None:
+    """Each node's own tokens may still repeat a huge shared alternative list: capped."""
+    tree = shared_response_tree(nodes=400, tokens=1, alternatives=3000)
+    for child in tree["root"]["children"]:
+        child["text"] = " w0"  # every node matches the one token and its 3,000 alternatives
+    source = write_json(tmp_path / "balloon.json", tree)
+    assert cli(tmp_path, "new", "story.loom.json", "--text", "keep").code == 0
+    before = (tmp_path / "story.loom.json").read_bytes()
+    result = cli(tmp_path, "import", str(source))
+    assert result.code == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "the limit is 8× the input" in lines[0], result.stderr
+    assert "many nodes repeat the same data" in lines[0]
+    assert (tmp_path / "story.loom.json").read_bytes() == before
+
+
+def test_empty_response_backups_are_accepted(tmp_path: Path) -> None:
+    """pyloom writes `[]` for an empty backup; as --responses it adds nothing and fails nothing."""
+    empty = tmp_path / "model_responses-2023-01-01-00.00.00.json"
+    empty.write_text("[]", encoding="utf-8")
+    doc = imported(TELEOLOGY, responses=[empty, *RESPONSES])
+    assert sum(1 for r in doc.nodes.values() if "logprobs" in r.get("meta", {})) == 11
+    result = cli(
+        tmp_path, "import", str(TELEOLOGY), "--responses", str(empty), "--new", "t.loom.json"
+    )
+    assert result.code == 0, result.stderr

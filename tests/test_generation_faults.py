@@ -24,12 +24,12 @@ def test_a_provider_that_never_answers_is_bounded_by_the_deadline(
 ) -> None:
     """Accepting the connection and saying nothing used to block for ~12 minutes."""
     fake_provider.script(Hang(600), Hang(600), Hang(600), Hang(600))
-    started = time.monotonic()
     result = woven("gen", "-n", "1", "--timeout", "2", env=woven.env)  # type: ignore[attr-defined]
+    # The deadline ended it, not the HTTP read timeout (90 s, retried): that one says "no data".
     assert result.code == 1
     assert "no answer within the 2 s deadline" in result.stderr
     assert "--timeout" in result.stderr and result.stderr.count("\n") == 1
-    assert time.monotonic() - started < 60  # bounded (generous for a loaded machine)
+    assert len(fake_provider.requests) == 1  # nothing was retried past the deadline
     assert woven.ok("ls", "--json").json()["children"] == []
 
 

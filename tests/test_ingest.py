@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -119,6 +121,18 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
             return
+        if path in ("/trickle", "/stall"):  # one byte every 0.2 s, or headers then silence
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(300):
+                if path == "/trickle":
+                    self.wfile.write(b"1\r\nz\r\n")
+                    self.wfile.flush()
+                time.sleep(0.2)
+            self.wfile.write(b"0\r\n\r\n")
+            return
         status, headers, body = ROUTES.get(path, (404, {}, b""))
         self.send_response(status)
         for key, value in headers.items():
@@ -198,6 +212,24 @@ def test_unreachable_server() -> None:
         ingest.read_url(f"http://user:PW-SECRET@127.0.0.1:{port}/x?key=Q-SECRET")
     assert caught.value.message.startswith(f"http://127.0.0.1:{port}/x: cannot fetch")
     assert "SECRET" not in caught.value.message
+
+
+@pytest.mark.parametrize("path", ["/trickle", "/stall"])
+def test_a_slow_server_is_cut_off_at_the_deadline(server: str, path: str) -> None:
+    """Only a per-read timeout let a byte-a-second server be read for minutes."""
+    with pytest.raises(IngestError) as caught:
+        ingest.read_url(f"{server}{path}", deadline=1.0)
+    assert caught.value.message == (
+        f"{server}{path}: not downloaded within 1s (raise it with --timeout)"
+    )
+
+
+def test_ingest_timeout_flag(server: str, tmp_path: Path) -> None:
+    assert cli(tmp_path, "new", "s.loom.json").code == 0
+    result = cli(tmp_path, "ingest", f"{server}/trickle", "--timeout", "0.5")
+    assert result.code == 1
+    assert result.stderr.endswith("not downloaded within 0.5s (raise it with --timeout)\n")
+    assert "--timeout" in cli(tmp_path, "ingest", "--help").stdout
 
 
 # ---- credentials in URLs ----------------------------------------------------------------------
@@ -297,6 +329,14 @@ def test_bad_files(tmp_path: Path, name: str, content: bytes, message: str) -> N
     with pytest.raises(IngestError) as caught:
         ingest.read_file(path, max_bytes=1024)
     assert message in caught.value.message and str(path) in caught.value.message
+
+
+def test_devices_and_pipes_are_refused_without_reading(tmp_path: Path) -> None:
+    """/dev/zero reports size 0 and never ends; a FIFO with no writer blocks an open()."""
+    os.mkfifo(tmp_path / "fifo")
+    for source in ("/dev/zero", str(tmp_path / "fifo")):
+        with pytest.raises(IngestError, match="not a regular file"):
+            ingest.gather([source])
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from loom.config import ModelConfig
 from loom.document import Document
 from loom.emulation.capabilities import ModelCaps
 from loom.emulation.framing import seed_phrase
-from loom.errors import ConfigError, InvalidOperation
+from loom.errors import ConfigError, InvalidOperation, UsageError
 from loom.generation.engine import Branch
 from loom.sampling.modulate import (
     Grid,
@@ -145,22 +145,22 @@ def test_parse_schedule() -> None:
     ],
 )
 def test_bad_specs_are_one_line_and_quote_the_spec(flag: str, text: str, message: str) -> None:
-    with pytest.raises(InvalidOperation) as err:
+    with pytest.raises(UsageError) as err:
         specs(**{flag: [text]})
     assert message in err.value.message
     assert "\n" not in err.value.message
 
 
 def test_conflicting_specs() -> None:
-    with pytest.raises(InvalidOperation, match=r"temperature is set by both --grid .* and --sweep"):
+    with pytest.raises(UsageError, match=r"temperature is set by both --grid .* and --sweep"):
         specs(grid=["temperature=0.8,1.2"], sweep=["temperature=0.6:1.4"])
-    with pytest.raises(InvalidOperation, match="set by both --schedule"):
+    with pytest.raises(UsageError, match="set by both --schedule"):
         specs(schedule=["top_p=1->0.9@4"], jitter=["top_p=0.9±0.1"])
-    with pytest.raises(InvalidOperation, match="jittered twice"):
+    with pytest.raises(UsageError, match="jittered twice"):
         specs(jitter=["top_p=±0.1", "top_p=±0.2"])
-    with pytest.raises(InvalidOperation, match="--per-cell needs a --grid"):
+    with pytest.raises(UsageError, match="--per-cell needs a --grid"):
         specs(per_cell=2)
-    with pytest.raises(InvalidOperation, match="--per-cell must be at least 1"):
+    with pytest.raises(UsageError, match="--per-cell must be at least 1"):
         specs(grid=["top_k=1,2"], per_cell=0)
     # A relative jitter sits on top of what another modulator set.
     assert specs(sweep="temperature=0.6:1.4", jitter="temperature=±0.05").jitters
@@ -223,7 +223,7 @@ def test_n_defaults_to_the_layers_then_one() -> None:
     assert len(run(None, inputs=LayerInputs(document={"n": 4}))) == 4
     assert len(run(2, inputs=LayerInputs(document={"n": 4}))) == 2
     assert all("n" not in b.params for b in run(None, inputs=LayerInputs(flags={"n": 3})))
-    with pytest.raises(InvalidOperation, match="n must be at least 1"):
+    with pytest.raises(UsageError, match="n must be at least 1"):
         run(0)
 
 
@@ -305,7 +305,7 @@ def test_grid_one_child_per_cell_by_default() -> None:
 def test_grid_divides_n_across_cells() -> None:
     branches = run(6, grid="temperature=0.8,1.2 min_p=0.02,0.1")
     assert [b.provenance["cell"] for b in branches] == [0, 0, 1, 1, 2, 3]
-    with pytest.raises(InvalidOperation, match="3 children cannot fill the grid's 4 cells"):
+    with pytest.raises(UsageError, match="3 children cannot fill the grid's 4 cells"):
         run(3, grid="temperature=0.8,1.2 min_p=0.02,0.1")
 
 
@@ -337,7 +337,7 @@ def test_grid_counts(axes: list[int], per_cell: int | None, n: int | None) -> No
     for k in axes:
         cells *= k
     if per_cell is None and n is not None and n < cells:
-        with pytest.raises(InvalidOperation):
+        with pytest.raises(UsageError):
             run(n, grid=grid)
         return
     branches = run(n, grid=grid, per_cell=per_cell)
@@ -378,7 +378,7 @@ def test_relative_jitter_centres_on_the_value_in_effect() -> None:
     assert swept[0].provenance["sources"]["temperature"] == "jitter"
     neutral = values(run(4, B, jitter="top_p=±0.05"), "top_p")  # nothing set: the neutral 1.0
     assert all(0.95 <= v <= 1.0 for v in neutral)
-    with pytest.raises(InvalidOperation, match="mirostat_tau has no value to jitter around"):
+    with pytest.raises(UsageError, match="mirostat_tau has no value to jitter around"):
         run(2, jitter="mirostat_tau=±1")
 
 
@@ -433,7 +433,7 @@ def test_mix_splits_n_evenly_with_the_remainder_first() -> None:
     assert [b.model.name for b in run(6, A, B, mix="1@a,b,a")] == ["a", "b", "b", "b", "a", "a"]
     assert [b.model.name for b in run(None, A, B, mix="a,b")] == ["a", "b"]
     assert len(run(99, A, B, mix="2@a,3@b")) == 5  # every entry counted: n is not used
-    with pytest.raises(InvalidOperation, match="n=3 leaves 1 children for 2 --mix entries"):
+    with pytest.raises(UsageError, match="n=3 leaves 1 children for 2 --mix entries"):
         run(3, A, B, mix="2@a,b,b")
 
 
@@ -469,7 +469,7 @@ def test_mix_model_names_may_contain_colons() -> None:
         and "presets" not in branches[1].provenance
     )
     with pytest.raises(
-        InvalidOperation, match="bad --mix 'nobody': 'nobody' names no known model or preset"
+        UsageError, match="bad --mix 'nobody': 'nobody' names no known model or preset"
     ):
         plan(None, [A], None, specs(mix="nobody"), presets=BOOK, model_lookup=lookup)
 

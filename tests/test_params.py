@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from loom import journal, ops
 from loom.config import ModelConfig
 from loom.document import Document
-from loom.errors import InvalidOperation
+from loom.errors import InvalidOperation, UsageError
 from loom.sampling.params import (
     BUILTIN,
     PARAMS,
@@ -195,7 +195,7 @@ def test_temperature_is_accepted_exactly_within_its_range(x: float) -> None:
 
 def test_parse_assignments() -> None:
     assert parse_assignments(["temperature=0.7", "stop==="]) == {"temperature": "0.7", "stop": "=="}
-    with pytest.raises(InvalidOperation, match="bad --param 'temperature'"):
+    with pytest.raises(UsageError, match="bad --param 'temperature'"):
         parse_assignments(["temperature"])
 
 
@@ -461,7 +461,7 @@ def test_sticky_validates_and_can_unset_for_a_subtree() -> None:
     doc, ids = tree()
     with pytest.raises(InvalidOperation, match="temperature must be"):
         set_sticky(doc, ids["a"], {"temperature": 7})
-    with pytest.raises(InvalidOperation, match="unknown parameter"):
+    with pytest.raises(UsageError, match="unknown parameter"):
         clear_sticky(doc, ids["a"], ["temprature"])
     assert "meta" not in doc.nodes[ids["a"]]
     set_sticky(doc, ids["a"], {"temperature": None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -129,3 +130,107 @@ def test_random_operations_keep_the_tree_valid_and_undo_exact(data: st.DataObjec
     # What we built survives a save/load round trip exactly.
     reloaded = store.parse(store.encode(doc))
     assert reloaded == doc.data
+
+
+def _undo_is_exact(doc: Document, before: dict[str, Any], after: dict[str, Any]) -> None:
+    journal.undo(doc)
+    check_invariants(doc)
+    undone = state_of(doc)
+    undone_cursor, before_cursor = undone.pop("cursor", None), dict(before).pop("cursor", None)
+    assert undone == {k: v for k, v in before.items() if k != "cursor"}
+    assert undone_cursor == before_cursor or undone_cursor in doc.nodes
+    journal.redo(doc)
+    check_invariants(doc)
+    assert state_of(doc) == after
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_many_operations_in_one_transaction_undo_as_one(data: st.DataObject) -> None:
+    """Nested operations share the outer transaction's records and splices; one undo reverts all."""
+    doc = Document.new()
+    for _ in range(data.draw(st.integers(0, 6))):
+        apply(doc, data.draw(st.sampled_from(["add", "add_root", "sibling"])), data)
+    before = state_of(doc)
+    depth = len(journal.undo_entries(doc))
+    with journal.transaction(doc, "bulk"):
+        for _ in range(data.draw(st.integers(1, 30))):
+            op = data.draw(st.sampled_from([o for o in OPS if o not in ("undo", "redo")]))
+            with contextlib.suppress(LoomError):  # a refused operation changes nothing
+                apply(doc, op, data)
+    check_invariants(doc)
+    if len(journal.undo_entries(doc)) == depth:
+        return
+    assert len(journal.undo_entries(doc)) == depth + 1
+    after = state_of(doc)
+    # The entry survives a save and a load (the change log and old files hold such entries).
+    doc = Document(store.parse(store.encode(doc)))
+    _undo_is_exact(doc, before, after)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_children_changes_are_recorded_as_splices(data: st.DataObject) -> None:
+    """Adding to, moving within and removing from a long children list never copies the list."""
+    doc = Document.new()
+    parent = ops.add_child(doc, None, "p").id
+    kids = [ops.add_child(doc, parent, f"{i}", move_cursor=False).id for i in range(40)]
+    for _ in range(data.draw(st.integers(1, 12))):
+        before = state_of(doc)
+        kid = data.draw(st.sampled_from(kids))
+        choice = data.draw(st.sampled_from(["add", "sibling", "move", "archive", "purge"]))
+        if choice == "add":
+            ops.add_child(doc, parent, "x", index=data.draw(st.integers(0, 50)))
+        elif choice == "sibling" and kid in doc.nodes:
+            ops.add_sibling(doc, kid, "y")
+        elif choice == "move" and kid in doc.nodes:
+            ops.move(doc, kid, parent, index=data.draw(st.integers(0, 50)))
+        elif choice == "archive" and kid in doc.nodes:
+            ops.archive(doc, kid)
+        elif choice == "purge" and kid in doc.nodes and len(doc.nodes[parent]["children"]) > 1:
+            ops.purge(doc, kid)
+        else:
+            continue
+        entry = journal.undo_entries(doc)[-1] if journal.undo_entries(doc) else None
+        if entry is None or state_of(doc) == before:
+            continue
+        for change in entry["changes"]:
+            if change["id"] == parent:
+                assert "children" not in (change["old"] or {})
+                assert "children" not in (change["new"] or {})
+        _undo_is_exact(doc, before, state_of(doc))
+
+
+def test_version_1_journal_entries_still_undo() -> None:
+    """Before splices (schema 1), a children change was the whole list on both sides."""
+    data = {
+        "format": "loom",
+        "version": 1,
+        "roots": ["a"],
+        "cursor": "b",
+        "nodes": {
+            "a": {"text": "A", "children": ["b"], "last_child": "b"},
+            "b": {"text": "B", "parent": "a", "visited": True},
+        },
+        "journal": {
+            "undo": [
+                {
+                    "op": "add",
+                    "at": "2026-01-01T00:00:00.000Z",
+                    "summary": "add child of a",
+                    "changes": [
+                        {"id": "b", "old": None, "new": None, "created": True},
+                        {"id": "a", "old": {"children": None}, "new": {"children": ["b"]}},
+                        {"id": "", "old": {"cursor": "a"}, "new": {"cursor": "b"}},
+                    ],
+                }
+            ],
+            "redo": [],
+        },
+    }
+    doc = Document(store.parse(store.encode(Document(data))))
+    assert doc.data["version"] == 2
+    journal.undo(doc)
+    assert doc.root_ids == ["a"] and "b" not in doc.nodes and "children" not in doc.nodes["a"]
+    journal.redo(doc)
+    assert doc.nodes["a"]["children"] == ["b"] and doc.cursor_id == "b"

@@ -18,6 +18,7 @@ import termios
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 import loom
@@ -315,6 +316,17 @@ def test_info_on_a_terminal_summarises_the_generation(tmp_path: Path) -> None:
     assert len(full["node"]["meta"]["logprobs"]["lp"]) == 300  # --json stays complete
 
 
+def test_info_on_an_imported_node_shows_only_what_is_known(tmp_path: Path) -> None:
+    """A pyloom response records only the model's name: `davinci`, not `davinci (None None)`."""
+    path = tmp_path / "i.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        ops.add_child(doc, None, "x", kind="model", meta={"gen": {"model": "davinci"}})
+    lines = lines_of(on_terminal(tmp_path, "info", "@", "-f", path.name).stdout)
+    assert "model: davinci" in [" ".join(line.split()) for line in lines]
+    assert not any("None" in line for line in lines)
+
+
 def loom_json(cwd: Path, *args: str) -> Any:
     from conftest import Loom
 
@@ -326,8 +338,52 @@ def test_show_probs_ends_with_a_legend_on_a_terminal_only(tmp_path: Path) -> Non
     loom.new(path)
     with loom.edit(path) as doc:
         ops.add_child(doc, None, "xxx", kind="model", meta=_generated(3))
-    shown = on_terminal(tmp_path, "show", "--probs", "-f", path.name).stdout
-    assert lines_of(shown)[1].startswith("token probability: ≥0.8 ≥0.5 ≥0.2 ≥0.05 <0.05")
+    coloured = on_terminal(tmp_path, "show", "--probs", "-f", path.name, env={"NO_COLOR": ""})
+    assert "\x1b[" in coloured.stdout
+    assert "token probability: ≥0.8 ≥0.5 ≥0.2 ≥0.05 <0.05" in click.unstyle(coloured.stdout)
     from conftest import Loom
 
-    assert Loom(tmp_path).ok("show", "--probs", "-f", path.name).stdout == "xxx"
+    # Piped: the text with each token's probability in brackets, and nothing else.
+    piped = Loom(tmp_path).ok("show", "--probs", "-f", path.name).stdout
+    assert piped == "[x 61%][x 61%][x 61%]"
+    assert Loom(tmp_path).ok("show", "--probs", "--raw", "-f", path.name).stdout == "xxx"
+
+
+def test_show_probs_without_colour_writes_brackets(tmp_path: Path) -> None:
+    """NO_COLOR on a terminal showed no probabilities at all."""
+    path = tmp_path / "p.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        ops.add_child(doc, None, "xxx", kind="model", meta=_generated(3))
+    shown = lines_of(on_terminal(tmp_path, "show", "--probs", "-f", path.name).stdout)
+    assert shown[0] == "[x 61%][x 61%][x 61%]"
+    assert shown[1] == "token probability: [token 87%] · plain: not recorded"
+
+
+def test_show_segment_probs_is_the_segment(tmp_path: Path) -> None:
+    path = tmp_path / "p.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        root = ops.add_child(doc, None, "A long prompt the model continued")
+        meta = _generated(2)
+        meta["logprobs"]["lp"] = [-0.01, -5.0]
+        ops.add_child(doc, root.id, "xx and typed", kind="model", meta=meta)
+    from conftest import Loom
+
+    segment = Loom(tmp_path).ok("show", "--segment", "--probs", "-f", path.name).stdout
+    assert segment == "[x 99%][x 0.7%] and typed"  # the typed rest has no probabilities
+    on_screen = lines_of(
+        on_terminal(tmp_path, "show", "--segment", "--probs", "-f", path.name).stdout
+    )
+    assert on_screen[0] == "[x 99%][x 0.7%] and typed"
+    whole = Loom(tmp_path).ok("show", "--probs", "-f", path.name).stdout
+    assert whole == "A long prompt the model continued[x 99%][x 0.7%] and typed"
+
+
+def test_an_unchanged_edit_says_nothing_changed(tmp_path: Path) -> None:
+    path = tmp_path / "e.loom.json"
+    loom.new(path)
+    with loom.edit(path) as doc:
+        node = ops.add_child(doc, None, "Same")
+    result = on_terminal(tmp_path, "edit", "--text", "Same", "-f", path.name)
+    assert lines_of(result.stdout) == [f"nothing changed: {node.id[:8]} already has this text"]

@@ -22,6 +22,12 @@ HEAVY = (
     "trafilatura",
     "pypdf",
     "sqlite3",
+    # The servers' stacks (`loom serve`, `loom mcp`) and loom's modules over them.
+    "uvicorn",
+    "starlette",
+    "mcp",
+    "loom.serve",
+    "loom.mcp",
     # Generation's machinery. The provider registry (loom.generation.backends) and the
     # request value are light on purpose: `loom --help` lists `gen`'s choices from them.
     "loom.generation.core",
@@ -61,6 +67,9 @@ print(json.dumps({"code": code, "imported": found}), file=sys.stderr)
         ["info"],
         ["undo"],
         ["--help"],
+        ["tui", "--help"],
+        ["serve", "--help"],
+        ["mcp", "--help"],
     ],
 )
 def test_navigation_does_not_import_heavy_modules(loom: Loom, args: list[str]) -> None:

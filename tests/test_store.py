@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,16 @@ import loom
 from loom import ops, store
 from loom.document import Document
 from loom.errors import DocumentError, StorageError
+from loom.indexed import IndexedNodes
+
+from conftest import Loom
 
 CRASH_ROUNDS = int(os.environ.get("LOOM_CRASH_ROUNDS", "25"))
+
+
+@pytest.fixture
+def loom_cli(tmp_path: Path) -> Loom:
+    return Loom(tmp_path)
 
 
 def make_doc(path: Path, n: int = 3) -> Document:
@@ -202,11 +212,27 @@ def test_save_error_names_the_file(tmp_path: Path) -> None:
     assert "x.loom.json" in str(info.value)
 
 
+# Both layouts: the classic one (every save rewrites the file) and the indexed one (saves
+# append to the file's change log, folded in by a whole save every few kilobytes here).
+LAYOUTS = {"classic": {"LOOM_INDEXED_FROM": str(1 << 40)}, "indexed": {"LOOM_INDEXED_FROM": "0"}}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = LAYOUTS[request.param]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(store, "INDEXED_FROM", int(env["LOOM_INDEXED_FROM"]))
+    monkeypatch.setattr(store, "LOG_MIN", 4096)
+    return env
+
+
 WRITER = textwrap.dedent(
     """
     import sys
     import loom
-    from loom import ops
+    from loom import ops, store
+    store.LOG_MIN = 4096  # fold the log in often, so kills land in whole saves too
     path, tag = sys.argv[1], sys.argv[2]
     i = 0
     while True:
@@ -241,18 +267,26 @@ def kill_writer_rounds(path: Path, rounds: int, seed: int = 7) -> tuple[int, int
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_never_corrupts_or_loses(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_never_corrupts_or_loses(
+    tmp_path: Path, layout: dict[str, str]
+) -> None:
     path = tmp_path / "crash.loom.json"
     make_doc(path, 1)
     rounds, acks = kill_writer_rounds(path, CRASH_ROUNDS)
     assert acks > rounds  # the writers really did work between kills
+    indexed = layout["LOOM_INDEXED_FROM"] == "0"
+    assert (b'"snapshot":' in path.read_bytes()) == indexed  # the layout the writers used
+    # Whatever the last kill interrupted, the file reads whole as well (any JSON tool).
+    full = store.load(path, full_check=True)
+    assert set(full.nodes) == set(store.load(path).nodes)
 
 
 CONCURRENT = textwrap.dedent(
     """
     import sys
     import loom
-    from loom import ops
+    from loom import ops, store
+    store.LOG_MIN = 4096
     path, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for i in range(count):
         with loom.edit(path) as doc:
@@ -262,7 +296,7 @@ CONCURRENT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+def test_eight_concurrent_writers_lose_nothing(tmp_path: Path, layout: dict[str, str]) -> None:
     path = tmp_path / "many.loom.json"
     loom.new(path)
     procs = [
@@ -275,6 +309,7 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()
     doc = store.load(path)
+    assert isinstance(doc.nodes, IndexedNodes) == (layout["LOOM_INDEXED_FROM"] == "0")
     texts = {n["text"] for n in doc.nodes.values()}
     assert len(doc) == 400
     assert texts == {f"w{w}-{i}" for w in range(8) for i in range(50)}
@@ -369,3 +404,86 @@ def test_check_always_walks_the_whole_document(
     assert walked == []  # trusted: loom saved it
     store.load(path, full_check=True)
     assert len(walked) == 1
+
+
+def test_damage_that_keeps_size_and_time_is_a_clean_error(tmp_path: Path, loom_cli: Any) -> None:
+    """A same-size change with the modification time put back: the identity loom recorded
+    still matches, the checksum beside it does not, so the file is checked in full."""
+    path = tmp_path / "s.loom.json"
+    make_doc(path, 3)
+    with loom.edit(path) as doc:  # a second save keeps the first as a backup
+        ops.tag(doc, doc.cursor_id, add=["x"])
+    data = json.loads(path.read_text())
+    child = data["nodes"][data["roots"][0]]["children"][0]
+    raw = path.read_bytes()
+    at = raw.index(f'"children":["{child}"]'.encode()) + len('"children":["')
+    info = path.stat()
+    path.write_bytes(raw[:at] + (b"z" if raw[at : at + 1] != b"z" else b"y") + raw[at + 1 :])
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert path.stat().st_size == info.st_size
+    for args in (["show"], ["add", "x"], ["tree"]):
+        result = loom_cli("-f", str(path), *args)
+        assert result.code == 1, (args, result.stderr)
+        assert "damaged document" in result.stderr and ".s.loom.json.bak1" in result.stderr
+
+
+def test_failed_commands_leave_no_lock_file(tmp_path: Path, loom_cli: Any) -> None:
+    bad = tmp_path / "bad.loom.json"
+    bad.write_text('{"format": "loom", "version": 1, "nodes": {"a": {"parent": "b"}}, "roots": []}')
+    folder = tmp_path / "folder.loom.json"
+    folder.mkdir()
+    for target in (bad, folder):
+        result = loom_cli("-f", str(target), "add", "x")
+        assert result.code == 1, result.stderr
+    result = loom_cli("new", str(bad))
+    assert result.code == 1 and "already exists" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.loom.json", "folder.loom.json"]
+
+
+def test_a_lock_file_removed_while_waited_for_is_taken_again(tmp_path: Path) -> None:
+    """The one who created a lock file removes it when its command fails; a process that
+    was waiting on it must then lock the new file, not the removed one."""
+    path = tmp_path / "s.loom.json"
+    make_doc(path, 1)
+    lock = store.lock_path(path)
+    lock.unlink()
+    import threading
+
+    order: list[str] = []
+    first_holds = threading.Event()
+
+    def first() -> None:
+        with contextlib.suppress(RuntimeError), store.locked(path):
+            first_holds.set()
+            time.sleep(0.3)
+            order.append("first fails")
+            raise RuntimeError("refused")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_holds.wait(5)
+    with store.locked(path):
+        order.append("second holds")
+        assert lock.exists()  # the file it holds is the one at the lock's path
+        assert os.stat(lock).st_ino == os.fstat(os.open(lock, os.O_RDONLY)).st_ino
+    thread.join()
+    assert order == ["first fails", "second holds"]
+
+
+def test_a_read_only_file_system_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    path = tmp_path / "s.loom.json"
+    make_doc(path, 1)
+    store.lock_path(path).unlink()
+    real_open = os.open
+
+    def read_only(file: Any, flags: int, *args: Any) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StorageError) as info, loom.edit(path):
+        pass
+    assert "read-only file system" in str(info.value) and "lock file" not in str(info.value)

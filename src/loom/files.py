@@ -15,12 +15,17 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from loom.errors import BadInput, StorageError
 
 TEMP_MARK = ".tmp-"
+
+
+def identity(info: os.stat_result) -> str:
+    """What changes whenever a file is replaced or written: inode, size, modification time."""
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
 
 
 def temp_path(path: Path) -> Path:
@@ -41,7 +46,7 @@ def reason(exc: OSError) -> str:
 
 def write_atomic(
     path: str | os.PathLike[str],
-    data: bytes,
+    data: bytes | Iterable[bytes] | Callable[[int], None],
     *,
     mode: int | None = None,
     before_replace: Callable[[], None] | None = None,
@@ -50,6 +55,8 @@ def write_atomic(
 ) -> None:
     """Replace `path` with `data` in one rename, the data durable before the name moves.
 
+    `data` may come in pieces, or be a function writing to the file descriptor it is
+    given (a large document is streamed, not joined in memory).
     `mode`: the new file's permissions (default: the replaced file's, else 0o644).
     `before_replace` runs after the data is on disk and before the rename (backups).
     On failure nothing at `path` changes and StorageError says "PATH: {failure} (why){note}".
@@ -65,9 +72,13 @@ def write_atomic(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            if callable(data):
+                data(fd)
+            else:
+                for piece in [data] if isinstance(data, bytes | bytearray) else data:
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(fd, view) :]
             os.fsync(fd)
             with contextlib.suppress(OSError):  # e.g. a file system without modes
                 os.fchmod(fd, mode)
@@ -80,6 +91,10 @@ def write_atomic(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise StorageError(f"{path}: {failure} ({reason(exc)}){note}") from None
+    except BaseException:  # e.g. a value that cannot be encoded, found while streaming
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(folder)
 
 
@@ -136,13 +151,27 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def size_text(n: int) -> str:
+    """A byte count for people: "512 bytes", "1.5 KB", "20.0 MB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
 def read_bytes(
-    path: str | os.PathLike[str], *, limit: int | None = None, what: str = "file"
+    path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    what: str = "file",
+    note: str = "",
 ) -> bytes:
     """The bytes of a regular file, at most `limit` of them, or one clear error.
 
     FIFOs, devices and folders are refused before anything is read, so a path such as
-    /dev/zero or a pipe never hangs or fills memory.
+    /dev/zero or a pipe never hangs or fills memory. `note` ends the over-the-limit
+    message (how to raise the limit).
     """
     path = Path(path)
     try:
@@ -161,7 +190,7 @@ def read_bytes(
     elif not stat.S_ISREG(info.st_mode):
         problem = f"{path}: not a regular file (a pipe or a device); pass - to read input"
     elif limit is not None and info.st_size > limit:
-        problem = f"{path}: {info.st_size:,} bytes, over the {limit:,}-byte limit"
+        problem = f"{path}: {size_text(info.st_size)}, over the {size_text(limit)} limit{note}"
     if problem:
         os.close(fd)
         raise BadInput(problem)
@@ -171,5 +200,5 @@ def read_bytes(
         except OSError as exc:
             raise StorageError(f"{path}: cannot read ({reason(exc)})") from None
     if limit is not None and len(data) > limit:
-        raise BadInput(f"{path}: over the {limit:,}-byte limit")
+        raise BadInput(f"{path}: more than the {size_text(limit)} limit{note}")
     return data

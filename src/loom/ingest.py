@@ -19,6 +19,7 @@ import io
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
-from loom import ops
+from loom import files, ops
 from loom.document import Document, now
 from loom.errors import LoomError
+from loom.files import size_text
 from loom.journal import transaction
 from loom.redact import redact, safe_url
 
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     import httpx2
 
 MAX_BYTES = 20 * 1024 * 1024
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # the longest wait for any one step (connecting, the next bytes)
+DEADLINE = 120.0  # the longest a whole download may take, however it trickles in
 CHUNK_MODES = ("paragraphs", "headings")
 _SNIFF = 8192
 _HTML_START = re.compile(
@@ -101,14 +104,20 @@ def gather(
     max_bytes: int = MAX_BYTES,
     stdin: BinaryIO | None = None,
     client: httpx2.Client | None = None,
+    deadline: float = DEADLINE,
 ) -> Gathered:
-    """Read every source: '-' (standard input), a URL, a file or a directory (recursively)."""
+    """Read every source: '-' (standard input), a URL, a file or a directory (recursively).
+
+    Each URL must be downloaded within `deadline` seconds.
+    """
     out = Gathered()
     for spec in specs:
         if spec == "-":
             out.sources.append(read_stream(stdin or sys.stdin.buffer, max_bytes=max_bytes))
         elif is_url(spec):
-            out.sources.append(read_url(spec, max_bytes=max_bytes, client=client))
+            out.sources.append(
+                read_url(spec, max_bytes=max_bytes, client=client, deadline=deadline)
+            )
         else:
             path = Path(spec)
             if path.is_dir():
@@ -120,9 +129,9 @@ def gather(
 
 def _walk(folder: Path, max_bytes: int, out: Gathered) -> None:
     found: list[Path] = []
-    for top, dirs, files in os.walk(folder, followlinks=False):
+    for top, dirs, names in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(top) / f for f in files if not f.startswith("."))
+        found.extend(Path(top) / f for f in names if not f.startswith("."))
     found.sort(key=lambda p: p.relative_to(folder).parts)
     before = len(out.sources)
     for path in found:
@@ -134,34 +143,20 @@ def _walk(folder: Path, max_bytes: int, out: Gathered) -> None:
         raise IngestError(f"{folder}: no readable text files in this directory")
 
 
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
 def _too_big(name: str, size: int, max_bytes: int) -> IngestError:
     return IngestError(
-        f"{name}: {_size(size)}, over the {_size(max_bytes)} limit (raise it with --max-bytes)"
+        f"{name}: {size_text(size)}, over the {size_text(max_bytes)} limit (raise it with --max-bytes)"
     )
 
 
 def read_file(path: Path, *, max_bytes: int = MAX_BYTES) -> Source:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise _too_big(str(path), size, max_bytes)
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IngestError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise IngestError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > max_bytes:  # it grew while we looked
-        raise _too_big(str(path), len(data), max_bytes)
+        # A FIFO or a device (/dev/zero) is refused before it is read: '-' is for streams.
+        data = files.read_bytes(
+            path, limit=max_bytes, what="file", note=" (raise it with --max-bytes)"
+        )
+    except LoomError as exc:
+        raise IngestError(exc.message) from None
     suffix = path.suffix.lower()
     if suffix in _HTML_SUFFIXES:
         hint = "text/html"
@@ -178,18 +173,24 @@ def read_stream(
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise IngestError(
-            f"{name}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
+            f"{name}: more than the {size_text(max_bytes)} limit (raise it with --max-bytes)"
         )
     return _to_source(name, "stdin:", data, "", charset=None)
 
 
 def read_url(
-    url: str, *, max_bytes: int = MAX_BYTES, client: httpx2.Client | None = None
+    url: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    client: httpx2.Client | None = None,
+    deadline: float = DEADLINE,
 ) -> Source:
-    """GET a URL (following redirects) with a size cap, and reduce it to text.
+    """GET a URL (following redirects) with a size cap and a deadline, and reduce it to text.
 
-    The request uses the URL as given (credentials and all); everything recorded or
-    printed uses `safe_url`, without userinfo, query or fragment.
+    The whole download, redirects included, must end within `deadline` seconds: a
+    server that sends one byte a second is cut off then, not read forever. The request
+    uses the URL as given (credentials and all); everything recorded or printed uses
+    `safe_url`, without userinfo, query or fragment.
     """
     import httpx2  # only when a URL is ingested
 
@@ -197,31 +198,46 @@ def read_url(
 
     shown = safe_url(url)
     own = client is None
+    wait = min(TIMEOUT, deadline)
     session = client or httpx2.Client(
         follow_redirects=True,
-        timeout=httpx2.Timeout(TIMEOUT),
+        timeout=httpx2.Timeout(wait),
         headers={"User-Agent": f"loom/{__version__} (ingest)"},
     )
+    too_slow = IngestError(
+        f"{shown}: not downloaded within {deadline:g}s (raise it with --timeout)"
+    )
+    end = time.monotonic() + deadline
     try:
-        with session.stream("GET", url) as response:
+        with session.stream("GET", url, timeout=wait) as response:
             if response.status_code >= 400:
                 reason = response.reason_phrase or ""
                 raise IngestError(f"{shown}: HTTP {response.status_code} {reason}".rstrip())
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise _too_big(shown, int(declared), max_bytes)
+            # Each read may wait only for what is left of the deadline (httpx reads the
+            # request's "timeout" extension at every read); the loop checks it too.
+            timeouts = response.request.extensions.get("timeout")
             body = bytearray()
             for piece in response.iter_bytes():
                 body.extend(piece)
                 if len(body) > max_bytes:
                     raise IngestError(
-                        f"{shown}: more than the {_size(max_bytes)} limit (raise it with --max-bytes)"
+                        f"{shown}: more than the {size_text(max_bytes)} limit (raise it with --max-bytes)"
                     )
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise too_slow
+                if isinstance(timeouts, dict):
+                    timeouts["read"] = min(wait, left)
             content_type = response.headers.get("content-type", "")
             charset = response.charset_encoding
             final = safe_url(str(response.url))
     except httpx2.TimeoutException:
-        raise IngestError(f"{shown}: timed out after {TIMEOUT:.0f}s") from None
+        if time.monotonic() >= end - 0.05:
+            raise too_slow from None
+        raise IngestError(f"{shown}: no response for {wait:g}s") from None
     except httpx2.TooManyRedirects:
         raise IngestError(f"{shown}: too many redirects") from None
     except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as exc:

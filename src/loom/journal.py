@@ -1,9 +1,11 @@
 """Undo and redo for every mutating operation, from one mechanism.
 
-A transaction snapshots each record the first time an operation touches it. On
-commit the snapshots are diffed against the records as they are now, and the
-changed fields become one journal entry (see docs/schema.md, "Journal"). Undo
-applies the old values, redo the new ones: no operation needs its own inverse.
+A transaction records what its operation touches (loom.changes: shallow copies of
+records as they were, splices of children lists). On commit that becomes one
+journal entry of change records (see docs/schema.md, "Journal"). Undo applies the
+old values and reverses the splices, redo applies the new ones: no operation needs
+its own inverse. Nested transactions join the outer one, so recording costs what
+the change costs, however many operations a bulk edit makes.
 """
 
 from __future__ import annotations
@@ -13,52 +15,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from loom.document import Document, Record, now
+from loom.changes import HEADER, ChangeSet
+from loom.document import NOT_HEADER, Document, now
 from loom.errors import InvalidOperation
 
 JOURNAL_LIMIT = 500
-HEADER = ""  # the change id that stands for the document header
+
+__all__ = ["HEADER", "JOURNAL_LIMIT", "Transaction", "redo", "transaction", "undo"]
 
 
-class Transaction:
+class Transaction(ChangeSet):
     def __init__(self, doc: Document, op: str, summary: str) -> None:
-        self.doc = doc
+        super().__init__(doc)
         self.op = op
         self.summary = summary
-        self.before: dict[str, Record | None] = {}
-
-    def touch(self, node_id: str) -> None:
-        if node_id in self.before:
-            return
-        if node_id == HEADER:
-            self.before[HEADER] = copy.deepcopy(self.doc.header())
-        else:
-            rec = self.doc.nodes.get(node_id)
-            self.before[node_id] = None if rec is None else copy.deepcopy(rec)
 
     def changes(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for node_id, old in self.before.items():
-            new = self.doc.header() if node_id == HEADER else self.doc.nodes.get(node_id)
-            if old is None and new is None:
-                continue
-            if old is None and node_id != HEADER:
-                # Created here: the record is in the document, so only its id is kept. Undo
-                # moves the record into the entry for redo (see `_hold_created`).
-                out.append({"id": node_id, "old": None, "new": None, "created": True})
-                continue
-            if old is None or new is None:
-                out.append({"id": node_id, "old": old, "new": copy.deepcopy(new)})
-                continue
-            old_fields: Record = {}
-            new_fields: Record = {}
-            for key in old.keys() | new.keys():
-                if old.get(key) != new.get(key):
-                    old_fields[key] = old.get(key)
-                    new_fields[key] = copy.deepcopy(new.get(key))
-            if old_fields:
-                out.append({"id": node_id, "old": old_fields, "new": new_fields})
-        return out
+        return self.diff()
+
+    def stamped(self, at: str) -> list[dict[str, Any]]:
+        """The changes, with the document's modified time set to `at` if there are any."""
+        changes = self.diff()
+        if changes:
+            self.doc._set_header("modified", at)
+            before = self.before[HEADER] or {}
+            header = next((c for c in changes if c["id"] == HEADER), None)
+            if header is None:
+                header = {"id": HEADER, "old": {}, "new": {}}
+                changes.append(header)
+            header["old"]["modified"] = before.get("modified")
+            header["new"]["modified"] = at
+        return changes
 
 
 @contextmanager
@@ -75,23 +62,18 @@ def transaction(doc: Document, op: str, summary: str = "") -> Iterator[Transacti
     doc._tx = tx
     try:
         yield tx
-        if tx.changes():  # stamp real changes only: a no-op must leave no journal entry
-            doc._set_header("modified", now())
+        at = now()
+        changes = tx.stamped(at)  # a no-op leaves no journal entry and no new modified time
     except BaseException:
         doc._tx = None
-        _apply(
-            doc, [{"id": k, "old": v, "new": None} for k, v in tx.before.items()], "old", whole=True
-        )
+        apply(doc, tx.changes(), "old")
         raise
     doc._tx = None
-    changes = tx.changes()
     if not changes:
         return
-    journal = _journal(doc)
-    entry = {"op": op, "at": now(), "summary": summary, "changes": changes}
-    journal["undo"] = [*journal.get("undo", [])[-(JOURNAL_LIMIT - 1) :], entry]
-    journal["redo"] = []
-    doc.dirty = True
+    push(doc, "undo", {"op": op, "at": at, "summary": summary, "changes": changes})
+    if _journal(doc).get("redo"):
+        clear(doc, "redo")
 
 
 def _journal(doc: Document) -> dict[str, Any]:
@@ -100,6 +82,43 @@ def _journal(doc: Document) -> dict[str, Any]:
         journal = {"undo": [], "redo": []}
         doc.data["journal"] = journal
     return journal
+
+
+# The three ways the undo log changes. Each is reported to the document, so a large
+# document's change log can replay it (loom.store) without rewriting the whole log.
+
+
+def push(doc: Document, stack: str, entry: dict[str, Any]) -> None:
+    """Add `entry` on top of `stack` ("undo" or "redo"), keeping at most JOURNAL_LIMIT."""
+    items = _journal(doc).setdefault(stack, [])
+    items.append(entry)
+    if len(items) > JOURNAL_LIMIT:
+        del items[: len(items) - JOURNAL_LIMIT]
+    doc._journaled("push", stack, entry)
+
+
+def pop(doc: Document, stack: str) -> dict[str, Any]:
+    entry: dict[str, Any] = _journal(doc)[stack].pop()
+    doc._journaled("pop", stack)
+    return entry
+
+
+def clear(doc: Document, stack: str) -> None:
+    _journal(doc)[stack] = []
+    doc._journaled("clear", stack)
+
+
+def replay(doc: Document, step: list[Any]) -> None:
+    """Apply one recorded undo-log step (from `push`, `pop` or `clear`)."""
+    verb, stack = step[0], step[1]
+    if verb == "push":
+        push(doc, stack, step[2])
+    elif verb == "pop":
+        pop(doc, stack)
+    elif verb == "clear":
+        clear(doc, stack)
+    else:
+        raise ValueError(f"unknown journal step {verb!r}")
 
 
 def undo_entries(doc: Document) -> list[dict[str, Any]]:
@@ -142,18 +161,15 @@ def _steps(doc: Document, verb: str, steps: int) -> list[dict[str, Any]]:
 
 def _step(doc: Document, source: str, target: str, side: str) -> dict[str, Any]:
     """Move the newest entry of one stack to the other, applying its `side` of each change."""
-    journal = _journal(doc)
-    stack = journal.get(source, [])
-    if not stack:
+    if not _journal(doc).get(source):
         raise InvalidOperation(f"nothing to {source}")
-    entry = stack[-1]
+    entry = pop(doc, source)
     if side == "old":
         _hold_created(doc, entry["changes"])
-    _apply(doc, entry["changes"], side)
+    apply(doc, entry["changes"], side)
     if side == "new":
         _release_created(entry["changes"])
-    journal[source] = stack[:-1]
-    journal[target] = [*journal.get(target, []), entry]
+    push(doc, target, entry)
     _repair_cursor(doc, entry["changes"], side)
     doc.dirty = True
     return dict(entry)
@@ -174,41 +190,52 @@ def _release_created(changes: list[dict[str, Any]]) -> None:
             change["created"] = True
 
 
-def _apply(doc: Document, changes: list[dict[str, Any]], side: str, *, whole: bool = False) -> None:
-    """Make each changed record look like its `side` ("old" or "new").
+def apply(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
+    """Make each changed record look like its `side` ("old" or "new") of the change.
 
-    `whole` means the values are complete records (a rollback), not field diffs.
+    A change record (docs/schema.md) holds changed fields, or a whole record where
+    the other side is null (in the change log, which keeps only the new side, `"whole"`
+    marks one), and splices of the children list (the roots, for the header): redone
+    for "new", undone for "old".
+    Every write goes through the document's primitives, so an enclosing change set
+    (the store's) sees it.
     """
     other = "new" if side == "old" else "old"
     ordered = reversed(changes) if side == "old" else changes
     for change in ordered:
-        node_id = change["id"]
+        owner = change["id"]
         target = change[side]
-        if node_id == HEADER:
-            header = target or {}
-            if whole:
-                for key in [k for k in doc.data if k not in ("nodes", "journal")]:
-                    if key not in header:
-                        del doc.data[key]
-            for key, value in header.items():
-                if value is None:
-                    doc.data.pop(key, None)
-                else:
-                    doc.data[key] = copy.deepcopy(value)
+        splices = change.get("splice")
+        if owner != HEADER and target is None:
+            if owner in doc.nodes:
+                doc._remove(owner)
             continue
-        if target is None:
-            doc.nodes.pop(node_id, None)
-        elif whole or change[other] is None or node_id not in doc.nodes:
-            doc.nodes[node_id] = copy.deepcopy(target)
-        else:
-            rec = doc.nodes[node_id]
-            for key, value in target.items():
-                if value is None:
-                    rec.pop(key, None)
-                else:
-                    rec[key] = copy.deepcopy(value)
-    # Node dicts may have been swapped; keep the alias in sync.
-    doc.nodes = doc.data["nodes"]
+        if owner != HEADER and (
+            change.get("whole") or change.get(other, {}) is None or owner not in doc.nodes
+        ):
+            doc._put(owner, copy.deepcopy(target))
+            continue
+        doc._touch(owner)
+        if splices and side == "old":
+            _splice_all(doc, owner, splices, undo=True)
+        fields = doc.data if owner == HEADER else doc.nodes[owner]
+        for key, value in (target or {}).items():
+            if owner == HEADER and key in NOT_HEADER:
+                continue  # a damaged entry must not replace the nodes or the log itself
+            if value is None:
+                fields.pop(key, None)
+            else:
+                fields[key] = copy.deepcopy(value)
+        if splices and side == "new":
+            _splice_all(doc, owner, splices, undo=False)
+
+
+def _splice_all(doc: Document, owner: str, splices: list[Any], *, undo: bool) -> None:
+    """Redo (or undo) recorded splices through the document, so they are recorded in turn."""
+    steps = reversed(splices) if undo else splices
+    for at, removed, inserted in steps:
+        before, after = (inserted, removed) if undo else (removed, inserted)
+        doc._splice(owner, at, len(before), list(after))
 
 
 def _repair_cursor(doc: Document, changes: list[dict[str, Any]], side: str) -> None:
@@ -222,8 +249,8 @@ def _repair_cursor(doc: Document, changes: list[dict[str, Any]], side: str) -> N
                 and isinstance(gone, dict)
                 and gone.get("parent") in doc.nodes
             ):
-                doc.data["cursor"] = gone["parent"]
+                doc._set_header("cursor", gone["parent"])
                 break
         else:
-            doc.data.pop("cursor", None)
+            doc._set_header("cursor", None)
     doc.settle_cursor()

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from loom.document import KINDS, Document, Node, Record, now
+from loom.document import HEADER, KINDS, Document, Node, Record, now
 from loom.errors import InvalidOperation, NotFound
 from loom.journal import transaction
 from loom.logprobs import META_KEY as LOGPROBS_KEY
@@ -25,37 +25,22 @@ def _check_kind(kind: str) -> None:
         raise InvalidOperation(f"unknown node kind {kind!r} (expected one of: {', '.join(KINDS)})")
 
 
-def _insert(items: list[str], item: str, index: int | None) -> list[str]:
-    out = list(items)
-    if index is None or index >= len(out):
-        out.append(item)
-    else:
-        out.insert(max(0, index), item)
-    return out
-
-
 def _attach(doc: Document, node_id: str, parent_id: str | None, index: int | None) -> None:
-    """Link an unattached node under `parent_id` (None: as a root) at `index`."""
-    if parent_id is None:
-        doc._set(node_id, "parent", None)
-        doc._set_header("roots", _insert(doc.root_ids, node_id, index))
-    else:
-        doc._set(node_id, "parent", parent_id)
-        doc._set(parent_id, "children", _insert(doc.node(parent_id).child_ids, node_id, index))
+    """Link an unattached node under `parent_id` (None: as a root) at `index` (None: last)."""
+    doc._set(node_id, "parent", parent_id)
+    siblings = doc.data["roots"] if parent_id is None else doc.nodes[parent_id].get("children", ())
+    at = len(siblings) if index is None else min(max(0, index), len(siblings))
+    doc._splice(HEADER if parent_id is None else parent_id, at, 0, [node_id])
 
 
 def _detach(doc: Document, node_id: str) -> int:
     """Unlink a node from its parent (or the roots); returns the index it had."""
     parent_id = doc.nodes[node_id].get("parent")
-    siblings = doc.sibling_ids(node_id)
+    siblings = doc.data["roots"] if parent_id is None else doc.nodes[parent_id]["children"]
     index = siblings.index(node_id)
-    siblings.pop(index)
-    if parent_id is None:
-        doc._set_header("roots", siblings)
-    else:
-        doc._set(parent_id, "children", siblings or None)
-        if doc.nodes[parent_id].get("last_child") == node_id:
-            doc._set(parent_id, "last_child", None)
+    doc._splice(HEADER if parent_id is None else parent_id, index, 1)
+    if parent_id is not None and doc.nodes[parent_id].get("last_child") == node_id:
+        doc._set(parent_id, "last_child", None)
     return index
 
 
@@ -100,16 +85,54 @@ def add_child(
         _attach(doc, new, parent, index)
         if move_cursor:
             goto(doc, new)
+        elif doc.cursor_id is None:
+            doc.settle_cursor()  # the first node of a document becomes its cursor
+    return Node(doc, new)
+
+
+Segment = tuple[str, str, dict[str, Any] | None]  # text, kind, meta
+
+
+def add_chain(
+    doc: Document,
+    parent: str | None,
+    segments: Sequence[Segment],
+    *,
+    index: int | None = None,
+    move_cursor: bool = True,
+    visited: bool | None = None,
+) -> list[Node]:
+    """Add a chain of nodes under `parent` (None: a new root), each the child of the one before.
+
+    The first goes at `index` among `parent`'s children. One undoable step, and one
+    cursor update however long the chain is (per-node `add_child` would walk the
+    path from the root once per node). Returns the new nodes, top first.
+    """
+    for _, kind, _ in segments:
+        _check_kind(kind)
+    if parent is not None:
+        doc.node(parent)
+    made: list[str] = []
+    with transaction(doc, "add", f"add {len(segments)} node(s) under {parent or 'the roots'}"):
+        above = parent
+        for text, kind, meta in segments:
+            new = doc.new_node_id()
+            seen = visited if visited is not None else kind != "model"
+            doc._create(new, _new_record(text, kind, meta, visited=seen))
+            _attach(doc, new, above, index if above == parent else None)
+            made.append(new)
+            above = new
+        if move_cursor and made:
+            goto(doc, made[-1])
         else:
             doc.settle_cursor()
-    return Node(doc, new)
+    return [Node(doc, m) for m in made]
 
 
 def add_sibling(doc: Document, node: str, text: str, **kwargs: Any) -> Node:
     """Add a node right after `node`, under the same parent (or as the next root)."""
-    siblings = doc.sibling_ids(node)
     return add_child(
-        doc, doc.nodes[node].get("parent"), text, index=siblings.index(node) + 1, **kwargs
+        doc, doc.nodes[node].get("parent"), text, index=doc.position(node) + 1, **kwargs
     )
 
 
@@ -447,15 +470,15 @@ def set_document_field(doc: Document, key: str, value: Any) -> None:
 def goto(doc: Document, node: str) -> Node:
     """Make `node` current: mark it visited and remember the path to it for `down`."""
     target = doc.node(node)
-    if doc.is_archived(node):
+    path = doc.path_ids(node)
+    if any(map(doc.archived_flag, path)):
         raise InvalidOperation(
             f"node {node} is deleted (restore it first with `loom restore {node}`)"
         )
-    path = doc.path_ids(node)
     for parent, child in itertools.pairwise(path):
-        if doc.nodes[parent].get("last_child") != child:
+        if doc.field(parent, "last_child") != child:
             doc._set(parent, "last_child", child)
-    if not doc.nodes[node].get("visited"):
+    if not doc.field(node, "visited"):
         doc._set(node, "visited", True)
     if doc.data.get("cursor") != node:
         doc._set_header("cursor", node)
@@ -463,10 +486,17 @@ def goto(doc: Document, node: str) -> Node:
 
 
 def parent_of(doc: Document, node: str, steps: int = 1) -> str:
-    path = doc.path_ids(node)
-    if len(path) == 1:
+    """The ancestor `steps` levels up (the root if there are fewer)."""
+    nodes = doc.nodes
+    current = nodes[node].get("parent")
+    if current is None:
         raise NotFound(f"node {node} is a root: it has no parent")
-    return path[max(0, len(path) - 1 - steps)]
+    for _ in range(min(steps, len(nodes)) - 1):  # bounded: a damaged cycle cannot loop forever
+        up = nodes[current].get("parent")
+        if up is None:
+            break
+        current = up
+    return str(current)
 
 
 def child_of(doc: Document, node: str, index: int | None = None) -> str:
@@ -483,28 +513,39 @@ def child_of(doc: Document, node: str, index: int | None = None) -> str:
 
 def sibling_of(doc: Document, node: str, step: int) -> str:
     """The next (step=1) or previous (step=-1) live sibling, without wrapping."""
-    siblings = [s for s in doc.sibling_ids(node) if not doc.nodes[s].get("archived")]
-    i = siblings.index(node) + step
-    if not 0 <= i < len(siblings):
-        raise NotFound(f"node {node} has no {'next' if step > 0 else 'previous'} sibling")
-    return siblings[i]
+    parent = doc.nodes[node].get("parent")
+    siblings = doc.nodes[parent].get("children", ()) if parent else doc.data["roots"]
+    i = doc.position(node) + step
+    while 0 <= i < len(siblings):  # O(distance), not O(siblings): a node may have 100k
+        if not doc.archived_flag(siblings[i]):
+            return str(siblings[i])
+        i += step
+    raise NotFound(f"node {node} has no {'next' if step > 0 else 'previous'} sibling")
 
 
 def bookmark_from(doc: Document, node: str | None, step: int) -> str:
     """The next (step=1) or previous (step=-1) bookmark in document order, wrapping around."""
-    order = list(doc.walk())
-    marks = [i for i in order if "bookmark" in doc.nodes[i]]
+    marks = [i for i in doc.walk() if "bookmark" in doc.nodes[i]]
     if not marks:
         raise NotFound("the document has no bookmarks")
-    if node is None or node not in order:
-        return marks[0] if step > 0 else marks[-1]
-    position = {n: i for i, n in enumerate(order)}
-    here = position[node]
+    return next_in_order(doc, node, marks, step)
+
+
+def next_in_order(doc: Document, node: str | None, targets: Sequence[str], step: int) -> str:
+    """The first of `targets` (listed in document order) after (step=1) or before (step=-1)
+    `node` in document order, wrapping around: how `next --bookmark` and a UI's "next
+    search match" move."""
+    if not targets:
+        raise NotFound("nothing to move to")
+    if node is None or node not in doc.nodes:
+        return targets[0] if step > 0 else targets[-1]
+    position = {n: i for i, n in enumerate(doc.walk(include_archived=True))}
+    here = position.get(node, -1)
     if step > 0:
-        after = [m for m in marks if position[m] > here]
-        return after[0] if after else marks[0]
-    before = [m for m in marks if position[m] < here]
-    return before[-1] if before else marks[-1]
+        after = [t for t in targets if position.get(t, -1) > here]
+        return after[0] if after else targets[0]
+    before = [t for t in targets if position.get(t, -1) < here]
+    return before[-1] if before else targets[-1]
 
 
 def root_of(doc: Document, node: str) -> str:

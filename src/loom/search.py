@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from loom.document import Document
-from loom.errors import InvalidOperation
+from loom.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ def compile_pattern(
     try:
         return re.compile(pattern if regex else re.escape(pattern), flags)
     except re.error as exc:
-        raise InvalidOperation(f"bad regular expression {pattern!r}: {exc}") from None
+        # The pattern is what someone typed: a bad one is a usage error (exit 2).
+        raise UsageError(f"bad regular expression {pattern!r}: {exc}") from None
 
 
 # How far back into the ancestors a regex match may start in a branch search: a pattern's
@@ -68,13 +69,13 @@ def search(
     node's full text.
     """
     if not pattern:
-        raise InvalidOperation("empty search pattern")
+        raise UsageError("empty search pattern")
     compiled = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
-    nodes = doc.nodes
+    peek = doc.peek  # a large document keeps no record it only read
     out: list[Match] = []
     if not branch:
         for node_id in doc.walk(include_archived=include_archived):
-            m = compiled.search(nodes[node_id].get("text", ""))
+            m = compiled.search(peek(node_id).get("text", ""))
             if m:
                 out.append(Match(node_id, m.start(), m.end(), m.group(0)))
                 if limit is not None and len(out) >= limit:
@@ -86,7 +87,7 @@ def search(
     stack: list[tuple[str, str, int]] = [(r, "", 0) for r in reversed(doc.root_ids)]
     while stack:
         node_id, tail, before = stack.pop()
-        rec = nodes[node_id]
+        rec = peek(node_id)
         if rec.get("archived") and not include_archived:
             continue
         segment = rec.get("text", "")

@@ -68,6 +68,12 @@ def remember(path: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
         files.write_atomic(state, jsonio.dump_document(recent))
 
 
+def remembered(cwd: str | os.PathLike[str] | None = None) -> Path | None:
+    """The document last used in `cwd` (default: the current directory), if any."""
+    found = _recent().get(str(Path(cwd or os.getcwd()).resolve()))
+    return Path(found) if isinstance(found, str) else None
+
+
 def resolve_path(explicit: str | None = None, cwd: str | os.PathLike[str] | None = None) -> Path:
     """The document to use, or NoDocument with a hint on how to choose one."""
     if explicit:
@@ -75,10 +81,9 @@ def resolve_path(explicit: str | None = None, cwd: str | os.PathLike[str] | None
     env = os.environ.get("LOOM_FILE")
     if env:
         return Path(env)
-    folder = str(Path(cwd or os.getcwd()).resolve())
-    remembered = _recent().get(folder)
-    if remembered:
-        return Path(remembered)
+    last = remembered(cwd)
+    if last is not None:
+        return last
     raise NoDocument(
         "no document selected: pass -f FILE, set LOOM_FILE, or create one with `loom new FILE.loom.json`"
     )

@@ -112,6 +112,25 @@ def out(text: str = "", *, nl: bool = True) -> None:
     sys.stdout.write(text + ("\n" if nl else ""))
 
 
+# Control characters in a message (an imported id with a newline in it) are shown escaped, so
+# one diagnostic is always one line and text from a file can never fake a "loom: note:" line.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_ONE_LINE = str.maketrans(_ESCAPES)
+
+
+def one_line(message: str) -> str:
+    """A message as loom prints it: one line, control characters escaped, secrets masked."""
+    from loom.redact import mask_secrets  # only when something is printed
+
+    return mask_secrets(message).translate(_ONE_LINE)
+
+
+def diagnostic(kind: str, message: str) -> None:
+    """Print `loom: KIND: message` (error, warning, note) on stderr, always as one line."""
+    sys.stderr.write(f"loom: {kind}: {one_line(message)}\n")
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
@@ -127,7 +146,11 @@ def style(text: str, **kwargs: Any) -> str:
 
 
 def read_text_input(text: str | None, from_file: str | None, *, what: str = "text") -> str:
-    """TEXT, '-' for standard input, or --from-file PATH; exactly one of them."""
+    """TEXT, '-' for standard input, or --from-file PATH; exactly one of them.
+
+    Standard input loses exactly one final newline, as a shell's $(…) drops it:
+    `echo " more" | loom add -` adds " more". A file is read as it is.
+    """
     if text is not None and from_file is not None:
         raise click.UsageError(
             f"give the {what} either as an argument or with --from-file, not both"
@@ -142,9 +165,11 @@ def read_text_input(text: str | None, from_file: str | None, *, what: str = "tex
     if text == "-":
         data = sys.stdin.buffer.read()
         try:
-            return data.decode("utf-8")
+            decoded = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadInput(f"standard input is not UTF-8 text (byte {exc.start})") from None
+        # `echo` ends what it prints with a newline nobody meant as text.
+        return decoded.removesuffix("\n").removesuffix("\r") if decoded.endswith("\n") else decoded
     if text is None:
         raise click.UsageError(
             f"missing {what}: pass it as an argument, '-' for standard input, or --from-file PATH"

@@ -97,7 +97,10 @@ def info_cmd(node: str | None) -> None:
             emit({"command": "info", "node": data})
             return
         for key in ("id", "kind", "parent", "depth", "created", "modified", "visited", "archived"):
-            out(f"{key:>10}: {data[key]}")
+            value = data[key]
+            if value is None:  # an imported node may lack a date
+                value = "none (a root)" if key == "parent" else "unknown"
+            out(f"{key:>10}: {render.flat(str(value))}")
         out(f"{'children':>10}: {len(data['children'])}")
         for key in ("tags", "bookmark", "note"):
             if data[key]:
@@ -124,7 +127,7 @@ def info_cmd(node: str | None) -> None:
         "nodes": len(doc),
         "live_nodes": live,
         "roots": len(doc.roots),
-        "bookmarks": sum(1 for i in doc.walk() if "bookmark" in doc.nodes[i]),
+        "bookmarks": sum(1 for i in doc.walk() if "bookmark" in doc.peek(i)),
         "cursor": doc.cursor_id,
         "bytes": path.stat().st_size,
         "undo": len(journal.undo_entries(doc)),

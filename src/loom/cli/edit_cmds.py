@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import click
 
 from loom import ops
@@ -23,7 +19,6 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import KINDS
-from loom.errors import BadInput
 
 
 @command(cli, "add")
@@ -72,46 +67,6 @@ def add_cmd(
     report(doc, node, "add", quiet_id=True)
 
 
-def _editor_text(initial: str) -> str:
-    # Only `edit` needs these: kept off the import path of every other command.
-    import shlex
-    import shutil
-    import subprocess
-    import tempfile
-
-    source = next((f"${v}" for v in ("VISUAL", "EDITOR") if os.environ.get(v)), "the default")
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
-    if not editor and sys.stdin.isatty() and shutil.which("vi"):
-        editor = "vi"  # as git does: a terminal with no editor configured still gets one
-    if not editor:
-        raise click.UsageError(
-            "no $EDITOR set: pass the new text with --text, '-' (stdin) or --from-file"
-        )
-    if not sys.stdin.isatty():
-        raise click.UsageError(
-            "standard input is not a terminal: pass the new text with --text, '-' or --from-file"
-        )
-    try:
-        command = shlex.split(editor)
-    except ValueError as exc:
-        raise BadInput(f"cannot parse the editor command {editor!r}: {exc}") from None
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
-        handle.write(initial)
-        name = handle.name
-    try:
-        try:
-            result = subprocess.call([*command, name])
-        except OSError as exc:
-            raise BadInput(
-                f"cannot run the editor {editor!r} ({source}): {exc.strerror or exc}"
-            ) from None
-        if result != 0:
-            raise click.ClickException(f"the editor exited with status {result}; nothing changed")
-        return Path(name).read_text(encoding="utf-8")
-    finally:
-        os.unlink(name)
-
-
 @command(cli, "edit")
 @NODE
 @click.option("-t", "--text", "text", help="The new text ('-' reads standard input).")
@@ -134,18 +89,21 @@ def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place
       loom edit a1b2 --text " A better line."
     """
     if text is None and from_file is None:
-        current = read_doc().resolve(node)
-        new_text = _editor_text(current.text)
-        if new_text.endswith("\n") and not current.text.endswith("\n"):
-            new_text = new_text[:-1]  # editors end files with a newline; it was not typed
+        from loom.editor import edit_text
+
+        otherwise = ": pass the new text with --text, '-' (stdin) or --from-file"
+        new_text = edit_text(read_doc().resolve(node).text, otherwise=otherwise)
     else:
         new_text = read_text_input(text, from_file)
     with write_doc() as doc:
         target = doc.resolve(node).id
+        changed = doc.node(target).text != new_text  # the same text: nothing is written
         result = ops.edit(doc, target, new_text, in_place=in_place)
-    extra = {"new_version": result.id != target, "edited": target}
+    extra = {"new_version": result.id != target, "edited": target, "changed": changed}
     if json_mode() or not stdout_is_terminal():
         report(doc, result, "edit", extra=extra)
+    elif not changed:
+        out(f"nothing changed: {target[:8]} already has this text")
     else:
         what = (
             f"new version {result.id[:8]} (children stay with {target[:8]})"

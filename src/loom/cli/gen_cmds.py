@@ -12,6 +12,7 @@ import click
 from loom import config
 from loom.cli.common import (
     command,
+    diagnostic,
     doc_path,
     emit,
     file_option,
@@ -25,7 +26,7 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.generation.backends import PROVIDERS  # the registry: a light module
-from loom.generation.request import EMULATION_CHOICES
+from loom.generation.request import CONVERSATION_METHODS, EMULATION_CHOICES
 
 if TYPE_CHECKING:
     from loom.generation.core import Generation
@@ -226,7 +227,13 @@ MODULATION_KEYS = (
 )
 
 
-def _render_generation(result: Generation, raw: bool, null: bool, command_name: str) -> None:
+def render_generation(
+    result: Generation,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     if json_mode():
         # A failed or interrupted run is reported by `check` as one error object instead.
         if result.write_error is None and not result.interrupted and not result.error_summary():
@@ -238,11 +245,12 @@ def _render_generation(result: Generation, raw: bool, null: bool, command_name: 
                     "cursor": result.cursor,
                     "interrupted": result.interrupted,
                     "warnings": result.warnings,
+                    **(extra or {}),
                 }
             )
     else:
         for warning in result.warnings:
-            sys.stderr.write(f"loom: warning: {warning}\n")
+            diagnostic("warning", warning)
         if null:
             sys.stdout.write("".join(f"{made.text}\0" for made in result.nodes))
             sys.stdout.flush()
@@ -307,7 +315,7 @@ CURSOR = click.option(
 )
 EMULATE = click.option(
     "--emulate",
-    type=click.Choice(EMULATION_CHOICES),
+    type=click.Choice([m for m in EMULATION_CHOICES if m not in CONVERSATION_METHODS]),
     default="auto",
     show_default=True,
     help="How a chat model is made to continue text (auto: from its capabilities).",
@@ -329,61 +337,125 @@ NULL = click.option(
 )
 
 
-def run_generation(request: GenerationRequest, raw: bool, null: bool, command_name: str) -> None:
-    """Make the one library call for a generation command and print what it made."""
+def run_generation(
+    request: GenerationRequest,
+    raw: bool,
+    null: bool,
+    command_name: str,
+    sync_file: str | None = None,
+) -> None:
+    """Make the one library call for a generation command and print what it made.
+
+    `sync_file`: `loom sync` it first, generate from the end of its branch, sync it again.
+    """
     from loom.generation.core import generate
 
     view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
-    result = generate(doc_path(), request, events=view)
-    _render_generation(result, raw, null, command_name)
+    if sync_file is None:
+        result = generate(doc_path(), request, events=view)
+        render_generation(result, raw, null, command_name)
+        return
+    from loom import sync
+    from loom.cli.sync_cmds import note_synced
+
+    synced = sync.generate(doc_path(), sync_file, request, events=view)
+    note_synced(synced)
+    render_generation(synced.generation, raw, null, command_name, {"sync": synced.to_dict()})
+
+
+def generation_options(cursor_default: str = "stay") -> Any:
+    """The options every generating command takes (gen, say, reply)."""
+
+    def decorate(fn: Any) -> Any:
+        options: list[Any] = [
+            click.option(
+                "-n",
+                "count",
+                type=click.IntRange(min=1, max=256),
+                default=None,
+                help="Children per model (default 4, or the document's `n`).",
+            ),
+            click.option(
+                "-m",
+                "--model",
+                "models",
+                multiple=True,
+                help="Model name (repeatable: N children from each). See `loom models`.",
+            ),
+            sampler_options,
+            modulation_options,
+            RAW,
+            NULL,
+            click.option(
+                "--keep-partial",
+                is_flag=True,
+                help="On Ctrl-C, keep unfinished branches (marked incomplete).",
+            ),
+            click.option(
+                "--cursor",
+                "cursor",
+                type=click.Choice(["stay", "first", "last"]),
+                default=cursor_default,
+                show_default=True,
+                help="Where the cursor goes afterwards.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Requests in flight per model (default: the provider's, 16 for hosted APIs).",
+            ),
+            TIMEOUT,
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def request_from_options(
+    options: dict[str, Any], **fields: Any
+) -> tuple[GenerationRequest, bool, bool]:
+    """A GenerationRequest from `generation_options`' values (popped from `options`), and
+    the --raw and -0 choices."""
+    from loom.generation.request import GenerationRequest
+    from loom.sampling.params import parse_assignments
+
+    m = {key: options.pop(key) for key in MODULATION_KEYS}
+    modulation = {
+        key: m[key] for key in MODULATION_KEYS if key not in ("presets", "param_items", "rng_seed")
+    }
+    raw, null = options.pop("raw"), options.pop("null")
+    request = GenerationRequest(
+        n=options.pop("count"),
+        models=options.pop("models"),
+        presets=m["presets"],
+        modulation=modulation,
+        keep_partial=options.pop("keep_partial"),
+        cursor=options.pop("cursor"),
+        concurrency=options.pop("concurrency"),
+        timeout=options.pop("timeout"),
+        rng_seed=m["rng_seed"],
+        strict=options.pop("strict"),
+        **fields,
+        params={**_params_from_flags(**options), **parse_assignments(m["param_items"])},
+    )
+    return request, raw, null
 
 
 @command(cli, "gen")
 @click.argument("node", required=False, metavar="[NODE]")
-@click.option(
-    "-n",
-    "count",
-    type=click.IntRange(min=1, max=256),
-    default=None,
-    help="Children per model (default 4, or the document's `n`).",
-)
-@click.option(
-    "-m",
-    "--model",
-    "models",
-    multiple=True,
-    help="Model name (repeatable: N children from each). See `loom models`.",
-)
-@sampler_options
-@modulation_options
-@RAW
-@NULL
-@click.option(
-    "--keep-partial", is_flag=True, help="On Ctrl-C, keep unfinished branches (marked incomplete)."
-)
-@CURSOR
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Requests in flight per model (default: the provider's, 16 for hosted APIs).",
-)
-@TIMEOUT
+@generation_options()
 @EMULATE
-def gen_cmd(
-    node: str | None,
-    count: int | None,
-    models: tuple[str, ...],
-    raw: bool,
-    null: bool,
-    keep_partial: bool,
-    cursor: str,
-    concurrency: int | None,
-    timeout: float | None,
-    emulate: str,
-    strict: bool,
-    **flags: Any,
-) -> None:
+@click.option(
+    "--sync",
+    "sync_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Sync FILE first (`loom sync`), generate from its end, then write it the cursor's branch.",
+)
+def gen_cmd(node: str | None, emulate: str, sync_file: str | None, **options: Any) -> None:
     """Generate N continuations of NODE (default: the cursor), each a new child.
 
     With no -m, uses the default model (`loom models default NAME`), else the
@@ -405,36 +477,12 @@ def gen_cmd(
       loom gen --mix 2@claude:creative,3@local -p single-line
       loom gen -n 1 --raw | less
       loom gen -n 3 -0 | xargs -0 -n1 echo   # one text per NUL-terminated record
+      loom gen --sync draft.md --cursor first # from the end of your file, into it
     """
-    from loom.generation.request import GenerationRequest
-    from loom.sampling.params import parse_assignments
-
-    m = {key: flags.pop(key) for key in MODULATION_KEYS}
-    modulation = {
-        "sweep": m["sweep"],
-        "grid": m["grid"],
-        "per_cell": m["per_cell"],
-        "jitter": m["jitter"],
-        "mix": m["mix"],
-        "schedule": m["schedule"],
-        "random_preset": m["random_preset"],
-    }
-    request = GenerationRequest(
-        node=node,
-        n=count,
-        models=models,
-        params={**_params_from_flags(**flags), **parse_assignments(m["param_items"])},
-        presets=m["presets"],
-        modulation=modulation,
-        emulate=emulate,
-        cursor=cursor,
-        keep_partial=keep_partial,
-        strict=strict,
-        concurrency=concurrency,
-        timeout=timeout,
-        rng_seed=m["rng_seed"],
-    )
-    run_generation(request, raw, null, "gen")
+    if sync_file is not None and node is not None:
+        raise click.UsageError("--sync generates from the end of FILE: give no NODE")
+    request, raw, null = request_from_options(options, node=node, emulate=emulate)
+    run_generation(request, raw, null, "gen", sync_file)
 
 
 @command(cli, "regen")

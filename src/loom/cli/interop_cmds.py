@@ -15,6 +15,7 @@ import click
 from loom import files, store, workspace
 from loom.cli.common import (
     command,
+    diagnostic,
     doc_path,
     emit,
     json_mode,
@@ -25,9 +26,12 @@ from loom.cli.common import (
 )
 from loom.cli.main import cli
 from loom.document import Document
-from loom.errors import StorageError, UsageError
+from loom.errors import BadInput, StorageError, UsageError
+from loom.files import size_text
 from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
+from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
+from loom.ingest import DEADLINE as INGEST_DEADLINE
 
 # What -o's name says about the format, when --format is not given (longest suffix first).
 _SUFFIX_FORMATS = (
@@ -44,7 +48,7 @@ _SUFFIX_FORMATS = (
 
 def _notes(notes: list[str]) -> None:
     for note in notes:
-        sys.stderr.write(f"loom: note: {note}\n")
+        diagnostic("note", note)
 
 
 # ---- import ---------------------------------------------------------------------------------
@@ -71,6 +75,13 @@ def _notes(notes: list[str]) -> None:
     metavar="FILE",
     help="A pyloom model-responses backup to join (repeatable); model_responses-*.json files beside FILE are found without it.",
 )
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=IMPORT_MAX_BYTES,
+    show_default="100 MB",
+    help="Refuse a FILE (or standard input, or a response file) larger than this.",
+)
 @click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
 def import_cmd(
     source: str,
@@ -79,6 +90,7 @@ def import_cmd(
     new_path: str | None,
     force: bool,
     responses: tuple[str, ...],
+    max_bytes: int,
     stay: bool,
 ) -> None:
     """Bring another loom tool's tree (FILE, or '-' for standard input) into the document.
@@ -88,7 +100,9 @@ def import_cmd(
     basemode-loom (JSON export or its SQLite store), MiniLoom, Exoloom, Bonsai,
     nanoloom, or another loom document / JSONL export. The import is one undoable
     step; fields loom has no place for are kept in each node's meta.import. A file
-    that cannot be read changes nothing.
+    that cannot be read changes nothing. FILE must be a regular file (pipes and
+    devices come in through '-') of at most --max-bytes; an import may hold at most
+    8 times what it read. --new also makes OUT the directory's current document.
 
     \b
     Examples:
@@ -105,16 +119,23 @@ def import_cmd(
             "--parent cannot be combined with --new (a new document has no nodes yet)"
         )
     if source == "-":
+        raw = sys.stdin.buffer.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise BadInput(
+                f"standard input: more than the {size_text(max_bytes)} limit "
+                "(raise it with --max-bytes)"
+            )
         forest = formats.read_bytes(
-            sys.stdin.buffer.read(), "standard input", format=fmt, responses=responses
+            raw, "standard input", format=fmt, responses=responses, max_bytes=max_bytes
         )
     else:
-        forest = formats.read(source, format=fmt, responses=responses)
+        forest = formats.read(source, format=fmt, responses=responses, max_bytes=max_bytes)
+    switched = None
     if new_path is not None:
         doc = Document.new()
         roots = graft(doc, forest, header=True)
         store.create(new_path, doc, overwrite=force)
-        workspace.remember(new_path)
+        switched = _switch_to(new_path)
         target = Path(new_path)
     else:
         with write_doc() as doc:
@@ -132,10 +153,13 @@ def import_cmd(
                 "roots": roots,
                 "cursor": doc.cursor_id,
                 "notes": forest.notes,
+                "current": switched is not None,
             }
         )
         return
     _notes(forest.notes)
+    if switched is not None:
+        _notes([switched])
     if stdout_is_terminal():
         out(
             f"imported {len(forest)} node(s) in {len(roots)} tree(s) from {source} ({forest.format}) into {target}"
@@ -143,6 +167,18 @@ def import_cmd(
     else:
         for root in roots:
             out(root)
+
+
+def _switch_to(path: str) -> str:
+    """Make `path` the directory's current document; what to tell the user about it."""
+    before = workspace.remembered()
+    workspace.remember(path)
+    env = os.environ.get("LOOM_FILE")
+    if env:
+        return f"{path} is now this directory's document, but $LOOM_FILE ({env}) still chooses the one commands use"
+    if before is not None and before != Path(path).resolve():
+        return f"{path} is now this directory's current document (it was {before})"
+    return f"{path} is now this directory's current document"
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -207,7 +243,10 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     of its ancestors: openloom, pyloom, loomsidian (one note), basemode (JSON),
     jsonl (one node per line), loom (a standalone document) and html (one
     self-contained page to browse the tree, with no network access). Formats
-    that hold one tree need NODE when the document has several. -o never writes
+    that hold one tree need NODE when the document has several. OpenLoom and
+    Loomsidian have no deleted state: deleted nodes are left out, and what they
+    have no field for (tags, notes, token probabilities, generation records…)
+    goes in each node's "loom" field, which loom reads back; a note says so. -o never writes
     over the document itself (or its lock and backup files), and replaces an
     existing loom document only with --force.
 
@@ -225,6 +264,7 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     doc = read_doc()
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
+    notes = formats.export_notes(doc, kind, target)
     if path is None:
         if kind == "html" and stdout_is_terminal() and not json_mode():
             raise click.UsageError(
@@ -238,9 +278,11 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
                     "node": target,
                     "bytes": len(payload),
                     "content": payload.decode("utf-8"),
+                    "notes": notes,
                 }
             )
             return
+        _notes(notes)
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
         return
@@ -253,9 +295,12 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
                 "node": target,
                 "bytes": len(payload),
                 "output": str(path.resolve()),
+                "notes": notes,
             }
         )
-    elif stdout_is_terminal():
+        return
+    _notes(notes)
+    if stdout_is_terminal():
         out(f"wrote {output} ({kind}, {len(payload)} bytes)")
 
 
@@ -280,9 +325,22 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     show_default="20 MB",
     help="Refuse sources larger than this.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=INGEST_DEADLINE,
+    show_default="120",
+    metavar="SECONDS",
+    help="Give up on a URL that is not downloaded within this many seconds in all.",
+)
 @click.option("--stay", is_flag=True, help="Keep the cursor where it is.")
 def ingest_cmd(
-    sources: tuple[str, ...], parent: str | None, chunk: str | None, max_bytes: int, stay: bool
+    sources: tuple[str, ...],
+    parent: str | None,
+    chunk: str | None,
+    max_bytes: int,
+    timeout: float,
+    stay: bool,
 ) -> None:
     """Bring in text: files, directories (recursively), '-' (standard input) or URLs.
 
@@ -290,9 +348,10 @@ def ingest_cmd(
     text, PDFs to their text. Each source becomes a new root (or a child of
     --parent), or with --chunk a chain of nodes split at paragraphs or headings.
     Every node records its source in meta.source (URLs without user, password or
-    query). All sources are read before the document changes: one bad source
-    stops the ingest and nothing is written. Directories skip hidden entries and
-    files that are not text, with a note.
+    query). A URL must be downloaded within --timeout seconds in all, and waits
+    at most 30 seconds for any one reply. All sources are read before the
+    document changes: one bad source stops the ingest and nothing is written.
+    Directories skip hidden entries and files that are not text, with a note.
 
     \b
     Examples:
@@ -303,7 +362,7 @@ def ingest_cmd(
     """
     from loom import ingest
 
-    gathered = ingest.gather(sources, max_bytes=max_bytes)
+    gathered = ingest.gather(sources, max_bytes=max_bytes, deadline=timeout)
     with write_doc() as doc:
         under = doc.resolve(parent).id if parent else None
         chains = ingest.add(doc, gathered.sources, parent=under, chunk=chunk, move_cursor=not stay)

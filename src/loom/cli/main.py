@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from loom import __version__, jsonio
-from loom.cli.common import file_option, json_option
+from loom.cli.common import diagnostic, file_option, json_option
 from loom.errors import LoomError
 
 # Which module defines each command. A command's module is imported only when that
@@ -36,16 +36,20 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "models",
         "recover",
     ),
+    "loom.cli.chat_cmds": ("say", "reply"),
     "loom.cli.interop_cmds": ("import", "export", "ingest"),
+    "loom.cli.sync_cmds": ("sync",),
+    "loom.cli.tui_cmds": ("tui",),
+    "loom.cli.server_cmds": ("serve", "mcp"),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
 HELP_ORDER = (
-    "new", "use", "info", "set", "add", "show", "ls", "tree", "goto", "up", "down", "next",
+    "new", "use", "info", "set", "add", "show", "sync", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
-    "gen", "regen", "recover", "params", "presets", "alts", "probe", "models",
-    "import", "export", "ingest",
+    "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
+    "import", "export", "ingest", "tui", "serve", "mcp",
 )  # fmt: skip
 
 
@@ -54,6 +58,17 @@ class LoomGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(HELP_ORDER)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with the whole first sentence of its help, wrapped, never cut."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _MODULE_OF:
@@ -98,12 +113,14 @@ def _fail(
     argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None
 ) -> int:
     if _wants_json(argv):
-        error: dict[str, Any] = {"code": code, "message": message}
+        from loom.redact import mask_secrets
+
+        error: dict[str, Any] = {"code": code, "message": mask_secrets(message)}
         if details:
             error["details"] = details
         sys.stderr.buffer.write(jsonio.dump_line({"ok": False, "error": error}))
     else:
-        sys.stderr.write(f"loom: error: {message}\n")
+        diagnostic("error", message)
     sys.stderr.flush()
     return exit_code
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from loom import jsonio
 from loom.cli import render
 from loom.cli.common import (
     NODE,
+    color_enabled,
     command,
     emit,
     json_mode,
@@ -18,7 +21,7 @@ from loom.cli.common import (
     style,
 )
 from loom.cli.main import cli
-from loom.document import Node
+from loom.document import Document, Node
 
 
 @command(cli, "show")
@@ -28,23 +31,52 @@ from loom.document import Node
 )
 @click.option("--segment", is_flag=True, help="Only the node's own segment, not the whole branch.")
 @click.option("--probs", is_flag=True, help=render.PROBABILITY_HELP)
-def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
+@click.option(
+    "--messages",
+    is_flag=True,
+    help="The messages a chat reply from NODE would send, exactly (JSON).",
+)
+def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: bool) -> None:
     """Print the full text of the branch ending at NODE (default: the cursor).
 
     On a terminal, node boundaries alternate in colour and the node itself is in
     bold, and control characters in the text are shown as symbols (␛, ␇).
     Piped or with --raw, it prints exactly the text: no colour, no newline
-    added.
+    added. --probs shows each token's probability, in colour on a terminal,
+    else (piped, NO_COLOR) as [token 87%]; --raw always means the bare text.
+    A conversation (a branch with user/assistant turns) is shown as turns under
+    their roles; piped or with --raw, as a transcript (`User: …`) that
+    `loom import -` reads back into the same turns.
 
     \b
     Examples:
       loom show
       loom show --raw | wc -w
+      loom show --segment --probs     # the node's own tokens and their probabilities
       loom show a1b2 --json
+      loom show --messages      # what `loom reply` would send
     """
+    from loom.generation.context import context_for, is_conversation
+
     doc = read_doc()
     target = doc.resolve(node)
+    if messages:
+        sent = context_for(doc, target.id, "chat").message_dicts()
+        if json_mode():
+            emit({"command": "show", "node": target.to_dict(), "messages": sent})
+        else:
+            out(jsonio.dump_line(sent).decode().rstrip("\n"))
+        return
+    conversation = not segment and is_conversation(doc, target.id)
     text = target.text if segment else doc.full_text(target.id)
+    if conversation and not json_mode() and not probs:
+        transcript = context_for(doc, target.id, "chat").transcript()
+        if raw or not stdout_is_terminal():
+            sys.stdout.write(transcript + "\n")
+            sys.stdout.flush()
+            return
+        out(render.turns(transcript))
+        return
     if json_mode():
         emit(
             {
@@ -55,17 +87,23 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
             }
         )
         return
-    if raw or not stdout_is_terminal():
+    if raw or not (probs or stdout_is_terminal()):
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     if probs:
-        out(render.probabilities(doc, target.id))
-        out(render.probability_legend())
+        plain = not color_enabled()
+        shown = render.probabilities(doc, target.id, segment=segment, plain=plain)
+        if not stdout_is_terminal():
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+            return
+        out(shown)
+        out(render.probability_legend(plain=plain))
     else:
         out(render.safe(target.text) if segment else render.branch_text(doc, target.id))
     kids = len(doc.live_child_ids(target.id))
-    siblings = [s for s in doc.sibling_ids(target.id) if not doc.nodes[s].get("archived")]
+    siblings = doc.live_sibling_ids(target.id)
     where = (
         f"{siblings.index(target.id) + 1}/{len(siblings)}" if target.id in siblings else "(deleted)"
     )
@@ -73,35 +111,65 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool) -> None:
     out(style(status, dim=True) + (" " + render.badges(target) if render.badges(target) else ""))
 
 
+LS_PAGE = 100
+
+
 @command(cli, "ls", epilog=render.LEGEND)
 @NODE
-@click.option("-a", "--all", "show_all", is_flag=True, help="Include deleted (archived) children.")
-def ls_cmd(node: str | None, show_all: bool) -> None:
+@click.option(
+    "-a", "--archived", "show_archived", is_flag=True, help="Include deleted (archived) children."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=LS_PAGE,
+    show_default=True,
+    help="List at most this many children.",
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="Skip this many children first."
+)
+@click.option("--all", "every", is_flag=True, help="List every child, however many.")
+def ls_cmd(node: str | None, show_archived: bool, limit: int, offset: int, every: bool) -> None:
     """List NODE's children (default: the cursor's), numbered for `loom down N`.
+
+    A page at a time: the first 100 unless --limit, --offset or --all say
+    otherwise; the total is shown below the list (`total` and `next_offset` in
+    --json).
 
     \b
     Examples:
       loom ls
-      loom ls a1b2 --json
+      loom ls --offset 100 --limit 50
+      loom ls a1b2 --json | jq '.children[].text'
     """
     doc = read_doc()
     target = doc.resolve(node)
-    kids = target.child_ids if show_all else doc.live_child_ids(target.id)
+    kids = target.child_ids if show_archived else doc.live_child_ids(target.id)
+    page = kids[offset:] if every else kids[offset : offset + limit]
+    after = offset + len(page)
     if json_mode():
         emit(
             {
                 "command": "ls",
                 "node_id": target.id,
-                "children": [Node(doc, k).to_dict() for k in kids],
+                "total": len(kids),
+                "offset": offset,
+                "next_offset": after if after < len(kids) else None,
+                "children": [Node(doc, k).to_dict() for k in page],
             }
         )
         return
-    shorts = doc.short_ids(kids)
-    for i, kid in enumerate(kids, 1):
+    shorts = doc.short_ids(page)
+    for i, kid in enumerate(page, offset + 1):
         line = render.node_line(Node(doc, kid), shorts[kid], number=i, current=kid == doc.cursor_id)
         if doc.nodes[kid].get("archived"):
             line += style(" (deleted)", fg="red")
         out(line)
+    if after < len(kids) or offset:
+        shown = f"{offset + 1:,}–{after:,}" if page else "none"
+        rest = f"; more with `loom ls --offset {after}` or --all" if after < len(kids) else ""
+        out(style(f"({shown} of {len(kids):,} children{rest})", dim=True))
 
 
 @command(cli, "tree", epilog=render.LEGEND)
@@ -118,49 +186,96 @@ def ls_cmd(node: str | None, show_all: bool) -> None:
     "-w",
     "--width",
     type=click.IntRange(min=1),
-    default=8,
+    default=5,
     show_default=True,
-    help="Children shown per node.",
+    help="Siblings shown per level (and children per node); the others are counted (+N more).",
 )
-@click.option("--all", "everything", is_flag=True, help="Draw every tree of the forest in full.")
+@click.option(
+    "--above",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Ancestors shown above NODE; the ones further up are counted.",
+)
+@click.option(
+    "--lines",
+    type=click.IntRange(min=0),
+    help="Draw at most this many lines, shrinking the window to fit (default: the terminal's height; 0: no limit).",
+)
+@click.option(
+    "--all", "everything", is_flag=True, help="Draw every tree of the forest in full, streamed."
+)
 @click.option(
     "--no-collapse", is_flag=True, help="Do not fold chains of single children into one row."
 )
-def tree_cmd(node: str | None, depth: int, width: int, everything: bool, no_collapse: bool) -> None:
-    """Draw the tree around NODE (default: the cursor).
+def tree_cmd(
+    node: str | None,
+    depth: int,
+    width: int,
+    above: int,
+    lines: int | None,
+    everything: bool,
+    no_collapse: bool,
+) -> None:
+    """Draw the tree around NODE (default: the cursor), in a window that fits the terminal.
 
-    Shows the path from the root, siblings along it, and NODE's subtree to
-    --depth (the symbols are explained below). With --json, prints the whole
-    forest as a flat list of nodes with ids and texts.
+    Shows NODE's nearest ancestors (the rest counted: "… 120 levels above"), a
+    few siblings around the path at each level ("+N more" for the others), and
+    NODE's subtree to --depth; the window shrinks until it fits the terminal's
+    height. The symbols are explained below. --all draws the whole forest
+    instead. With --json, prints the whole forest, deleted nodes included, as a
+    flat list of nodes with ids and texts.
 
     \b
     Examples:
       loom tree
-      loom tree --depth 6 --width 20
+      loom tree --depth 6 --width 20 --lines 0
+      loom tree --all | less -S
       loom tree --json | jq '.nodes | length'
     """
     doc = read_doc()
     if json_mode():
-        nodes = [Node(doc, i).to_dict() for i in doc.walk()]
         emit(
             {
                 "command": "tree",
-                "roots": [r.id for r in doc.roots],
+                "roots": doc.root_ids,
                 "cursor": doc.cursor_id,
-                "nodes": nodes,
+                "nodes": [_forest_node(doc, i) for i in doc.walk(include_archived=True)],
             }
         )
         return
-    from loom.view import tree_window
+    from loom.view import iter_forest, tree_window
 
     focus = doc.resolve(node).id if (node or doc.cursor_id) else None
-    rows = tree_window(
-        doc, focus, depth=depth, width=width, collapse=not no_collapse, everything=everything
-    )
-    if not rows:
-        out(style("(empty document: add a node with `loom add TEXT`)", dim=True))
+    if everything:
+        rows = iter_forest(doc, collapse=not no_collapse)
+    else:
+        height = render.terminal_size(sys.stdout)[1] - 1 if lines is None else lines or None
+        rows = iter(
+            tree_window(
+                doc,
+                focus,
+                depth=depth,
+                width=width,
+                above=above,
+                height=max(1, height) if height is not None else None,
+                collapse=not no_collapse,
+            )
+        )
+    empty = True
     for line in render.tree_lines(doc, rows, doc.cursor_id):
+        empty = False
         out(line)
+    if empty:
+        out(style("(empty document: add a node with `loom add TEXT`)", dim=True))
+
+
+def _forest_node(doc: Document, node_id: str) -> dict[str, Any]:
+    """A node of `tree --json`: the whole forest, so deleted children are listed too (a deleted
+    subtree starts at a node with `archived: true`)."""
+    out = Node(doc, node_id).to_dict()
+    out["children"] = list(doc.nodes[node_id].get("children", ()))
+    return out
 
 
 @command(cli, "search")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -42,7 +44,8 @@ Symbols:
 PROBABILITY_BANDS = ((0.8, "green"), (0.5, "bright_green"), (0.2, "yellow"), (0.05, "bright_red"))
 PROBABILITY_HELP = (
     "Colour each token by its probability: green ≥0.8, bright green ≥0.5, yellow ≥0.2, "
-    "bright red ≥0.05, red below; plain text has no recorded probability."
+    "bright red ≥0.05, red below; plain text has no recorded probability. Without colour "
+    "(piped, NO_COLOR) each such token is written [token 87%]."
 )
 
 # Document text is model output or someone else's file: its control characters (ESC, BEL, CR,
@@ -65,6 +68,7 @@ def flat(text: str) -> str:
     return text.translate(_FLAT)
 
 
+@functools.lru_cache(maxsize=4096)
 def char_width(ch: str) -> int:
     """Columns a character takes on a terminal: 2 for wide (CJK, emoji), 0 for combining marks."""
     if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
@@ -74,18 +78,24 @@ def char_width(ch: str) -> int:
 
 def text_width(text: str) -> int:
     """Columns `text` takes (no control characters or styling in it)."""
-    return sum(char_width(ch) for ch in text)
+    if text.isascii():  # the common case: one column per character, nothing to look up
+        return len(text)
+    return sum(map(char_width, text))
 
 
 def visible_width(text: str) -> int:
     """Columns styled `text` takes once its colour codes are left out."""
-    return text_width(click.unstyle(text))
+    return text_width(click.unstyle(text) if "\x1b" in text else text)
 
 
 def clip(text: str, limit: int, *, more: bool = False) -> str:
     """`text` in at most `limit` columns, ending in "…" when cut (or when `more` follows it)."""
     if limit <= 0:
         return ""
+    if text.isascii():
+        if len(text) > limit or more:
+            return text[: min(len(text), limit - 1)] + "…"
+        return text
     used, keep, full = 0, 0, False
     for i, ch in enumerate(text):
         used += char_width(ch)
@@ -104,6 +114,8 @@ def clip_left(text: str, limit: int) -> str:
         return ""
     if text_width(text) <= limit:
         return text
+    if text.isascii():
+        return "…" + text[len(text) - (limit - 1) :] if limit > 1 else "…"
     used, start = 0, len(text)
     for i in range(len(text) - 1, -1, -1):
         used += char_width(text[i])
@@ -201,8 +213,18 @@ def _probability_colour(logprob: float) -> str:
     return "red"
 
 
-def probability_legend() -> str:
-    """One line saying what the --probs colours mean, in those colours."""
+def percent(logprob: float) -> str:
+    """A token's probability as people read it: 87%, 0.3%, <0.1%."""
+    p = math.exp(logprob)
+    if p >= 0.01:
+        return f"{p:.0%}"
+    return f"{p:.1%}" if p >= 0.001 else "<0.1%"
+
+
+def probability_legend(*, plain: bool = False) -> str:
+    """One line saying what the --probs colours (or brackets) mean."""
+    if plain:
+        return "token probability: [token 87%] · plain: not recorded"
     bands = [style(f"≥{floor:g}", fg=colour) for floor, colour in PROBABILITY_BANDS]
     lowest = PROBABILITY_BANDS[-1][0]
     return (
@@ -212,53 +234,116 @@ def probability_legend() -> str:
     )
 
 
-def probabilities(doc: Document, node_id: str) -> str:
-    """The branch text with every token of known probability coloured by it."""
+def probabilities(
+    doc: Document, node_id: str, *, segment: bool = False, plain: bool = False
+) -> str:
+    """The branch text (or only the node's segment) with every token of known probability
+    coloured by it, or with `plain` written [token 87%] for output without colour.
+
+    Tokens that spell the start of a node's text are shown; the rest of the text (typed
+    after the generation) is plain.
+    """
     pieces: list[str] = []
-    for pid in doc.path_ids(node_id):
+    for pid in [node_id] if segment else doc.path_ids(node_id):
         text = doc.nodes[pid].get("text", "")
         probs = logprobs.of(doc, pid)
-        if probs is None or not logprobs.aligned(probs, text):
+        tokens = probs["tokens"] if probs is not None else []
+        covered = "".join(tokens)
+        if probs is None or not text.startswith(covered):
             pieces.append(safe(text))
             continue
-        for tok, lp in zip(probs["tokens"], probs["lp"], strict=False):
-            pieces.append(style(safe(tok), fg=_probability_colour(lp)))
+        for tok, lp in zip(tokens, probs["lp"], strict=False):
+            if plain:
+                pieces.append(f"[{safe(tok)} {percent(lp)}]")
+            else:
+                pieces.append(style(safe(tok), fg=_probability_colour(lp)))
+        pieces.append(safe(text[len(covered) :]))
     return "".join(pieces)
 
 
-def tree_lines(doc: Document, rows: Iterable[Row], focus: str | None) -> list[str]:
-    rows = list(rows)
-    ids = [i for r in rows for i in [r.node_id, *r.run]]
-    shorts = doc.short_ids(ids)
-    room = width()
-    lines: list[str] = []
-    lasts: list[bool] = []
+GUIDE = 3  # columns per level of indentation in a drawn tree
+
+
+def tree_lines(
+    doc: Document, rows: Iterable[Row], focus: str | None, *, room: int | None = None
+) -> Iterator[str]:
+    """The lines of a drawn tree, one per row, each within `room` columns (the terminal's).
+
+    Rows come in chunks, so `loom tree --all` streams a million of them; indentation
+    deeper than half the room shows the level as a number instead of more guides.
+    """
+    room = room or width()
+    deepest = max(1, (room // 2) // GUIDE)  # levels of guides drawn at most
+    lasts: list[bool] = []  # per level: is the row drawn at that level the last one
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= 512:
+            yield from _tree_chunk(doc, chunk, focus, room, deepest, lasts)
+            chunk = []
+    yield from _tree_chunk(doc, chunk, focus, room, deepest, lasts)
+
+
+def _tree_chunk(
+    doc: Document, rows: list[Row], focus: str | None, room: int, deepest: int, lasts: list[bool]
+) -> Iterator[str]:
+    shorts = doc.short_ids([r.last_id if r.run else r.node_id for r in rows if not r.placeholder])
+    nodes = doc.nodes
     for row in rows:
         del lasts[row.indent :]
-        prefix = "".join("   " if last else "│  " for last in lasts[1:]) if row.indent else ""
-        if row.indent:
-            prefix += "└─ " if row.is_last else "├─ "
+        lasts.extend([True] * (row.indent - len(lasts)))  # levels whose rows were elided
+        prefix = _guides(row, lasts, deepest)
         lasts.append(row.is_last)
+        if row.levels_above:
+            levels = "level" if row.levels_above == 1 else "levels"
+            yield style(f"… {row.levels_above:,} {levels} above", dim=True)
+            continue
+        if row.hidden_siblings:
+            yield prefix + style(f"+{row.hidden_siblings:,} more", dim=True)
+            continue
         ids_here = [row.node_id, *row.run]
         is_focus = focus in ids_here
         node = Node(doc, row.node_id)
-        text = "".join(doc.nodes[i].get("text", "") for i in ids_here)
         marker = style("●", fg="green", bold=True) if is_focus else ("◦" if row.on_path else " ")
-        short = style(shorts[row.last_id] if row.run else shorts[row.node_id], fg="cyan")
-        chain = style(f" ×{len(ids_here)}", dim=True) if row.run else ""
-        hidden = style(f" +{row.hidden_children}", dim=True) if row.hidden_children else ""
-        unread = (
-            "" if all(doc.nodes[i].get("visited") for i in ids_here) else style("•", fg="green")
-        )
+        short = style(shorts[row.last_id], fg="cyan")
+        chain = style(f" ×{len(ids_here):,}", dim=True) if row.run else ""
+        hidden = style(f" +{row.hidden_children:,}", dim=True) if row.hidden_children else ""
+        unread = "" if all(nodes[i].get("visited") for i in ids_here) else style("•", fg="green")
         badge = " ".join(filter(None, (badges(Node(doc, i)) for i in ids_here)))
         tail = chain + hidden + (f" {badge}" if badge else "")
         kind = kind_mark(node)
         start = f"{prefix}{marker} {short} {kind}{unread} "
-        body = preview(text, max(12, room - visible_width(start + tail) - 1))
+        room_left = max(12, room - visible_width(start + tail) - 1)
+        body = preview(_joined_head(doc, ids_here, room_left), room_left)
         if is_focus:
             body = style(body, bold=True)
-        lines.append(f"{start}{body}{tail}")
-    return lines
+        yield f"{start}{body}{tail}"
+
+
+def _guides(row: Row, lasts: list[bool], deepest: int) -> str:
+    """The connector prefix of a row: one guide per level, at most `deepest` of them."""
+    if row.indent == 0:
+        return ""
+    levels = lasts[1 : row.indent]
+    number = ""
+    if len(levels) > deepest:
+        number = style(f"{row.indent}›", dim=True)
+        levels = levels[-deepest:]
+    guides = "".join(" " * GUIDE if last else "│" + " " * (GUIDE - 1) for last in levels)
+    return number + guides + ("└─ " if row.is_last else "├─ ")
+
+
+def _joined_head(doc: Document, ids: list[str], limit: int) -> str:
+    """Enough of the joined texts of `ids` to fill `limit` columns (a chain may be long)."""
+    parts: list[str] = []
+    size = 0
+    for node_id in ids:
+        text = str(doc.nodes[node_id].get("text", ""))
+        parts.append(text)
+        size += len(text)
+        if size > limit * 4 + 16:  # more than a line shows: preview ends it with "…"
+            break
+    return "".join(parts)
 
 
 def _pairs(values: Any) -> str:
@@ -296,7 +381,10 @@ def meta_summary(meta: dict[str, Any], short: str) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     gen = meta.get("gen")
     if isinstance(gen, dict):
-        model = f"{gen.get('model')} ({gen.get('backend')} {gen.get('model_id')})"
+        # An imported record may know only the model's name: show what is known, no "None".
+        detail = " ".join(str(gen[k]) for k in ("backend", "model_id") if gen.get(k))
+        model = str(gen.get("model") or gen.get("model_id") or "unknown")
+        model += f" ({detail})" if detail else ""
         reported = gen.get("reported_model")
         if reported and reported != gen.get("model_id"):
             model += f", reported as {reported}"
@@ -351,3 +439,12 @@ def meta_summary(meta: dict[str, Any], short: str) -> list[tuple[str, str]]:
         if key not in ("gen", logprobs.META_KEY):
             rows.append((flat(key), flat(json.dumps(value, ensure_ascii=False))))
     return rows
+
+
+_TURN_LABEL = re.compile(r"^(System|User|Assistant):", re.M)
+
+
+def turns(transcript: str) -> str:
+    """A transcript for the terminal: each role label bold, control characters made visible."""
+    shown = safe(transcript)
+    return _TURN_LABEL.sub(lambda m: style(m.group(0), bold=True), shown)

@@ -364,6 +364,19 @@ _ANY_FRAMING_TAG = _lazy(
 _STRAY_CLOSE_TAG = _lazy(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
+def _tag_gap(m: re.Match[str]) -> str:
+    """What stands where a framing tag was cut: the space it sat in when words are on both
+    sides ("fox</document> the" → "fox the"), else nothing."""
+    text, start, end = m.string, m.start(), m.end()
+    between_words = start > 0 and end < len(text) and not text[start - 1].isspace()
+    between_words = between_words and not text[end].isspace()
+    gap = m.group(0)
+    if not between_words or gap.strip() == gap:
+        return ""
+    trailing = gap[len(gap.rstrip()) :]
+    return trailing or gap[: len(gap) - len(gap.lstrip())]
+
+
 def strip_tags(seam: Seam, draft: Draft) -> Draft:
     """Unwrap <continuation>…</continuation>: the framings show documents and replies in tags.
 
@@ -377,7 +390,7 @@ def strip_tags(seam: Seam, draft: Draft) -> Draft:
         text, tag = m.group(2), m.group(1).lower()
     if (m2 := _STRAY_CLOSE_TAG.search(text)) is not None:
         text = text[: m2.start()]
-    text = _ANY_FRAMING_TAG.sub("", text)
+    text = _ANY_FRAMING_TAG.sub(_tag_gap, text)
     if text == draft.text:
         return draft
     return draft.then("strip_tags", text, tag=tag) if tag else draft.then("strip_tags", text)
@@ -719,10 +732,12 @@ _NEXT_TURN = _lazy(r"\n\s*(?:User|System|Assistant):")
 
 
 def strip_transcript(seam: Seam, draft: Draft) -> Draft:
-    """A reply written into a transcript: no leading space, and nothing past the next turn
-    (a model that ignored the stop sequences goes on to write the user's lines)."""
+    """A reply written into a transcript: nothing past the next turn (a model that ignored
+    the stop sequences goes on to write the user's lines), and a new turn without the
+    space after its label (a continued turn keeps its seam for `restore_trailing`)."""
     m = _NEXT_TURN.search(draft.text)
-    kept = (draft.text if m is None else draft.text[: m.start()]).strip()
+    kept = draft.text if m is None else draft.text[: m.start()]
+    kept = kept.rstrip() if seam.prompt else kept.strip()
     if kept == draft.text:
         return draft
     return draft.then("strip_transcript", kept, next_turn=m is not None)
@@ -1181,9 +1196,10 @@ OPEN_TURN_PROFILE = Profile(
 )
 # No emulation: the reply is kept exactly as sent.
 OFF_PROFILE = Profile(steps=(), checks=("empty",))
-# A reply to a conversation is a turn of its own: nothing to join, only a transcript's
-# framing to take off.
-TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript",), checks=("empty",))
+# A reply to a conversation is a turn of its own, joined to nothing, or continues the
+# assistant's turn (a seam to keep); a transcript's framing comes off first.
+CHAT_REPLY_PROFILE = Profile(steps=("restore_trailing",), checks=("empty",))
+TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript", "restore_trailing"), checks=("empty",))
 
 PROFILES: Mapping[str, Profile] = {
     "completion": IN_PLACE_PROFILE,
@@ -1192,7 +1208,7 @@ PROFILES: Mapping[str, Profile] = {
     "system": CHAT_PROFILE,
     "fewshot": CHAT_PROFILE,
     "off": OFF_PROFILE,
-    "chat": OFF_PROFILE,
+    "chat": CHAT_REPLY_PROFILE,
     "transcript": TRANSCRIPT_PROFILE,
 }
 

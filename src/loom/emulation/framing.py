@@ -366,31 +366,31 @@ def _off(ask: _Ask) -> _Body:
 
 
 def _conversation(ask: _Ask) -> _Body:
+    """The messages as they are; continuing an assistant turn sends it as a prefill."""
     messages = ask.context.message_dicts(with_system=False)
     if ask.system_message is not None or ask.seed_phrase:
         messages.insert(0, {"role": "system", "content": _system(ask, "")})
-    return _Body(messages=messages)
-
-
-def transcript(context: Context, system: str | None = None) -> str:
-    """A conversation as plain text, ending on an open assistant turn (the documented format).
-
-    Each turn is `Label: text` (System, User, Assistant), turns separated by a blank line.
-    """
-    system = context.system if system is None else system
-    turns = [("system", system)] if system else []
-    turns += [(m.role, m.content) for m in context.messages]
-    lines = [f"{TRANSCRIPT_LABELS[role]}: {text.strip()}" for role, text in turns]
-    return "\n\n".join([*lines, f"{TRANSCRIPT_LABELS['assistant']}:"])
+    if not ask.context.continues:
+        return _Body(messages=messages)
+    # The partial turn without its trailing whitespace (Anthropic rejects it; cleanup puts
+    # it back), flagged where the provider needs a flag to continue it.
+    messages[-1] = {"role": "assistant", "content": ask.prepared.text}
+    extra: dict[str, Any] = {}
+    if ask.caps.prefill_flag:
+        extra["messages"] = [*messages[:-1], {**messages[-1], ask.caps.prefill_flag: True}]
+    return _Body(messages=messages, extra=extra, prefill=ask.prepared.text)
 
 
 def _transcript(ask: _Ask) -> _Body:
     notes = ("seed phrase not sent: a transcript has no hidden place for it",)
+    context = ask.context
+    if ask.system_message != context.system:
+        context = replace(context, system=ask.system_message)
+    text = context.transcript(open_turn=True)
+    if context.continues:
+        text = text[: len(text) - len(context.seam_text.lstrip())] + ask.prepared.text.lstrip()
     return _Body(
-        prompt=transcript(ask.context, ask.system_message),
-        seeded=False,
-        stop=TRANSCRIPT_STOPS,
-        notes=notes if ask.seed_phrase else (),
+        prompt=text, seeded=False, stop=TRANSCRIPT_STOPS, notes=notes if ask.seed_phrase else ()
     )
 
 
@@ -441,8 +441,8 @@ def build_request(
     caps = caps or ModelCaps()
     system = system_message if system_message is not None else ctx.system
     prompt = ctx.seam_text
-    # `off` and the conversation methods send the text untouched: no seam bookkeeping.
-    untouched = method == "off" or spec.conversation
+    # `off` sends the text untouched; a new turn of a conversation joins to nothing.
+    untouched = method == "off" or (spec.conversation and not ctx.continues)
     prepared = Prepared(prompt) if untouched else prepare_prompt(prompt, rewind=rewind)
     words = text if text is not None else framing_text(framing_version)
     ask = _Ask(prompt, prepared, words, caps, system, seed_phrase, ctx)
@@ -465,7 +465,7 @@ def build_request(
         version=framing_version,
         prepared=prepared,
         prefill=body.prefill,
-        stitch=spec.in_place,
+        stitch=spec.in_place or ctx.continues,
         seed_phrase=seed_phrase if body.seeded else None,
         custom_system=system is not None and method not in ("completion", "transcript"),
         adjusted=adjusted,
@@ -491,7 +491,13 @@ def wire_problem(method: str, capabilities: Capabilities) -> str | None:
     return None
 
 
-def why_not(method: str, capabilities: Capabilities, caps: ModelCaps | None = None) -> str | None:
+def why_not(
+    method: str,
+    capabilities: Capabilities,
+    caps: ModelCaps | None = None,
+    *,
+    continuing: bool = False,
+) -> str | None:
     """Why a backend with these flags, serving a model with these facts, cannot run `method`.
 
     Continuing an open assistant turn is mostly a fact about the model, so a table entry
@@ -502,7 +508,8 @@ def why_not(method: str, capabilities: Capabilities, caps: ModelCaps | None = No
     if problem:
         return problem
     spec = METHODS[method]
-    if not spec.open_turn:
+    # Continuing an assistant turn over chat is a prefill: the same test as the open turn.
+    if not (spec.open_turn or (continuing and method == "chat")):
         return None
     if caps is not None and caps.prefill is False:
         return f"method {method!r} needs an assistant prefill, which this model rejects"
@@ -521,6 +528,7 @@ def choose_method(
     forced: str | None = None,
     *,
     conversation: bool = False,
+    continuing: bool = False,
 ) -> list[str]:
     """The methods to try, best first; a rejecting verdict from cleanup moves to the next.
 
@@ -538,12 +546,22 @@ def choose_method(
             raise ConfigError(
                 f"--emulate {forced} cannot send {what}; for {what} use one of: {fits}"
             )
-        problem = why_not(forced, capabilities, table_entry)
+        problem = why_not(forced, capabilities, table_entry, continuing=continuing)
         if problem:
             raise ConfigError(problem)
         return [forced]
     if conversation:
-        chain = [m for m in ("chat", "transcript") if not why_not(m, capabilities, table_entry)]
+        chain = [
+            m
+            for m in ("chat", "transcript")
+            if not why_not(m, capabilities, table_entry, continuing=continuing)
+        ]
+        if not chain and continuing:
+            why = why_not("chat", capabilities, table_entry, continuing=True)
+            raise ConfigError(
+                f"cannot continue an assistant turn: {why} and the backend takes no raw prompt "
+                "(reply to a user turn instead)"
+            )
         if not chain:
             raise ConfigError("this backend accepts neither chat messages nor a raw prompt")
         return chain[:1]

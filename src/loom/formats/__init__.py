@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loom.errors import DocumentError, LoomError, StorageError, UsageError
+from loom.errors import DocumentError, LoomError, UsageError
 
 if TYPE_CHECKING:
     from loom.document import Document
@@ -39,6 +39,7 @@ IMPORT_FORMATS = (
     "exoloom",
     "bonsai",
     "nanoloom",
+    "transcript",
 )
 # format -> (module, function); the branch formats export one branch, the others a tree.
 _EXPORTERS: dict[str, tuple[str, str]] = {
@@ -51,17 +52,22 @@ _EXPORTERS: dict[str, tuple[str, str]] = {
     "html": ("html", "export"),
     "text": ("text", "export_text"),
     "markdown": ("text", "export_markdown"),
+    "transcript": ("transcript", "export"),
 }
 EXPORT_FORMATS = tuple(_EXPORTERS)
-BRANCH_FORMATS = ("text", "markdown")
+# The most `loom import` reads from one file (or standard input) unless told otherwise.
+MAX_BYTES = 100 * 1024 * 1024
+BRANCH_FORMATS = ("text", "markdown", "transcript")
 
 __all__ = [
     "BRANCH_FORMATS",
     "EXPORT_FORMATS",
     "IMPORT_FORMATS",
+    "MAX_BYTES",
     "ImportedForest",
     "ImportedNode",
     "export",
+    "export_notes",
     "graft",
     "import_file",
     "read",
@@ -85,22 +91,28 @@ def read(
     *,
     format: str | None = None,
     responses: Iterable[str | os.PathLike[str]] = (),
+    max_bytes: int = MAX_BYTES,
 ) -> ImportedForest:
     """Read a foreign tree file into an ImportedForest (nothing is written anywhere).
 
     `format` skips detection. `responses` are pyloom model-response backup files;
     backups named `model_responses-*.json` beside the file are found on their own.
+    The file (and each response file) must be a regular file of at most `max_bytes`.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DocumentError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DocumentError(f"{path}: is a directory, not a file to import") from None
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return read_bytes(raw, str(path), format=format, responses=responses, path=path)
+    raw = read_file(path, max_bytes)
+    return read_bytes(
+        raw, str(path), format=format, responses=responses, path=path, max_bytes=max_bytes
+    )
+
+
+def read_file(path: Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """A file to import: a regular file (never a FIFO or a device) of at most `max_bytes`."""
+    from loom import files
+
+    return files.read_bytes(
+        path, limit=max_bytes, what="file to import", note=" (raise it with --max-bytes)"
+    )
 
 
 def read_bytes(
@@ -110,13 +122,20 @@ def read_bytes(
     format: str | None = None,
     responses: Iterable[str | os.PathLike[str]] = (),
     path: Path | None = None,
+    max_bytes: int = MAX_BYTES,
 ) -> ImportedForest:
-    """Like `read`, for bytes already in memory (standard input); `name` is used in messages."""
+    """Like `read`, for bytes already in memory (standard input); `name` is used in messages.
+
+    The import may hold at most `forest.GROWTH_LIMIT` times the bytes it read (a file
+    whose nodes all point at one shared blob is refused, not copied onto each node).
+    """
     if format is not None and format not in IMPORT_FORMATS:
         raise UsageError(f"unknown import format {format!r} (known: {', '.join(IMPORT_FORMATS)})")
     try:
-        forest = _parse(raw, name, format, [Path(r) for r in responses], path)
+        forest = _parse(raw, name, format, [Path(r) for r in responses], path, max_bytes)
+        forest.input_bytes += len(raw)
         forest.check()
+        forest.check_growth()
         forest.drop_secrets()  # API keys and tokens in foreign settings are never imported
     except DocumentError as exc:
         if exc.message.startswith(f"{name}:"):
@@ -144,7 +163,12 @@ def read_bytes(
 
 
 def _parse(
-    raw: bytes, name: str, format: str | None, responses: list[Path], path: Path | None
+    raw: bytes,
+    name: str,
+    format: str | None,
+    responses: list[Path],
+    path: Path | None,
+    max_bytes: int,
 ) -> ImportedForest:
     from loom.formats import detect
     from loom.formats.readers import has_surrogate_escapes, loads, scrub_surrogates
@@ -153,11 +177,13 @@ def _parse(
         format, data = detect.detect(raw, name)
     elif raw.startswith(detect.SQLITE_MAGIC) or format in ("pyloom", "jsonl", "loom"):
         data = None  # parsed below, by the format's own reader
+    elif format == "transcript":
+        data = raw  # plain text, not JSON
     else:
         data = loads(raw, name, keep_surrogates=True)
     if responses and format != "pyloom":
         raise UsageError(f"{name} is a {format} file: response backups only go with pyloom trees")
-    if format != "miniloom" and data is not None and has_surrogate_escapes(raw):
+    if format not in ("miniloom", "transcript") and data is not None and has_surrogate_escapes(raw):
         # Unpaired surrogates (JavaScript can write them) cannot be saved; MiniLoom alone
         # needs them, to rejoin characters its patches split.
         data = scrub_surrogates(data)
@@ -191,7 +217,12 @@ def _parse(
         if lines is not None and pyloom.sniff_lines(lines):
             return pyloom.parse_lines(lines, name=name)
         return pyloom.read(
-            path or Path(name), raw, responses=responses, discover=path is not None, data=data
+            path or Path(name),
+            raw,
+            responses=responses,
+            discover=path is not None,
+            data=data,
+            max_bytes=max_bytes,
         )
     parse: Callable[..., ImportedForest] = _module(format).parse
     return parse(data, name=name)
@@ -224,6 +255,20 @@ def import_file(
 
     forest = read(path, format=format, responses=responses)
     return forest, graft(doc, forest, parent)
+
+
+def export_notes(doc: Document, format: str, node: str | None = None) -> list[str]:
+    """What exporting `doc` as `format` leaves out, or keeps only where loom reads it back.
+
+    For the formats with no place for some of loom's data (OpenLoom, Loomsidian), one
+    note per kind of loss with its count; [] for the others.
+    """
+    if format not in _EXPORTERS:
+        raise UsageError(f"unknown export format {format!r} (known: {', '.join(EXPORT_FORMATS)})")
+    losses: Callable[[Document, str | None], list[str]] | None = getattr(
+        _module(_EXPORTERS[format][0]), "losses", None
+    )
+    return losses(doc, node) if losses is not None else []
 
 
 def export(doc: Document, format: str, node: str | None = None) -> bytes:

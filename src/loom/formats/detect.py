@@ -18,6 +18,7 @@ from loom.formats import (
     native,
     openloom,
     pyloom,
+    transcript,
 )
 from loom.formats.readers import loads
 
@@ -62,6 +63,8 @@ def detect(raw: bytes, name: str) -> tuple[str, Any]:
             return detect_lines(records, name), records
         if raw.lstrip()[:1] in (b"{", b"["):
             raise error from None  # JSON, but broken: say where
+        if transcript.sniff(raw):
+            return "transcript", raw
         raise _unknown(name, "binary data" if b"\x00" in raw[:4096] else "not JSON") from None
     for fmt, sniff in _JSON_ORDER:
         if sniff(data):

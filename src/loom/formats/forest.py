@@ -9,6 +9,7 @@ Everything here is iterative: imported trees can be thousands of levels deep.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ import orjson
 
 from loom.document import Document, Record, now
 from loom.errors import DocumentError
+from loom.files import size_text
 from loom.formats.readers import fix_text
 from loom.formats.secrets import drop_secrets
 from loom.ids import new_id
@@ -63,6 +65,7 @@ class ImportedForest:
     source: str = ""  # the file (or stream) it came from
     # Native loom input: records already are loom records, so no meta.import is added.
     native: bool = False
+    input_bytes: int = 0  # what was read to build it (the file and any side files)
 
     def order(self) -> list[str]:
         """Every node id, depth-first in document order."""
@@ -105,6 +108,34 @@ class ImportedForest:
             )
             self.cursor = None
 
+    def check_growth(self) -> None:
+        """Refuse a forest holding far more than its input (DocumentError).
+
+        Imported data is counted as it will be stored (texts, meta, kept fields): a file
+        whose many nodes point at one shared blob (a pyloom model response, a chapter
+        title) must not become a document hundreds of times its size. Stops counting at
+        the limit, so the check itself stays small.
+        """
+        if not self.input_bytes:
+            return
+        limit = max(GROWTH_LIMIT * self.input_bytes, GROWTH_FLOOR)
+        total = 0
+        parts: Iterable[Any] = (
+            (n.text, n.note, n.meta, n.fields, n.tags, n.bookmark, n.history, n.extra)
+            for n in self.nodes.values()
+        )
+        for part in itertools.chain([self.fields], parts):
+            try:
+                total += len(orjson.dumps(part))
+            except orjson.JSONEncodeError:
+                continue  # graft reports values that cannot be stored
+            if total > limit:
+                raise DocumentError(
+                    f"{self.format}: importing it would take more than {size_text(limit)} "
+                    f"from {size_text(self.input_bytes)} of input (the limit is "
+                    f"{GROWTH_LIMIT}× the input): many nodes repeat the same data"
+                )
+
     def drop_secrets(self) -> int:
         """Drop secret-looking keys (API keys, tokens, passwords) from every foreign value.
 
@@ -131,6 +162,11 @@ class ImportedForest:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+
+# An import holds at most this many times the bytes it read (never less than the floor).
+GROWTH_LIMIT = 8
+GROWTH_FLOOR = 1024 * 1024
 
 
 def short(value: object, limit: int = 40) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
+from loom.formats import extras
 from loom.formats.forest import ImportedForest, ImportedNode, link, short
 from loom.formats.readers import Reader, epoch_seconds, rest, to_iso
 from loom.formats.selection import dumps, export_ids, import_fields, one_tree
@@ -19,6 +20,9 @@ _R = Reader(FORMAT)
 _NODE_KEYS = ("id", "text", "value", "parentId", "unread", "bookmarked", "lastVisited", "author")
 _NOTE_KEYS = ("nodes", "current")
 _HUMAN_AUTHORS = ("", "user", "human", "you", "me")
+# What loom keeps that a Loomsidian note has no field for: carried in each node's "loom" field.
+CARRIED = ("tags", "note", "logprobs", "gen", "history", "kind", "bookmark", "created")
+_HOLDER = "a Loomsidian note"
 
 
 def _note_like(value: Any) -> bool:
@@ -97,6 +101,10 @@ def _note(path: str, note: dict[str, Any], forest: ImportedForest) -> tuple[str 
             if author.strip().lower() not in _HUMAN_AUTHORS:
                 node.kind = "model"
                 node.meta["gen"] = {"model": author}
+        if extras.FIELD in fields:
+            skipped = extras.restore(node, fields.pop(extras.FIELD))
+            if skipped:
+                fields[extras.FIELD] = rec[extras.FIELD]  # kept as it was, for a later look
         node.fields = fields
         local[node_id] = node
     kids, roots = link(
@@ -134,7 +142,7 @@ def _note(path: str, note: dict[str, Any], forest: ImportedForest) -> tuple[str 
 
 def export(doc: Document, node: str | None = None) -> bytes:
     """One note's state, as Loomsidian keeps it per note (the one tree, or NODE's subtree)."""
-    selection = one_tree(doc, node, "a Loomsidian note")
+    selection = one_tree(doc, node, _HOLDER)
     out_id = export_ids(doc, selection, FORMAT)
     kept_ids = set(out_id.values())
     parents = selection.parent_map()
@@ -158,6 +166,9 @@ def export(doc: Document, node: str | None = None) -> bytes:
         )
         if visited is not None:
             entry["lastVisited"] = int(visited * 1000)
+        carried = extras.carry(doc, node_id, CARRIED)
+        if carried:
+            entry[extras.FIELD] = carried
         nodes[out_id[node_id]] = entry
     root = selection.roots[0]
     root_fields = import_fields(doc, root, FORMAT)
@@ -176,3 +187,8 @@ def export(doc: Document, node: str | None = None) -> bytes:
         "nodes": nodes,
     }
     return dumps(state)
+
+
+def losses(doc: Document, node: str | None = None) -> list[str]:
+    """What `export` leaves out or carries only in the "loom" field, as notes with counts."""
+    return extras.losses(doc, one_tree(doc, node, _HOLDER), node, _HOLDER, CARRIED)

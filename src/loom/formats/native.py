@@ -18,7 +18,7 @@ from loom.document import KINDS, Document
 from loom.errors import DocumentError
 from loom.formats.forest import ImportedForest, ImportedNode, link, short
 from loom.formats.readers import Reader, to_iso
-from loom.formats.selection import dumps, select
+from loom.formats.selection import dumps, exported_record, select
 
 FORMAT = "loom"
 LINES = "jsonl"
@@ -146,7 +146,7 @@ def export_lines(doc: Document, node: str | None = None) -> bytes:
     parents = selection.parent_map()
     lines: list[bytes] = []
     for node_id in selection.order:
-        rec = dict(doc.nodes[node_id])
+        rec = exported_record(doc, node_id)
         rec.pop("parent", None)
         rec.pop("children", None)
         line: dict[str, Any] = {"id": node_id}
@@ -170,7 +170,7 @@ def export_document(doc: Document, node: str | None = None) -> bytes:
     for node_id in selection.order:
         rec = {
             k: v
-            for k, v in doc.nodes[node_id].items()
+            for k, v in exported_record(doc, node_id).items()
             if k not in ("parent", "children", "last_child")
         }
         if parents.get(node_id) is not None:

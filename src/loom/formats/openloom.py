@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.document import Document
+from loom.formats import extras
 from loom.formats.forest import ImportedForest, ImportedNode, link, short
 from loom.formats.readers import Reader, epoch_seconds, rest, to_iso
 from loom.formats.selection import (
@@ -50,6 +51,9 @@ _DOC_KEYS = (
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 # A user turn's modelId in real files; written back for users that have none.
 _USER_MODEL_ID = "User"
+# What loom keeps that OpenLoom has no field for: carried in each node's "loom" field.
+CARRIED = ("tags", "note", "logprobs", "gen", "history")
+_HOLDER = "an OpenLoom file"
 
 
 def sniff(data: Any) -> bool:
@@ -145,6 +149,10 @@ def _node(node_id: str, rec: dict[str, Any], where: str) -> ImportedNode:
         node.bookmark = {"title": title} if title else {}
     elif rec.get("bookmarkTitle"):
         fields["bookmarkTitle"] = rec["bookmarkTitle"]
+    if extras.FIELD in fields:
+        skipped = extras.restore(node, fields.pop(extras.FIELD))
+        if skipped:
+            fields[extras.FIELD] = rec[extras.FIELD]  # kept as it was, for a later look
     node.fields = fields
     return node
 
@@ -177,7 +185,7 @@ def _author(kind: str) -> str:
 
 def export(doc: Document, node: str | None = None) -> bytes:
     """The tree as an OpenLoom file (the subtree at NODE with its ancestors, or the one tree)."""
-    selection = one_tree(doc, node, "an OpenLoom file")
+    selection = one_tree(doc, node, _HOLDER)
     nodes = doc.nodes
     out_id = export_ids(doc, selection, FORMAT, fresh=lambda u: str(u).upper())  # OpenLoom's style
     parents = selection.parent_map()
@@ -221,6 +229,9 @@ def export(doc: Document, node: str | None = None) -> bytes:
         entry["isBookmarked"] = mark is not None
         if isinstance(mark, dict) and mark.get("title"):
             entry["bookmarkTitle"] = str(mark["title"])
+        carried = extras.carry(doc, node_id, CARRIED)
+        if carried:
+            entry[extras.FIELD] = carried
         out_nodes[entry["id"]] = entry
         if mark is not None:
             bookmarked[entry["id"]] = dict(entry)
@@ -244,3 +255,8 @@ def export(doc: Document, node: str | None = None) -> bytes:
     data["nodes"] = out_nodes
     data["bookmarkedNodes"] = bookmarked
     return dumps(data)
+
+
+def losses(doc: Document, node: str | None = None) -> list[str]:
+    """What `export` leaves out or carries only in the "loom" field, as notes with counts."""
+    return extras.losses(doc, one_tree(doc, node, _HOLDER), node, _HOLDER, CARRIED)

@@ -20,10 +20,12 @@ from typing import Any
 
 import orjson
 
+from loom import files
 from loom.document import KINDS, Document
-from loom.errors import DocumentError
+from loom.errors import DocumentError, LoomError
 from loom.formats.forest import ImportedForest, ImportedNode, link, short
 from loom.formats.readers import Reader, describe, loads, parse_iso, rest, tags_from, to_iso
+from loom.formats.secrets import drop_secrets
 from loom.formats.selection import (
     document_import,
     export_id,
@@ -35,6 +37,7 @@ from loom.formats.selection import (
     select,
 )
 from loom.formats.tokens import (
+    aligned_prefix,
     alternatives,
     fit,
     logprobs_from_openai,
@@ -102,30 +105,40 @@ def read(
     responses: Iterable[Path] = (),
     discover: bool = True,
     data: Any = None,
+    max_bytes: int | None = None,
 ) -> ImportedForest:
     """Import a pyloom file; `responses` are backup files to join, beside any found near `path`.
 
-    `data` is the already parsed content, if the caller has it.
+    `data` is the already parsed content, if the caller has it. Each response file
+    must be a regular file of at most `max_bytes`; the forest counts what they add
+    to its `input_bytes`.
     """
     if data is None:
         data = loads(raw, str(path))
     extra: dict[str, Any] = {}
+    read = 0
     for file in responses:
-        extra.update(load_responses(file, strict=True))
+        loaded, size = load_responses(file, strict=True, max_bytes=max_bytes)
+        extra.update(loaded)
+        read += size
 
     def finder(missing: set[str]) -> dict[str, Any]:
+        nonlocal read
         found: dict[str, Any] = {}
         for file in response_files(path) if discover else []:
             try:
-                loaded = load_responses(file, strict=False)
-            except DocumentError:
+                loaded, size = load_responses(file, strict=False, max_bytes=max_bytes)
+            except LoomError:
                 continue
+            read += size
             found.update({k: v for k, v in loaded.items() if k not in found})
             if missing <= found.keys():
                 break
         return found
 
-    return parse(data, name=str(path), responses=extra, find_responses=finder)
+    forest = parse(data, name=str(path), responses=extra, find_responses=finder)
+    forest.input_bytes += read
+    return forest
 
 
 def response_files(path: Path) -> list[Path]:
@@ -142,22 +155,26 @@ def response_files(path: Path) -> list[Path]:
     return [f for f in dict.fromkeys(found) if f.resolve() != path.resolve()]
 
 
-def load_responses(path: Path, *, strict: bool) -> dict[str, Any]:
-    """A model-responses backup file: {response id: response} (or wrapped in "model_responses")."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DocumentError(f"{path}: cannot read model responses: {exc.strerror or exc}") from None
+def load_responses(
+    path: Path, *, strict: bool, max_bytes: int | None = None
+) -> tuple[dict[str, Any], int]:
+    """A model-responses backup file: {response id: response} (or wrapped in "model_responses"),
+    and its size. `[]`, which pyloom writes for an empty backup, holds no responses."""
+    raw = files.read_bytes(
+        path, limit=max_bytes, what="model-responses file", note=" (raise it with --max-bytes)"
+    )
     data = loads(raw, str(path))
     if isinstance(data, dict) and isinstance(data.get("model_responses"), dict):
         data = data["model_responses"]
+    if data == []:
+        return {}, len(raw)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         if strict:
             raise DocumentError(
                 f"{path}: not a pyloom model-responses file (expected an object of responses by id)"
             )
-        return {}
-    return data
+        return {}, len(raw)
+    return data, len(raw)
 
 
 def parse(
@@ -210,7 +227,7 @@ def parse(
             )
     if name:
         forest.title = _title_from(name)
-    forest.fields = rest(top, _TOP_MAPPED)
+    forest.fields = {**rest(top, _TOP_MAPPED), **forest.fields}
     return forest
 
 
@@ -449,8 +466,18 @@ def _old_generation(node: ImportedNode, choice: dict[str, Any], fields: dict[str
 
 
 def _join_generations(forest: ImportedForest, responses: dict[str, Any]) -> None:
+    """Give each node its generation record and the token logprobs that match its text.
+
+    Nodes may share a response (and even a completion): its logprobs are parsed once
+    and each node keeps only the tokens that spell the start of its own text. A
+    response some node has drifted from (edited after generation) is kept whole,
+    once, in the document's import record, so nothing of it is lost and nothing is
+    copied per node.
+    """
     used: set[str] = set()
-    missing = unaligned = 0
+    kept: dict[str, Any] = {}
+    parsed: dict[tuple[str, int], dict[str, Any] | None] = {}
+    missing = edited = 0
     for node in forest.nodes.values():
         rid = node.fields.get("generation_id")
         if rid is None:
@@ -459,7 +486,8 @@ def _join_generations(forest: ImportedForest, responses: dict[str, Any]) -> None
         response = responses.get(rid)
         completions = response.get("completions") if isinstance(response, dict) else None
         if (
-            not isinstance(completions, list)
+            not isinstance(response, dict)
+            or not isinstance(completions, list)
             or not 0 <= index < len(completions)
             or not isinstance(completions[index], dict)
         ):
@@ -468,41 +496,47 @@ def _join_generations(forest: ImportedForest, responses: dict[str, Any]) -> None
         used.add(rid)
         completion = completions[index]
         gen: dict[str, Any] = {"request": {"id": rid, "index": index, "n": len(completions)}}
-        if isinstance(response, dict) and isinstance(response.get("model"), str):
+        if isinstance(response.get("model"), str):
             gen["model"] = response["model"]
         if isinstance(completion.get("finishReason"), str):
             gen["finish_reason"] = completion["finishReason"]
-        stamp = to_iso(response.get("timestamp")) if isinstance(response, dict) else None
+        stamp = to_iso(response.get("timestamp"))
         if stamp:
             gen["created"] = stamp
             node.created = node.created or stamp
-        prompt = response.get("prompt") if isinstance(response, dict) else None
+        prompt = response.get("prompt")
         if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
             gen.update(prompt_fingerprint(prompt["text"]))
         node.meta["gen"] = gen
         del node.fields["generation_id"], node.fields["generation_index"]
-        source = completion.get(SOURCE_KEY)
-        record = _completion_logprobs(
-            completion.get("tokens"), source if isinstance(source, str) else OPENAI_LOGPROBS
-        )
-        if record is None:
-            continue
-        fitted = fit(node.text, record)
-        if fitted is not None:
-            node.meta["logprobs"] = fitted
-        else:
-            node.fields["logprobs"] = record  # the text was edited after generation
-            unaligned += 1
-        if isinstance(completion.get("text"), str) and completion["text"] != node.text:
-            node.fields["generated_text"] = completion["text"]
+        if (rid, index) not in parsed:
+            source = completion.get(SOURCE_KEY)
+            parsed[rid, index] = _completion_logprobs(
+                completion.get("tokens"), source if isinstance(source, str) else OPENAI_LOGPROBS
+            )
+        record = parsed[rid, index]
+        generated = completion.get("text")
+        drifted = isinstance(generated, str) and generated != node.text
+        if record is not None:
+            matching = aligned_prefix(node.text, record)
+            if matching is not None:
+                node.meta["logprobs"] = matching
+            drifted = drifted or fit(node.text, record) is None
+        if drifted:
+            edited += 1
+            kept[rid] = response
+    if kept:
+        forest.fields["model_responses"] = kept
     if missing:
         forest.notes.append(
             f"{missing} node(s) point to model responses that were not found "
             "(pass the model_responses-*.json backups with --responses)"
         )
-    if unaligned:
+    if edited:
         forest.notes.append(
-            f"{unaligned} node(s) were edited after generation: their token logprobs are kept in meta.import.fields"
+            f"{edited} node(s) were edited after generation: each keeps the token logprobs "
+            "that still match its text; their responses are kept once in the document's "
+            "import record"
         )
     unused = len(set(responses) - used)
     if unused:
@@ -582,6 +616,7 @@ def export(doc: Document, node: str | None = None) -> bytes:
     nodes = doc.nodes
     out_id = export_ids(doc, selection, FORMAT)
     responses: dict[str, dict[str, Any]] = {}
+    kept = _kept_responses(doc)
     chapters: dict[str, dict[str, Any]] = {}
     tag_names: set[str] = set()
     header: dict[str, Any] = {}
@@ -634,7 +669,7 @@ def export(doc: Document, node: str | None = None) -> bytes:
             body[LOOM_KIND] = kind
         meta.setdefault("modified", bool(rec.get("history")))
         body["meta"] = meta
-        generation = _response(doc, node_id, responses)
+        generation = _response(doc, node_id, responses, kept)
         if generation is not None:
             body["generation"] = generation
         elif isinstance(fields.get("generation_id"), str):
@@ -701,10 +736,57 @@ def export(doc: Document, node: str | None = None) -> bytes:
     return _nested(top, root_key, bodies, children)
 
 
+def _kept_responses(doc: Document) -> dict[str, dict[str, Any]]:
+    """The pyloom responses earlier imports kept whole (ones a node's text drifted from)."""
+    imports = doc.data.get("import")
+    entries = imports.get(FORMAT) if isinstance(imports, dict) else None
+    kept: dict[str, dict[str, Any]] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        fields = entry.get("fields") if isinstance(entry, dict) else None
+        stored = fields.get("model_responses") if isinstance(fields, dict) else None
+        if isinstance(stored, dict):
+            clean = drop_secrets(stored)[0]  # an older loom may have kept one
+            kept.update({k: v for k, v in clean.items() if isinstance(v, dict)})
+    return kept
+
+
+def _prompt(doc: Document, node_id: str, gen: dict[str, Any]) -> dict[str, Any]:
+    """What pyloom's `prompt` holds ({"text"}), rebuilt from the branch above the node when
+    it matches the digest loom recorded; else an empty text beside that digest."""
+    digest = gen.get("prompt")
+    if not isinstance(digest, dict):
+        return {"text": ""}
+    chars = digest.get("chars")
+    if isinstance(chars, int) and not isinstance(chars, bool) and chars >= 0:
+        # The prompt was the branch's text, or its tail when the whole did not fit:
+        # either way its last `chars` characters, so only those are gathered.
+        pieces: list[str] = []
+        have = 0
+        up = doc.nodes[node_id].get("parent")
+        while isinstance(up, str) and up in doc.nodes and have < chars:
+            piece = doc.nodes[up].get("text", "")
+            pieces.append(piece)
+            have += len(piece)
+            up = doc.nodes[up].get("parent")
+        if have >= chars:
+            tail = "".join(reversed(pieces))[have - chars :]
+            if prompt_fingerprint(tail)["prompt"].get("sha256") == digest.get("sha256"):
+                return {"text": tail}
+    known = {k: v for k, v in digest.items() if k in ("sha256", "chars")}
+    return {"text": "", **known}
+
+
 def _response(
-    doc: Document, node_id: str, responses: dict[str, dict[str, Any]]
+    doc: Document,
+    node_id: str,
+    responses: dict[str, dict[str, Any]],
+    kept: dict[str, dict[str, Any]],
 ) -> dict[str, Any] | None:
-    """Write a node's generation record and logprobs as a pyloom model response; return its key."""
+    """Write a node's generation record and logprobs as a pyloom model response; return its key.
+
+    A response an import kept whole goes back out as it came in (the completion as
+    generated, before the node's edit).
+    """
     meta = doc.nodes[node_id].get("meta") or {}
     gen = gen_of(doc, node_id)
     logprobs = meta.get("logprobs") if isinstance(meta, dict) else None
@@ -719,10 +801,26 @@ def _response(
         else None
     )
     index = request.get("index") if isinstance(request.get("index"), int) and rid else 0
+    original = kept.get(rid) if rid is not None else None
+    completions_in = original.get("completions") if original is not None else None
+    if isinstance(completions_in, list) and 0 <= int(index or 0) < len(completions_in):
+        # A copy: a later node may add a completion, and the document's record stays as it is.
+        response = responses.setdefault(
+            str(rid), {**(original or {}), "completions": list(completions_in)}
+        )
+        if not isinstance(response.get("prompt"), dict):
+            response["prompt"] = _prompt(doc, node_id, gen)
+        return {"id": rid, "index": int(index or 0)}
     if rid is None or (rid in responses and _slot_taken(responses[rid], int(index or 0))):
         rid, index = f"loom-{node_id}", 0
     response = responses.setdefault(
-        rid, {"id": rid, "model": model_of(doc, node_id) or "", "completions": []}
+        rid,
+        {
+            "id": rid,
+            "model": model_of(doc, node_id) or "",
+            "prompt": _prompt(doc, node_id, gen),
+            "completions": [],
+        },
     )
     if isinstance(gen.get("created"), str):
         response.setdefault("timestamp", _pyloom_time(gen["created"]) or gen["created"])

@@ -1,73 +1,29 @@
-"""Secrets in foreign files: fields that look like credentials are never copied into a document."""
+"""Secrets in foreign files: credentials are never copied into a document.
+
+What a secret looks like is `loom.redact`'s to say; this walks parsed JSON with it.
+"""
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable
 from typing import Any
 
-_KEY_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+from loom.redact import mask_secrets, secret_key
 
-# A key holding any of these words is a secret: "client_secret", "passwordHint", "Authorization".
-_SECRET_WORDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "secrets",
-        "authorization",
-        "credential",
-        "credentials",
-        "apikey",
-        "apikeys",
-    }
-)
-
-# A key ending with one of these: "apiKey", "openaiKey", "access_token", "X-Auth", "key".
-_SECRET_ENDINGS = frozenset(("key", "token", "auth", "pwd", "cookie"))
-
-# Ordinary keys with those endings, as foreign formats use them (words joined, lower case).
-_NOT_SECRET = frozenset(
-    {
-        "togglekey",
-        "hotkey",
-        "shortcutkey",
-        "sortkey",
-        "primarykey",
-        "foreignkey",
-        "generatedtoken",
-        "bostoken",
-        "eostoken",
-        "padtoken",
-        "unktoken",
-        "stoptoken",
-    }
-)
-
-
-def secret_key(name: object) -> bool:
-    """Whether a field's name says it holds a credential (case and separators ignored)."""
-    return isinstance(name, str) and _secret_name(name)
-
-
-@functools.lru_cache(maxsize=4096)  # imported files repeat the same few keys on every node
-def _secret_name(name: str) -> bool:
-    words = [w.lower() for w in _KEY_WORDS.findall(name)]
-    joined = "".join(words)
-    if not words or joined in _NOT_SECRET:
-        return False
-    return (
-        words[-1] in _SECRET_ENDINGS
-        or any(w in _SECRET_WORDS for w in words)
-        or joined.endswith(("apikey", "apikeys"))
-    )
+__all__ = ["drop_secrets", "secret_key"]
 
 
 def drop_secrets(value: Any) -> tuple[Any, int]:
-    """A copy of `value` (parsed JSON) without secret-looking keys at any depth, and how many
-    keys were dropped. A "token" beside a "logprob" is a generated token, not a secret."""
+    """A copy of `value` (parsed JSON) without secrets at any depth, and how many it held.
+
+    Keys whose name says credential are dropped ("apiKey", "Authorization"); text values
+    shaped like one (an `sk-…` key, a bearer token, a URL's user:password) are masked
+    where they stand, so "https://user:sk-…@host/v1" keeps its host. A "token" beside a
+    "logprob" is a generated token, not a secret.
+    """
+    if isinstance(value, str):
+        masked = mask_secrets(value)
+        return masked, int(masked != value)
     if not isinstance(value, dict | list | tuple):
         return value, 0
     dropped = 0
@@ -85,7 +41,12 @@ def drop_secrets(value: Any) -> tuple[Any, int]:
             if isinstance(source, dict) and secret_key(key) and not (generated and key == "token"):
                 dropped += 1
                 continue
-            if isinstance(item, dict | list | tuple):
+            if isinstance(item, str):
+                masked = mask_secrets(item)
+                if masked != item:
+                    dropped += 1
+                    item = masked
+            elif isinstance(item, dict | list | tuple):
                 copy: Any = {} if isinstance(item, dict) else []
                 stack.append((item, copy))
                 item = copy

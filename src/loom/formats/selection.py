@@ -149,7 +149,22 @@ def one_tree(doc: Document, node: str | None, holder: str) -> Selection:
 def gen_of(doc: Document, node_id: str) -> dict[str, Any]:
     meta = doc.nodes[node_id].get("meta") or {}
     gen = meta.get("gen") if isinstance(meta, dict) else None
-    return dict(gen) if isinstance(gen, dict) else {}
+    # An older loom may have imported settings with a credential in them.
+    return dict(drop_secrets(gen)[0]) if isinstance(gen, dict) else {}
+
+
+def exported_record(doc: Document, node_id: str) -> dict[str, Any]:
+    """A copy of a node's record for loom's own export formats: what an older loom kept of
+    an import (meta.import, meta.gen) passes the secret filter on the way out."""
+    rec = dict(doc.nodes[node_id])
+    meta = rec.get("meta")
+    if isinstance(meta, dict) and ("import" in meta or "gen" in meta):
+        meta = dict(meta)
+        for key in ("import", "gen"):
+            if isinstance(meta.get(key), dict):
+                meta[key] = drop_secrets(meta[key])[0]
+        rec["meta"] = meta
+    return rec
 
 
 def model_of(doc: Document, node_id: str) -> str | None:

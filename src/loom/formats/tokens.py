@@ -98,6 +98,29 @@ def fit(text: str, logprobs: dict[str, Any]) -> dict[str, Any] | None:
     return {k: (v[:count] if isinstance(v, list) else v) for k, v in logprobs.items()}
 
 
+def aligned_prefix(text: str, logprobs: dict[str, Any]) -> dict[str, Any] | None:
+    """The record cut to its leading tokens that spell the start of `text` (None if none do).
+
+    What a node keeps of a generation its text has drifted from: the probabilities of
+    the part still as generated. Stops at an empty token, so a node never gets more
+    tokens than its text has characters, however many the record holds.
+    """
+    tokens = logprobs.get("tokens")
+    if not isinstance(tokens, list):
+        return None
+    offset = count = 0
+    for token in tokens:
+        if not isinstance(token, str) or not token or not text.startswith(token, offset):
+            break
+        offset += len(token)
+        count += 1
+    if count == 0:
+        return None
+    if count == len(tokens):
+        return logprobs
+    return {k: (v[:count] if isinstance(v, list) else v) for k, v in logprobs.items()}
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None

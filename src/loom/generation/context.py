@@ -28,7 +28,13 @@ ROLE_OF_KIND = {
     "model": "assistant",
     "import": "assistant",
 }
-MODES = ("text", "chat")
+# text: continue the branch's text; chat: reply to its turns; as-user: reply to its whole
+# text as one user message (a text branch handed to a chat model).
+MODES = ("text", "chat", "as-user")
+TRANSCRIPT_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+CHAT_KINDS = frozenset({"system", "user", "assistant"})
+TURN_KEY = "turn"  # meta: this node starts a turn of its own (joined to a previous one of
+# its role with a blank line); segments of one turn, such as split pieces, have none
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Context:
     system: str | None = None
     turn_ids: tuple[tuple[str, ...], ...] = ()
     trimmed: int = 0
+    preamble: int = 0  # plain-text nodes (no role) folded into the first user message
 
     @classmethod
     def of_text(cls, text: str, *, system: str | None = None) -> Context:
@@ -90,11 +97,31 @@ class Context:
         return self.text is None
 
     @property
+    def continues(self) -> bool:
+        """A conversation whose last turn is the assistant's: the reply continues it."""
+        return self.text is None and bool(self.messages) and self.messages[-1].role == "assistant"
+
+    @property
     def seam_text(self) -> str:
-        """The text a reply is joined to: the document, or the last message of a conversation."""
+        """The text a reply is joined to: the document, the assistant turn being continued,
+        or nothing (a new turn in a conversation)."""
         if self.text is not None:
             return self.text
-        return self.messages[-1].content if self.messages else ""
+        return self.messages[-1].content if self.continues else ""
+
+    def transcript(self, *, open_turn: bool = False) -> str:
+        """The conversation as plain text (docs/chat.md): `Label: text` per turn, a blank line
+        between turns. `open_turn` ends it ready for the assistant: after a new `Assistant:`
+        label, or inside the assistant turn it continues."""
+        turns = [("system", self.system)] if self.system else []
+        turns += [(m.role, m.content) for m in self.messages]
+        lines = [f"{TRANSCRIPT_LABELS[role]}: {text.strip()}" for role, text in turns]
+        if open_turn and self.continues:
+            last = self.messages[-1].content
+            lines[-1] = f"{TRANSCRIPT_LABELS['assistant']}: {last.lstrip()}"
+        elif open_turn:
+            lines.append(f"{TRANSCRIPT_LABELS['assistant']}:")
+        return "\n\n".join(lines)
 
     def message_dicts(self, *, with_system: bool = True) -> list[dict[str, str]]:
         """The conversation as a chat API takes it, system message first."""
@@ -162,27 +189,58 @@ class _Turn:
     ids: list[str] = field(default_factory=list)
 
 
+def is_conversation(doc: Document, node_id: str) -> bool:
+    """Whether the branch ending at `node_id` has chat turns (a node with a chat role)."""
+    nodes = doc.nodes
+    return any(nodes[n].get("kind") in CHAT_KINDS for n in doc.path_ids(node_id))
+
+
 def context_for(doc: Document, node_id: str, mode: str = "text") -> Context:
     """What generating from `node_id` continues.
 
     "text": the branch's full text, with the document's system message.
-    "chat": the branch's turns in order, consecutive nodes of one role joined into one
-    message (`ROLE_OF_KIND` says which role each kind of node speaks); the branch's own
-    system turns, else the document's system message, go first.
+    "as-user": the branch's full text as one user message, whatever its roles.
+    "chat": the branch's turns in order. Nodes with a chat role (system, user, assistant)
+    are turns; consecutive nodes of one role are joined into one message, `human` nodes
+    count as user and `model`/`import` nodes as assistant (`ROLE_OF_KIND`) once the
+    conversation has begun. Plain text before the first role, a text branch handed to a
+    chat model, becomes (the start of) the first user message, a blank line before any
+    user turn that follows it. The branch's own system turns, else the document's
+    system message, go first.
     """
     if mode not in MODES:
         raise InvalidOperation(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "text":
         return Context.of_text(doc.full_text(node_id), system=doc.system)
+    path = doc.path_ids(node_id)
+    if mode == "as-user":
+        return Context(
+            messages=(Message("user", doc.full_text(node_id)),),
+            system=doc.system,
+            turn_ids=(tuple(path),),
+            preamble=len(path),
+        )
+    first = next(
+        (i for i, n in enumerate(path) if doc.nodes[n].get("kind") in CHAT_KINDS), len(path)
+    )
     turns: list[_Turn] = []
-    for ancestor in doc.path_ids(node_id):
+    if first:
+        text = "".join(doc.nodes[n].get("text", "") for n in path[:first])
+        turns.append(_Turn("user", [text], list(path[:first])))
+    for position, ancestor in enumerate(path[first:]):
         rec = doc.nodes[ancestor]
         role = ROLE_OF_KIND.get(str(rec.get("kind", "human")), "user")
+        text = rec.get("text", "")
         if turns and turns[-1].role == role:
-            turns[-1].parts.append(rec.get("text", ""))
+            # A turn of its own (`say` marks them), or the person's words after the text
+            # branch: a blank line between, where the text before does not end in one.
+            starts = position == 0 or bool((rec.get("meta") or {}).get(TURN_KEY))
+            if starts and text and not turns[-1].parts[-1][-1:].isspace():
+                text = "\n\n" + text
+            turns[-1].parts.append(text)
             turns[-1].ids.append(ancestor)
         else:
-            turns.append(_Turn(role, [rec.get("text", "")], [ancestor]))
+            turns.append(_Turn(role, [text], [ancestor]))
     own_system = [t for t in turns if t.role == "system"]
     spoken = [t for t in turns if t.role != "system"]
     system = "\n\n".join("".join(t.parts) for t in own_system) if own_system else doc.system
@@ -190,4 +248,5 @@ def context_for(doc: Document, node_id: str, mode: str = "text") -> Context:
         messages=tuple(Message(t.role, "".join(t.parts)) for t in spoken),
         system=system or None,
         turn_ids=tuple(tuple(t.ids) for t in spoken),
+        preamble=first,
     )

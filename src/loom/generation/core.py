@@ -134,6 +134,7 @@ async def agenerate(
     events: ev.Sink | None = None,
     *,
     backends: BackendPool | Mapping[str, Backend] | None = None,
+    into: Generation | None = None,
 ) -> Generation:
     """Generate the children `request` asks for and write them into `target`.
 
@@ -143,11 +144,13 @@ async def agenerate(
     events: a callable receiving `loom.generation.events` values as the generation runs.
     backends: a `BackendPool` to reuse across generations (the caller closes it), or
         backends by model name; by default they are made and closed here.
+    into: the `Generation` to fill in place, so a caller painting the streams can read
+        each outcome's framing (the emulation method) while it runs.
 
     Returns the `Generation`; `result.check()` raises if anything failed. Cancelling the
     awaiting task writes the finished branches first, then raises CancelledError.
     """
-    result = Generation()
+    result = Generation() if into is None else into
     await _run(target, request or GenerationRequest(), events or ev.ignore, result, backends)
     return result
 
@@ -270,8 +273,11 @@ async def _generate(
             emulate=prepared.emulate,
             rng_seed=request.rng_seed,
         )
+        notes = _context_notes(prepared.context, request.mode)
         result.warnings = list(
-            dict.fromkeys([*warnings, *check_dropped(branches, pool, strict=request.strict)])
+            dict.fromkeys(
+                [*notes, *warnings, *check_dropped(branches, pool, strict=request.strict)]
+            )
         )
         sink(ev.Planned(tuple(b.model.name for b in branches)))
         for warning in result.warnings:
@@ -313,7 +319,7 @@ def _prepare(
             emulate = method
         parent = node.parent_id
         assert parent is not None  # regeneration_branches refuses roots
-        mode = "chat" if (node.meta.get("gen") or {}).get("mode") == "chat" else "text"
+        mode = (node.meta.get("gen") or {}).get("mode") or "text"
         return (
             _Prepared(
                 parent, context_for(doc, parent, mode), doc.full_text(parent), doc.id, emulate
@@ -328,6 +334,16 @@ def _prepare(
     return _Prepared(node.id, context, anchor, doc.id, emulate), plan_branches(
         doc, node.id, request, table
     )
+
+
+def _context_notes(context: Context, mode: str) -> list[str]:
+    """What a person should know about how their branch was sent."""
+    if mode == "chat" and context.preamble:
+        return [
+            f"the branch's first {context.preamble} node(s) have no chat role: their text was "
+            "sent as the start of the first user message"
+        ]
+    return []
 
 
 def _deadline_message(deadline: float | None, asked: float | None) -> str:
@@ -377,8 +393,8 @@ async def _keep_and_write(
         drop_if_nothing_left(o)
         o.kept = _keep(o, request.keep_partial)
     kept = result.kept
-    if not kept:
-        return False
+    if not kept or (path is None and doc is None):
+        return False  # nothing to write into: the texts are in the outcomes
     metas = [
         record(
             o,
@@ -388,9 +404,9 @@ async def _keep_and_write(
         )
         for o in kept
     ]
-    if request.mode == "chat" or prepared.context.is_chat:
+    if prepared.context.is_chat:
         for meta in metas:
-            meta["gen"]["mode"] = "chat"
+            meta["gen"]["mode"] = request.mode if request.mode != "text" else "chat"
     texts = [o.text for o in kept]
     kind = "assistant" if prepared.context.is_chat else "model"
     if path is None:

@@ -96,6 +96,7 @@ class Outcome:
     cleanup: dict[str, Any] | None = None  # verdict and operations (emulated output)
     retried_from: dict[str, Any] | None = None  # the first method and its verdict, after a retry
     kept: bool = False  # becomes a node (decided when the generation ends)
+    role: str | None = None  # the role the provider said the reply speaks in
 
     @property
     def done(self) -> bool:
@@ -246,6 +247,8 @@ def _absorb(chunk: Chunk, members: list[int], results: list[Outcome], sink: ev.S
         o.tokens.extend(chunk.tokens)
     if chunk.model:
         o.reported_model = chunk.model
+    if chunk.role:
+        o.role = chunk.role
     if chunk.usage:
         if chunk.usage_scope == "request" and len(members) > 1:
             # One request served several branches: its usage covers all of them.

@@ -162,7 +162,12 @@ def frame(
         entry = table.lookup(table_provider(model), model.model)
         branch.max_n = entry.max_n
         branch.methods = choose_method(
-            caps, model.kind, entry, forced, conversation=context.is_chat
+            caps,
+            model.kind,
+            entry,
+            forced,
+            conversation=context.is_chat,
+            continuing=context.continues,
         )
         index = seen.get(model.name, 0)
         seen[model.name] = index + 1

@@ -85,6 +85,7 @@ def record(
         "model": model.name,
         "model_id": model.model,
         "reported_model": o.reported_model,
+        "role": o.role,
         "params": o.branch.params,
         "extra": o.branch.extra or None,
         "sent": o.sent,

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from loom.sampling.modulate import ModulationSpecs
 
 CURSOR_CHOICES = ("stay", "first", "last")
-EMULATION_CHOICES = ("auto", "completion", "template", "prefill", "system", "fewshot", "off")
+EMULATION_CHOICES = (
+    "auto", "completion", "template", "prefill", "system", "fewshot", "off", "chat", "transcript",
+)  # fmt: skip
+CONVERSATION_METHODS = ("chat", "transcript")  # how a conversation is sent (say, reply)
 MAX_N = 256
 DEFAULT_N = 4  # children per model when neither the caller nor the document says
 DEFAULT_TIMEOUT = 120.0  # seconds for the whole call, when neither the request nor a model says
@@ -40,7 +43,8 @@ class GenerationRequest:
     modulation: how parameters vary across the children: a `ModulationSpecs`, or a mapping
         of its flag names to flag values ({"sweep": "temperature=0.6:1.4"}).
     emulate: how a chat model is made to continue text ("auto": from its capabilities).
-    mode: "text" continues the branch's text; "chat" replies to the branch's turns.
+    mode: "text" continues the branch's text; "chat" replies to the branch's turns;
+        "as-user" replies to the branch's whole text as one user message.
     cursor: where the document's cursor goes afterwards: stay, first or last new child.
     keep_partial: on cancel, keep unfinished branches too (marked incomplete).
     strict: refuse to run if a parameter would be dropped or changed for a model.

