@@ -933,15 +933,6 @@ def _meta_at(seam: Seam, text: str) -> int | None:
     return min(cuts, default=None)
 
 
-def cut_point(prompt: str, text: str, method: str, frame: Sequence[str] = ()) -> int | None:
-    """Where cleanup would cut `text` short (a frame leak, or talk about the text), if it
-    would: a reply still streaming may be passed on up to there (`loom.emulation.live`)."""
-    seam = Seam(prompt, prepare_prompt(prompt), method, leaks=Leaks(frame, prompt))
-    leak = seam.leaks.find(text) if seam.leaks else None
-    points = [p for p in (leak.start if leak else None, _meta_at(seam, text)) if p is not None]
-    return min(points, default=None)
-
-
 # The user's text spoken of ("…hear your work…"), unless the document itself says "your".
 _YOUR_TEXT = _lazy(
     r"\byour\s+(?:document|text|story|request|message|writing|draft|work|sentence|passage"
