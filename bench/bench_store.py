@@ -26,28 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from loom import ops, store  # noqa: E402
 from loom.document import Document  # noqa: E402
-
-WORDS = [
-    "the",
-    "sea",
-    "went",
-    "out",
-    "and",
-    "did",
-    "not",
-    "come",
-    "back",
-    "for",
-    "a",
-    "long",
-    "time",
-    "while",
-    "keepers",
-    "watched",
-    "lamps",
-    "burn",
-    "low",
-]
+from shapes import WORDS  # noqa: E402  (the same words as the other shapes' texts)
 
 
 def build(n: int, seed: int = 1) -> Document:

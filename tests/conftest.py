@@ -52,7 +52,7 @@ class Result:
         return json.loads(self.stdout)
 
     def error(self) -> Any:
-        return json.loads(self.stderr)
+        return json.loads(self.stdout)
 
 
 class Loom:

@@ -210,6 +210,7 @@ class Recorded:
     body: Any  # parsed JSON, or None
     raw: bytes
     time: float  # time.monotonic() when it arrived
+    client: tuple[str, int] | None = None  # the client's address: one per connection
 
 
 _VOCABULARY = "the river bends past stone and reed while lanterns drift over salt water in rain"
@@ -470,7 +471,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "GET":
             self._lookup(path)
             return
-        request = Recorded(self.command, path, headers, body, raw, time.monotonic())
+        request = Recorded(
+            self.command, path, headers, body, raw, time.monotonic(), self.client_address[:2]
+        )
         number = self.fake._record(request)
         routes = {
             "/v1/completions": "completions",

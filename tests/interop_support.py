@@ -118,7 +118,7 @@ class Run:
         return json.loads(self.stdout)
 
     def error(self) -> Any:
-        return json.loads(self.stderr)
+        return json.loads(self.stdout)
 
 
 def cli(cwd: Path, *args: str, input: bytes | str | None = None, timeout: float = 60) -> Run:

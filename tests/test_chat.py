@@ -17,7 +17,8 @@ OPENLOOM = ROOT / "tests" / "fixtures" / "openloom_existence_of_claude.json"
 
 
 def run(woven: Loom, *args: str, ok: bool = True) -> dict:
-    result = woven(*args, "--json", env=woven.env)  # type: ignore[attr-defined]
+    # Every field: these tests read the generation records (meta), which lists leave out.
+    result = woven(*args, "--fields", "all", env=woven.env)  # type: ignore[attr-defined]
     if ok:
         assert result.code == 0, result.stderr
         return result.json()
@@ -114,7 +115,7 @@ def test_a_provider_error_keeps_the_replies_that_came(
     fake_provider.script(Reply(["Kept."], finish_reason="stop"), Fail(400, "bad request"))
     failed = run(woven, "say", "-m", "single", "-n", "2", "Hi", ok=False)
     assert failed["code"] == 1 and "1 of 2 branch(es) failed" in failed["error"]["error"]["message"]
-    [kept] = failed["error"]["error"]["details"]["created"]
+    [kept] = failed["error"]["error"]["details"]["nodes"]
     assert kept["text"] == "Kept." and kept["kind"] == "assistant"
 
 

@@ -27,18 +27,18 @@ def test_add_prints_the_id_and_moves_the_cursor(story: Loom) -> None:
     new_id = story.ok("add", " The tide").stdout.strip()
     assert len(new_id) == 12
     info = story.ok("info", "--json").json()
-    assert info["document"]["cursor"] == new_id
+    assert info["cursor"] == new_id
     assert story.ok("show", "--raw").stdout == "The sea went out. The tide"
 
 
 def test_add_from_stdin_file_parent_root_sibling_stay(story: Loom, tmp_path: Path) -> None:
-    parent = story.ok("info", "--json").json()["document"]["cursor"]
+    parent = story.ok("info", "--json").json()["cursor"]
     story.ok("add", "-", input=" from stdin\n")
     assert story.ok("show").stdout.endswith(" from stdin")  # echo's newline is not text
     (tmp_path / "seg.txt").write_text(" from a file")
     fid = story.ok("add", "--from-file", "seg.txt", "--parent", parent[:6]).stdout.strip()
     sid = story.ok("add", "--sibling", " a sibling", "--stay").stdout.strip()
-    assert story.ok("info", "--json").json()["document"]["cursor"] == fid
+    assert story.ok("info", "--json").json()["cursor"] == fid
     assert story.ok("show", sid).stdout == "The sea went out. a sibling"
     rid = story.ok("add", "--root", "Another tree").stdout.strip()
     tree = story.ok("tree", "--json").json()
@@ -61,30 +61,30 @@ def test_json_output_shapes(story: Loom) -> None:
     show = story.ok("show", "--json").json()
     assert show["text"] == "The sea went out. more" and len(show["path"]) == 3
     ls = story.ok("ls", show["path"][1], "--json").json()
-    assert [c["text"] for c in ls["children"]] == [" more"]
+    assert [c["text"] for c in ls["nodes"]] == [" more"]
     tree = story.ok("tree", "--json").json()
     assert {n["text"] for n in tree["nodes"]} == {"The sea", " went out.", " more"}
 
 
 def test_navigation_commands(story: Loom) -> None:
-    first = story.ok("info", "--json").json()["document"]["cursor"]
+    first = story.ok("info", "--json").json()["cursor"]
     alt = story.ok("add", "--sibling", " stayed.").stdout.strip()
     story.ok("up")
-    assert story.ok("ls", "--json").json()["children"][1]["id"] == alt
+    assert story.ok("ls", "--json").json()["nodes"][1]["id"] == alt
     story.ok("down", "1")
-    assert story.ok("info", "--json").json()["document"]["cursor"] == first
+    assert story.ok("info", "--json").json()["cursor"] == first
     story.ok("next")
-    assert story.ok("info", "--json").json()["document"]["cursor"] == alt
+    assert story.ok("info", "--json").json()["cursor"] == alt
     story.ok("prev")
     story.ok("root")
     story.ok("down")  # back along the last-visited branch
-    assert story.ok("info", "--json").json()["document"]["cursor"] == first
+    assert story.ok("info", "--json").json()["cursor"] == first
     story.ok("goto", alt[:6])
     assert story.ok("show").stdout == "The sea stayed."
 
 
 def test_edit_split_merge_mv_rm_restore_undo(story: Loom) -> None:
-    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    leaf = story.ok("info", "--json").json()["cursor"]
     root = story.ok("tree", "--json").json()["roots"][0]
     # Editing the root (which has children) makes a version and keeps the branch.
     result = story.ok("edit", root, "--text", "The lake", "--json").json()
@@ -102,7 +102,7 @@ def test_edit_split_merge_mv_rm_restore_undo(story: Loom) -> None:
     story.ok("merge", tail["id"])
     assert story.ok("show", leaf).stdout == "The sea went out."
     story.ok("rm", leaf)
-    assert story.ok("ls", root, "--json").json()["children"] == []
+    assert story.ok("ls", root, "--json").json()["nodes"] == []
     story.ok("restore", leaf)
     story.ok("mv", leaf, "--root")
     assert story.ok("show", leaf).stdout == " went out."
@@ -111,11 +111,11 @@ def test_edit_split_merge_mv_rm_restore_undo(story: Loom) -> None:
     story.ok("redo")
     story.ok("undo", "2")
     log = story.ok("log", "--json").json()
-    assert log["redo"] == 2
+    assert len(log["redo"]) == 2
 
 
 def test_history_restore_takes_the_numbers_history_shows(story: Loom) -> None:
-    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    leaf = story.ok("info", "--json").json()["cursor"]
     story.ok("edit", leaf, "--text", " went dry.")
     entries = story.ok("history", leaf, "--json").json()["entries"]
     assert [(e["index"], e["kind"]) for e in entries] == [(0, "earlier"), (1, "current")]
@@ -133,7 +133,7 @@ def test_bookmarks_tags_notes_search(story: Loom) -> None:
     story.ok("tag", "draft", "sea")
     story.ok("note", "try colder")
     assert story.ok("note").stdout.strip() == "try colder"
-    marks = story.ok("bookmark", "--list", "--json").json()["bookmarks"]
+    marks = story.ok("bookmark", "--list", "--json").json()["nodes"]
     assert marks[0]["bookmark"] == {"title": "low tide"}
     assert story.ok("tag", "--list", "--json").json()["tags"].keys() == {"draft", "sea"}
     hits = story.ok("search", "went", "--json").json()["matches"]
@@ -199,8 +199,9 @@ def test_errors_are_one_line_with_exit_codes(
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     as_json = loom(*args, "--json")
     assert as_json.code == code
-    error = json.loads(as_json.stderr)
-    assert error["ok"] is False and error["error"]["message"]
+    error = json.loads(as_json.stdout)  # the answer, on stdout like every answer
+    assert error["ok"] is False and fragment in error["error"]["message"]
+    assert as_json.stderr == result.stderr  # and the same one line for people
     assert (loom.cwd / "e.loom.json").read_bytes() == before
 
 
@@ -319,9 +320,11 @@ def test_concurrent_cli_adds_are_all_kept(loom: Loom) -> None:
 
 
 def test_tree_json_nodes_have_the_documented_shape(story: Loom) -> None:
-    nodes = story.ok("tree", "--json").json()["nodes"]
-    shown = story.ok("show", "--json").json()["node"]
-    assert set(nodes[-1]) == set(shown)
+    nodes = story.ok("tree", "--json").json()["nodes"]  # a list: brief, no meta
+    shown = story.ok("show", "--json").json()["node"]  # one node: every field
+    assert set(nodes[-1]) | {"meta"} == set(shown) and "meta" not in nodes[-1]
+    every = story.ok("tree", "--fields", "all").json()["nodes"]
+    assert every[-1] == shown
 
 
 @pytest.mark.parametrize(
@@ -347,6 +350,44 @@ def test_a_closed_pipe_is_not_an_error(story: Loom, args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args", [["show"], ["show", "--json"], ["tree"], ["--help"]])
+def test_output_to_a_full_disk_is_one_line_not_an_internal_error(
+    story: Loom, args: list[str]
+) -> None:
+    import subprocess
+    import sys
+
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "loom", *args],
+            cwd=story.cwd,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "cannot write the output (the disk is full)" in err and err.count("\n") == 1
+
+
+def test_a_closed_stdout_is_not_an_internal_error(story: Loom) -> None:
+    """`loom add " more" >&-`: the node is added and nothing is printed (no crash, exit 0)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "loom", "add", " more"],
+        cwd=story.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert story.ok("show", "--raw").stdout.endswith(" more")
+
+
 def test_undecodable_bytes_are_data_errors(story: Loom) -> None:
     bad = story("add", "-", input=b"caf\xe9")
     assert bad.code == 1 and "not UTF-8" in bad.stderr
@@ -363,7 +404,7 @@ def test_undecodable_bytes_are_data_errors(story: Loom) -> None:
 
 
 def test_show_a_deleted_node(story: Loom) -> None:
-    leaf = story.ok("info", "--json").json()["document"]["cursor"]
+    leaf = story.ok("info", "--json").json()["cursor"]
     story.ok("rm", leaf)
     assert story.ok("show", leaf).stdout == "The sea went out."
     assert story.ok("show", leaf, "--json").json()["node"]["archived"] is True
@@ -556,3 +597,23 @@ def test_top_help_gives_each_command_its_whole_first_sentence(loom: Loom) -> Non
         "ingest Bring in text: files, directories (recursively), '-' (standard input) or URLs."
         in flat
     )
+
+
+def test_digits_int_cannot_read_are_refused_not_a_crash(story: Loom) -> None:
+    """'²' is a digit to str.isdigit() but not to int(): each of these crashed (exit 70)."""
+    import json
+
+    # A stray file named like a temp file of a process "²": every save walked into it.
+    (story.cwd / ".story.loom.json.tmp-²-1").write_text("")
+    huge = story.cwd / f".story.loom.json.tmp-{'9' * 30}-1"  # no process has that id
+    huge.write_text("")
+    story.ok("add", " Gulls.")
+    assert not huge.exists()  # a leftover of no living process: removed
+    result = story("history", "--show", "²")
+    assert result.code == 2 and "--show" in result.stderr
+    path = story.cwd / "story.loom.json"
+    data = json.loads(path.read_text())
+    data["defaults"] = {"n": "²"}
+    path.write_text(json.dumps(data))
+    result = story("gen")
+    assert result.code == 1 and "defaults.n must be a whole number" in result.stderr

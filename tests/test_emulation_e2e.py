@@ -58,7 +58,7 @@ def doc(loom: Loom, fake_provider: FakeProvider) -> Loom:
 
 
 def gen_one(loom: Loom, *args: str) -> dict:  # type: ignore[type-arg]
-    result = loom.ok("gen", "-n", "1", "--json", *args, env={"FAKE_KEY": "k"})
+    result = loom.ok("gen", "-n", "1", "--fields", "all", *args, env={"FAKE_KEY": "k"})
     [node] = result.json()["nodes"]
     return node  # type: ignore[no-any-return]
 

@@ -38,7 +38,7 @@ def test_import_each_real_file_into_a_new_document(tmp_path: Path) -> None:
         result = cli(tmp_path, "import", str(source), "--new", out, "--json")
         assert result.code == 0, result.stderr
         report = result.json()
-        assert (report["format"], report["nodes"]) == (fmt, count)
+        assert (report["format"], report["node_count"]) == (fmt, count)
         expected = imported(source)
         # The branch's exact text (`show --raw` prints a conversation as a transcript).
         shown = cli(tmp_path, "-f", out, "export", "--format", "text")

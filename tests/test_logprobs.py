@@ -168,7 +168,7 @@ def test_alts_command_lists_and_picks(loom: Loom, tmp_path: Path) -> None:
     node = doc.cursor_id
     assert node is not None
     listed = loom.ok("alts", node, "6", "-f", str(path), "--json").json()
-    assert listed["node_id"] == node and listed["offset"] == 4 and listed["token"] == " sea"
+    assert listed["node"]["id"] == node and listed["offset"] == 4 and listed["token"] == " sea"
     assert listed["alternatives"][1] == {
         "token": " tide",
         "logprob": -1.0,
@@ -177,8 +177,10 @@ def test_alts_command_lists_and_picks(loom: Loom, tmp_path: Path) -> None:
     }
     text = loom.ok("alts", node, "6", "-f", str(path)).stdout
     assert text.startswith("token 1 at 4: ' sea' (p=0.497)")
-    made = loom.ok("alts", node, "6", "--pick", "2", "-f", str(path), "--json").json()["node"]
+    picked = loom.ok("alts", node, "6", "--pick", "2", "-f", str(path), "--json").json()
+    made = picked["node"]
     assert made["text"] == " The tide" and made["meta"]["alt_of"] == node
+    assert picked["cursor"] == made["id"] and picked["parent"] == made["parent"]
     assert loom.ok("show", "-f", str(path)).stdout == "Once, The tide"
     for args, fragment in (
         (["13"], "0..12"),

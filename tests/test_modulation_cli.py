@@ -46,7 +46,9 @@ def sent(fake: FakeProvider, key: str) -> list[object]:
 def test_sweep_spreads_temperatures_and_records_them(
     doc: Loom, fake_provider: FakeProvider
 ) -> None:
-    made = doc.ok("gen", "-n", "5", "--sweep", "temperature=0.6:1.4", "--json").json()["nodes"]
+    made = doc.ok("gen", "-n", "5", "--sweep", "temperature=0.6:1.4", "--fields", "all").json()[
+        "nodes"
+    ]
     assert sorted(sent(fake_provider, "temperature")) == [0.6, 0.8, 1.0, 1.2, 1.4]  # type: ignore[type-var]
     records = [n["meta"]["gen"] for n in made]
     assert [r["params"]["temperature"] for r in records] == [0.6, 0.8, 1.0, 1.2, 1.4]
@@ -55,7 +57,7 @@ def test_sweep_spreads_temperatures_and_records_them(
 
 
 def test_identical_children_share_one_request(doc: Loom, fake_provider: FakeProvider) -> None:
-    doc.ok("gen", "-n", "4", "-t", "0.9", "--json")
+    doc.ok("gen", "-n", "4", "-t", "0.9", "--fields", "all")
     assert len(fake_provider.requests) == 1 and fake_provider.requests[0].body["n"] == 4
 
 
@@ -68,7 +70,8 @@ def test_grid_per_cell_and_mix_across_models(doc: Loom, fake_provider: FakeProvi
         "top_p=0.9,1.0",
         "--per-cell",
         "2",
-        "--json",
+        "--fields",
+        "all",
     ).json()["nodes"]
     cells = sorted(
         (n["meta"]["gen"]["params"]["temperature"], n["meta"]["gen"]["params"]["top_p"])
@@ -76,7 +79,7 @@ def test_grid_per_cell_and_mix_across_models(doc: Loom, fake_provider: FakeProvi
     )
     assert cells == sorted([(t, p) for t in (0.8, 1.2) for p in (0.9, 1.0)] * 2)
     fake_provider.clear()
-    made = doc.ok("gen", "--mix", "2@a,1@b:precise", "--json").json()["nodes"]
+    made = doc.ok("gen", "--mix", "2@a,1@b:precise", "--fields", "all").json()["nodes"]
     assert [n["meta"]["gen"]["model"] for n in made] == ["a", "a", "b"]
     models = sorted(r.body["model"] for r in fake_provider.requests)
     assert models == ["model-a", "model-b"]
@@ -85,10 +88,10 @@ def test_grid_per_cell_and_mix_across_models(doc: Loom, fake_provider: FakeProvi
 
 def test_jitter_is_deterministic_given_the_seed(doc: Loom, fake_provider: FakeProvider) -> None:
     first = doc.ok(
-        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--json"
+        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--fields", "all"
     ).json()["nodes"]
     second = doc.ok(
-        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--json"
+        "gen", "-n", "3", "--jitter", "temperature=1.0±0.2", "--rng-seed", "7", "--fields", "all"
     ).json()["nodes"]
     temps = [n["meta"]["gen"]["params"]["temperature"] for n in first]
     assert temps == [n["meta"]["gen"]["params"]["temperature"] for n in second]
@@ -106,20 +109,22 @@ def test_layers_presets_sticky_and_flags(doc: Loom, fake_provider: FakeProvider)
     )
     assert explain["min_p"]["layer"] == "preset:creative"
     child = doc.ok("add", " there was").stdout.strip()
-    doc.ok("gen", "-n", "1", "-p", "creative", "--top-p", "0.8", "--json")
+    doc.ok("gen", "-n", "1", "-p", "creative", "--top-p", "0.8", "--fields", "all")
     body = fake_provider.requests[-1].body
     assert (
         body["temperature"] == 0.3 and body["top_p"] == 0.8
     )  # sticky beats presets; flags beat sticky
-    node = doc.ok("ls", child, "--json").json()["children"][0]
+    node = doc.ok("ls", child, "--fields", "all").json()["nodes"][0]
     sources = node["meta"]["gen"]["modulation"]["sources"]
     assert sources["top_p"] == "flags" and sources["temperature"].startswith("sticky:")
 
 
 def test_regen_reuses_recorded_parameters(doc: Loom, fake_provider: FakeProvider) -> None:
-    [first] = doc.ok("gen", "-n", "1", "-t", "0.7", "--seed", "11", "--json").json()["nodes"]
+    [first] = doc.ok("gen", "-n", "1", "-t", "0.7", "--seed", "11", "--fields", "all").json()[
+        "nodes"
+    ]
     fake_provider.clear()
-    [again] = doc.ok("regen", first["id"], "--json").json()["nodes"]
+    [again] = doc.ok("regen", first["id"], "--fields", "all").json()["nodes"]
     assert again["parent"] == first["parent"]
     body = fake_provider.requests[0].body
     assert body["temperature"] == 0.7 and body["seed"] == 11
@@ -128,6 +133,37 @@ def test_regen_reuses_recorded_parameters(doc: Loom, fake_provider: FakeProvider
     assert fake_provider.requests[0].body["temperature"] == 1.3
     shown = doc.ok("params", first["id"], "--json").json()["generation"]
     assert shown["params"]["temperature"] == 0.7 and shown["model"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("params", "x", "params and extra must be objects"),
+        ("extra", "abc", "params and extra must be objects"),
+        ("emulation", "x", "emulation an object"),
+        ("model", 5, "model must be a name"),
+        ("params", {"temperature": "hot"}, "temperature must be a number"),
+        ("emulation", {"method": "telepathy"}, "unknown emulation method"),
+        ("mode", 7, "unknown mode"),
+    ],
+)
+def test_regen_of_a_damaged_record_is_one_line(
+    doc: Loom, fake_provider: FakeProvider, field: str, value: Any, said: str
+) -> None:
+    """A hand-edited meta.gen crashed regen (exit 70), or sent temperature "hot" as recorded."""
+    import json
+
+    [first] = doc.ok("gen", "-n", "1", "--json").json()["nodes"]
+    path = doc.cwd / "m.loom.json"
+    data = json.loads(path.read_text())
+    data["nodes"][first["id"]]["meta"]["gen"][field] = value
+    path.write_text(json.dumps(data))
+    fake_provider.clear()
+    result = doc("regen", first["id"])
+    assert result.code == 1, result.stderr
+    assert f"node {first['id']}'s generation record is damaged: " in result.stderr
+    assert said in result.stderr and result.stderr.count("\n") == 1
+    assert fake_provider.requests == []
 
 
 def test_strict_refuses_dropped_parameters_and_default_warns(
@@ -183,7 +219,9 @@ def test_regenerate_in_the_library(doc: Loom, fake_provider: FakeProvider) -> No
         return generate(path, GenerationRequest(regenerate=node, **fields))
 
     path = doc.cwd / "m.loom.json"
-    made = doc.ok("gen", "-n", "1", "-t", "0.7", "--param", "openai.user=abc", "--json").json()
+    made = doc.ok(
+        "gen", "-n", "1", "-t", "0.7", "--param", "openai.user=abc", "--fields", "all"
+    ).json()
     [first] = made["nodes"]
     fake_provider.clear()
     result = regenerate(path, first["id"][:6], n=2, params={"top_p": "0.5"}, models=("b",))

@@ -143,7 +143,7 @@ def test_open_navigate_tree_and_undo_keep_the_buffer_and_its_undo(story: Loom) -
   keys("A It rained.<Esc>")
   vim.cmd("LoomUp") idle()
   eq(text(), "The lighthouse keeper slept.", "up from the typed node")
-  local kids = loom_json({ "ls" }).children
+  local kids = loom_json({ "ls" }).nodes
   eq(#kids, 1, "children of the slept node") eq(kids[1].text, " It rained.")
   eq(kids[1].kind, "human")
 
@@ -152,7 +152,7 @@ def test_open_navigate_tree_and_undo_keep_the_buffer_and_its_undo(story: Loom) -
   eq(text(), "The lighthouse keeper slept. It rained.")
   vim.cmd("LoomUndo") idle()
   eq(text(), "The lighthouse keeper slept.", "after LoomUndo")
-  eq(#loom_json({ "ls" }).children, 0, "the typed node is undone")
+  eq(#loom_json({ "ls" }).nodes, 0, "the typed node is undone")
   eq(file("s.md"), "The lighthouse keeper slept.", "the file on disk")
   eq(#notes, 0, "notifications: " .. vim.inspect(notes))
 """
@@ -175,7 +175,7 @@ def test_ctrl_space_generates_and_picking_puts_the_branch_in_the_buffer(
   eq(vim.bo[picker].filetype, "loompicker")
   assert(vim.api.nvim_win_get_config(0).relative ~= "", "the picker is a floating window")
   local shown = text(picker)
-  local kids = loom_json({ "ls" }).children
+  local kids = loom_json({ "ls" }).nodes
   eq(#kids, 3, "children generated (setup n = 3)")
   for i, kid in ipairs(kids) do
     assert(shown:find(kid.text, 1, true), "the picker previews child " .. i .. ":\n" .. shown)
@@ -203,7 +203,7 @@ def test_ctrl_space_generates_and_picking_puts_the_branch_in_the_buffer(
   wait(function() return opened end, "the second picker")
   keys("q")
   eq(vim.bo.filetype ~= "loompicker", true, "q closes the picker")
-  eq(#loom_json({ "ls" }).children, 2)
+  eq(#loom_json({ "ls" }).nodes, 2)
   eq(text(), file("draft.txt"))
   -- :LoomPick shows them again; a digit picks directly.
   opened = false

@@ -468,3 +468,19 @@ def test_sticky_validates_and_can_unset_for_a_subtree() -> None:
     got = resolve(layers_for(doc, ids["a1"], MODEL))
     assert "temperature" not in got.values
     assert got.explain()[0].layer == f"sticky:{ids['a']}"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"openai.api_key": "abc"},
+        {"anthropic.authorization": "x"},
+        {"openai.user": "sk-" + "a1" * 12},
+    ],
+)
+def test_a_sticky_parameter_never_keeps_a_credential(params: dict[str, Any]) -> None:
+    doc, ids = tree()
+    with pytest.raises(UsageError, match="credential"):
+        set_sticky(doc, ids["a"], params)
+    assert "meta" not in doc.nodes[ids["a"]]
+    set_sticky(doc, ids["a"], {"openai.user": "alice", "max_tokens": 12})  # ordinary ones pass

@@ -12,7 +12,7 @@ import pytest
 import loom
 from loom import ids, journal, ops, store
 from loom.errors import DocumentError, NotFound
-from loom.session import Session
+from loom.session import Session, journal_step
 
 
 def make(path: Path, *texts: str) -> list[str]:
@@ -207,3 +207,42 @@ def test_a_deleted_file_is_an_error_and_the_changes_stay_queued(tmp_path: Path) 
         session.sync()
     assert session.pending == 1
     assert not lock.exists()  # no lock file left behind
+
+
+def test_an_undo_replayed_after_another_process_wrote_never_undoes_their_change(
+    tmp_path: Path,
+) -> None:
+    """The person undoes the change they see on top; meanwhile a CLI command added a node.
+    Replayed on the file's version, a plain `journal.undo` undid the CLI's change instead
+    (and kept the person's). It is dropped and reported; both changes stay."""
+    path = tmp_path / "s.loom.json"
+    (root,) = make(path, "root")
+    session = Session.open(path)
+    mine = session.apply(lambda d: ops.add_child(d, root, " mine"), "add")
+    session.adopt(session.sync())
+    with loom.edit(path) as doc:  # another process, before this session has looked
+        theirs = ops.add_child(doc, root, " theirs", move_cursor=False)
+    undone = session.apply(journal_step("undo"), "undo")
+    assert undone["op"] == "add" and mine.id not in session.doc.nodes  # what the person saw
+    dropped = session.adopt(session.sync())
+    assert [label for label, _ in dropped] == ["undo"]
+    assert "no longer the last one" in dropped[0][1].message
+    on_disk = store.load(path)
+    assert theirs.id in on_disk.nodes and mine.id in on_disk.nodes
+    assert session.doc.nodes.keys() == on_disk.nodes.keys()
+
+
+def test_an_undo_replayed_on_a_version_with_the_same_step_on_top_applies(tmp_path: Path) -> None:
+    path = tmp_path / "s.loom.json"
+    (root,) = make(path, "root")
+    session = Session.open(path)
+    mine = session.apply(lambda d: ops.add_child(d, root, " mine"), "add")
+    session.adopt(session.sync())
+    with loom.edit(path) as doc:  # another process touches only the cursor (not journaled)
+        ops.goto(doc, root)
+    session.apply(journal_step("undo"), "undo")
+    session.apply(journal_step("redo"), "redo")
+    session.apply(journal_step("undo"), "undo")
+    assert session.adopt(session.sync()) == []
+    assert mine.id not in store.load(path).nodes
+    assert [e["op"] for e in journal.redo_entries(store.load(path))] == ["add"]

@@ -215,6 +215,35 @@ def test_a_read_only_file_is_read_but_never_replaced(story: Loom) -> None:
     assert (story.cwd / "s.loom.json").read_bytes() == document
 
 
+@pytest.mark.parametrize("file_edited", [False, True])
+def test_a_rewrite_that_fails_leaves_the_record_saying_what_the_file_holds(
+    loom: Loom, file_edited: bool
+) -> None:
+    """The file cannot be replaced (here: its temp file's name is too long for the file
+    system) after the document was saved with a record saying it now shows the new branch.
+    The next sync then read the person's typing as an edit of that branch instead of the
+    one in the file: a copy of the old text beside it, not a child under it."""
+    name = "d" * 240 + ".md"  # fine itself; `.NAME.tmp-PID-NS` beside it is not
+    loom.ok("new", "s.loom.json", "--text", "Root.")
+    alpha = loom.ok("add", " Alpha.").stdout.strip()
+    loom.ok("add", " Beta.", "--sibling", "--stay")
+    (loom.cwd / name).write_text("Root. Alpha.")  # as loom would have written it
+    assert loom.ok("sync", name, "--json").json()["action"] == "none"
+    if file_edited:
+        (loom.cwd / name).write_text("Root. Alpha. Typed.")
+    loom.ok("next")  # the tree changed: the sync must rewrite the file, and cannot
+    failed = loom("sync", name)
+    assert failed.code == 1 and "File name too long" in failed.stderr
+    assert failed.stderr.count("\n") == 1
+    text = "Root. Alpha. Typed." if file_edited else "Root. Alpha."
+    assert (loom.cwd / name).read_text() == text
+    (loom.cwd / name).write_text(text + " More.")
+    loom("sync", name)  # fails to rewrite the file again, after taking its edits in
+    d = doc(loom)
+    [tip] = [n for n in d.nodes if d.full_text(n) == text + " More."]
+    assert alpha in d.path_ids(tip)  # under Alpha, not a copy of it
+
+
 def test_an_emptied_file_changes_nothing(story: Loom) -> None:
     draft(story).write_text("")
     result = sync(story)
@@ -466,7 +495,7 @@ def test_a_second_watcher_of_the_same_file_is_refused(
     assert first.stdout is not None and first.stdout.readline()
     second = watcher("--json")
     assert second.wait(timeout=60) == 1
-    error = json.loads(second.stderr.read())  # type: ignore[union-attr]
+    error = json.loads(second.stdout.read())  # type: ignore[union-attr]
     assert "already watched" in error["error"]["message"]
     assert first.poll() is None
 

@@ -94,6 +94,73 @@ def test_escape_stops_and_keeps_the_finished_branches(
     assert children_texts(doc) == [" short."]
 
 
+def test_escape_right_after_g_stops_the_generation(doc: Path, fake_provider: FakeProvider) -> None:
+    """Escape before the generation's thread had set up its loop used to be ignored (the
+    generation ran on as if nothing was pressed). A thread slow to start makes that moment
+    certain here."""
+    import asyncio
+    import threading
+
+    from loom.generation.request import GenerationRequest
+    from loom.tui.generation import Finished, Runner
+
+    go = threading.Event()
+
+    class SlowToStart(Runner):
+        async def _run(self, path: Path, request: GenerationRequest) -> None:
+            await asyncio.to_thread(go.wait, 10)
+            await super()._run(path, request)
+
+    async def main() -> tuple[bool, list[Any]]:
+        got: list[Any] = []
+        runner = SlowToStart(got.append, asyncio.get_running_loop())
+        runner.start(doc, GenerationRequest(n=2))
+        asked = runner.cancel()
+        go.set()
+        while not any(isinstance(item, Finished) for item in got):
+            await asyncio.sleep(0.01)
+        runner.join(10)
+        runner.close()
+        return asked, got
+
+    asked, got = asyncio.run(main())
+    assert asked
+    [finished] = [item for item in got if isinstance(item, Finished)]
+    assert finished.cancelled and finished.error is None
+    assert fake_provider.requests == []
+    assert children_texts(doc) == []
+
+
+def test_generations_share_the_backends_the_app_keeps(
+    doc: Path, fake_provider: FakeProvider
+) -> None:
+    """Each generation made (and closed) its own backends: a new connection every time,
+    and the embedded model loaded again for every g (~2 s). (A model that does not stream:
+    a streamed reply's connection is not reused by the HTTP backend either way.)"""
+    import os
+
+    models = Path(os.environ["LOOM_HOME"]) / "models.toml"
+    models.write_text(
+        models.read_text()
+        + f'\n[models.whole]\nprovider = "openai"\nbase_url = "{fake_provider.openai_url}"\n'
+        + 'model = "m"\nkey_env = "FAKE_KEY"\n[models.whole.options]\nstream = false\n'
+    )
+    fake_provider.script(Reply([" first."]), Reply([" second."]))
+
+    async def script(app: Any, pilot: Any) -> None:
+        app.settings = type(app.settings)(model="whole", n=1)
+        await pilot.press("g")
+        await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 1, 15)
+        await pilot.press("g")
+        await until(pilot, lambda: len(app.query_one(ChildrenList).ids) == 2, 15)
+
+    app = drive(doc, script)
+    assert sorted(children_texts(doc)) == [" first.", " second."]
+    first, second = fake_provider.requests
+    assert first.client == second.client  # one connection, kept between generations
+    assert app.runner is not None and not app.runner.running
+
+
 def test_a_failing_provider_is_one_line_in_the_status_line(
     doc: Path, fake_provider: FakeProvider
 ) -> None:
@@ -170,3 +237,18 @@ def test_a_bad_modulation_is_refused_in_the_panel(doc: Path) -> None:
     drive(doc, script, size=(100, 40))
     assert "a modulation is one of" in seen["screen"]
     assert seen["kept"]
+
+
+def test_a_digit_int_cannot_read_is_refused_in_the_panel(doc: Path) -> None:
+    """'²' passed str.isdigit() and crashed the app in int()."""
+    seen: dict[str, Any] = {}
+
+    async def script(app: Any, pilot: Any) -> None:
+        await pilot.press("G")
+        await pilot.click("#n")
+        await pilot.press("²")
+        seen["screen"] = screen_text(app)
+        await pilot.press("escape")
+
+    drive(doc, script, size=(100, 40))
+    assert "n must be a whole number from 1, got '²'" in seen["screen"]

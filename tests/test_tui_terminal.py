@@ -139,9 +139,13 @@ def test_tui_in_a_real_terminal(loom: Loom, tmux: Tmux) -> None:
     assert loom.ok("show", "--json").json()["node"]["parent"] == first
 
 
-def test_a_dropped_connection_saves_what_was_queued(loom: Loom, tmux: Tmux) -> None:
-    """SIGHUP (the SSH connection or the terminal went away) right after a move: the move
-    is saved before the TUI exits."""
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_a_dropped_connection_saves_what_was_queued(
+    loom: Loom, tmux: Tmux, signum: signal.Signals
+) -> None:
+    """SIGHUP (the SSH connection or the terminal went away) or SIGTERM (`kill`) right after
+    a move: the move is saved before the TUI exits, and the terminal is restored. SIGTERM
+    used to end it at once: the move was lost and the screen left in the TUI's mode."""
     loom.ok("new", "s.loom.json", "--text", "The lighthouse keeper woke.")
     child = loom.ok("add", " He walked down to the sand.", "--stay").stdout.strip()
     python = shlex.quote(sys.executable)
@@ -154,6 +158,7 @@ def test_a_dropped_connection_saves_what_was_queued(loom: Loom, tmux: Tmux) -> N
     ).stdout.split()[0]
     tmux.keys("l")
     tmux.wait(lambda s: "depth 1" in s)
-    os.kill(int(tui), signal.SIGHUP)  # at once: the save was still waiting for a pause
-    tmux.wait(lambda s: "TUI-EXITED-" in s)
+    os.kill(int(tui), signum)  # at once: the save was still waiting for a pause
+    tmux.wait(lambda s: f"TUI-EXITED-{128 + signum}" in s)
     assert loom.ok("show", "--json").json()["node"]["id"] == child
+    assert tmux.value("#{alternate_on}") == "0"

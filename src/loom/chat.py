@@ -61,9 +61,9 @@ async def asay(
 
     request = _request(request, text, as_user)
     turn = await _write_turn(target, parent, text)
-    node = turn.id if turn is not None else parent
-    asked = dataclasses.replace(request, node=node, mode="as-user" if as_user else "chat")
-    return await agenerate(target, asked, events, backends=backends)
+    return await agenerate(
+        target, _asked(request, turn, parent, as_user), events, backends=backends
+    )
 
 
 def say(
@@ -78,13 +78,12 @@ def say(
 ) -> Generation:
     """`asay` for synchronous callers (Ctrl-C and SIGTERM keep finished replies, as in
     `loom.generate`)."""
-    from loom.generation.core import generate
+    from loom.generation.core import generate, refuse_running_loop
 
+    refuse_running_loop("loom.chat.say", "await loom.chat.asay(...)")
     request = _request(request, text, as_user)
     turn = asyncio.run(_write_turn(target, parent, text))
-    node = turn.id if turn is not None else parent
-    asked = dataclasses.replace(request, node=node, mode="as-user" if as_user else "chat")
-    return generate(target, asked, events, backends=backends)
+    return generate(target, _asked(request, turn, parent, as_user), events, backends=backends)
 
 
 def _request(
@@ -93,6 +92,14 @@ def _request(
     if text is None and not as_user:
         raise UsageError("nothing to say: give the text of the turn")
     return request or GenerationRequest()
+
+
+def _asked(
+    request: GenerationRequest, turn: Node | None, parent: str | None, as_user: bool
+) -> GenerationRequest:
+    """The generation a `say` makes: replies to the new turn (or to `parent`'s branch)."""
+    node = turn.id if turn is not None else parent
+    return dataclasses.replace(request, node=node, mode="as-user" if as_user else "chat")
 
 
 async def _write_turn(target: Target, parent: str | None, text: str | None) -> Node | None:

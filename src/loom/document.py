@@ -191,27 +191,13 @@ class Node:
         return [Node(self.doc, i) for i in self.doc.path_ids(self.id)]
 
     def to_dict(self, *, full_text: bool = False) -> dict[str, Any]:
-        """The documented JSON shape of a node (see README, "JSON output")."""
-        rec = self.record
-        out: dict[str, Any] = {
-            "id": self.id,
-            "parent": rec.get("parent"),
-            "children": self.doc.live_child_ids(self.id),
-            "text": self.text,
-            "kind": self.kind,
-            "created": rec.get("created"),
-            "modified": rec.get("modified"),
-            "tags": self.tags,
-            "bookmark": rec.get("bookmark"),
-            "note": self.note or None,
-            "visited": self.visited,
-            "edited": self.edited,
-            "archived": bool(rec.get("archived", False)),
-            "meta": rec.get("meta", {}),
-        }
-        if full_text:
-            out["full_text"] = self.full_text
-        return out
+        """The node object of loom's JSON contract (`loom.payloads`), every field."""
+        from loom import payloads
+
+        fields = (
+            payloads.Fields((*payloads.NODE_FIELDS, "full_text")) if full_text else payloads.ALL
+        )
+        return payloads.node(self, fields)
 
 
 class Document:

@@ -115,7 +115,7 @@ def fsync_dir(folder: Path) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process has such an id
         return False
     except OSError:
         return True  # someone else's process: alive, just not ours to signal
@@ -136,7 +136,7 @@ def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         pid, _, stamp = entry.name[len(prefix) :].partition("-")
-        if pid.isdigit() and stamp.isdigit() and not _alive(int(pid)):
+        if pid.isdecimal() and stamp.isdecimal() and not _alive(int(pid)):
             found.append(Path(entry.path))
     return found
 

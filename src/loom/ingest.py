@@ -214,7 +214,7 @@ def read_url(
                 reason = response.reason_phrase or ""
                 raise IngestError(f"{shown}: HTTP {response.status_code} {reason}".rstrip())
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
+            if declared and declared.isdecimal() and int(declared) > max_bytes:
                 raise _too_big(shown, int(declared), max_bytes)
             # Each read may wait only for what is left of the deadline (httpx reads the
             # request's "timeout" extension at every read); the loop checks it too.

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from loom import ids, store
 from loom.document import Document
-from loom.errors import LoomError
+from loom.errors import InvalidOperation, LoomError
 
 T = TypeVar("T")
 
@@ -170,6 +170,40 @@ class Session:
         if not self._pending:
             return []
         return self.adopt(self.sync())
+
+
+def journal_step(verb: str) -> Callable[[Document], dict[str, Any]]:
+    """An undo (`verb` "undo") or redo ("redo") to `apply`: the step on top of the journal now.
+
+    Replayed on a version of the file another process has changed since, it applies only
+    if that same step is still on top: otherwise it would undo (or redo) the other
+    process's change instead of the one the person saw, so it is dropped and reported.
+    """
+    from loom import journal
+
+    entries = journal.undo_entries if verb == "undo" else journal.redo_entries
+    step = journal.undo if verb == "undo" else journal.redo
+    meant: list[tuple[Any, ...] | None] = []
+
+    def run(doc: Document) -> dict[str, Any]:
+        stack = entries(doc)
+        top = _entry_key(stack[-1]) if stack else None
+        if not meant:
+            meant.append(top)
+        elif top != meant[0]:
+            raise InvalidOperation(
+                f"the change to {verb} is no longer the last one (another process changed "
+                "the document meanwhile)"
+            )
+        return step(doc)
+
+    return run
+
+
+def _entry_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells one journal entry from another (its changes' contents move on undo)."""
+    changes = entry.get("changes") or ()
+    return (entry.get("op"), entry.get("at"), entry.get("summary"), *(c.get("id") for c in changes))
 
 
 def _replay(doc: Document, changes: list[Change]) -> dict[Change, LoomError]:

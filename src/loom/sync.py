@@ -182,17 +182,29 @@ def _record(doc: Document, key: str) -> dict[str, Any] | None:
 
 def _remember(doc: Document, key: str, tip: str | None, text: str, file_bytes: bytes) -> None:
     """Record what the file now holds. Outside any transaction: undo never rolls it back."""
-    if doc._tx is not None:
-        raise RuntimeError("sync records are bookkeeping: set them outside a transaction")
-    all_records = records(doc)
-    all_records[key] = {
+    _put_record(doc, key, _new_record(tip, text, file_bytes))
+
+
+def _new_record(tip: str | None, text: str, file_bytes: bytes) -> dict[str, Any]:
+    return {
         "v": RECORD_VERSION,
         "node": tip,
         "branch": digest(text),
         "file": digest(file_bytes),
         "at": now(),
     }
-    doc._set_header(FIELD, all_records)
+
+
+def _put_record(doc: Document, key: str, record: Any) -> None:
+    """Set (None: drop) the record of one file, as it is."""
+    if doc._tx is not None:
+        raise RuntimeError("sync records are bookkeeping: set them outside a transaction")
+    all_records = records(doc)
+    if record is None:
+        all_records.pop(key, None)
+    else:
+        all_records[key] = record
+    doc._set_header(FIELD, all_records or None)
 
 
 def forget(document: str | os.PathLike[str], file: str | os.PathLike[str]) -> bool:
@@ -509,7 +521,7 @@ def sync(
         for _ in range(_RETRIES):
             doc = store.load(doc_path)
             raw = _read_file(file_path)
-            result, payload = _reconcile(doc, doc_path, key, file_path, raw, adopt=adopt)
+            result, payload, unwritten = _reconcile(doc, doc_path, key, file_path, raw, adopt=adopt)
             if _read_file(file_path) != raw:
                 continue  # saved again while we worked: start over from the new text
             if payload is not None and raw is not None and _read_only(file_path):
@@ -520,7 +532,14 @@ def sync(
             if doc.dirty:
                 store.save(doc, doc_path)
             if payload is not None:
-                result.written = _replace_unless_changed(file_path, payload, raw)
+                try:
+                    result.written = _replace_unless_changed(file_path, payload, raw)
+                finally:
+                    if not result.written:
+                        # The record must describe the file as it still is, or the next
+                        # sync would read the person's edits against the wrong branch.
+                        _put_record(doc, key, unwritten)
+                        store.save(doc, doc_path)
                 if not result.written:
                     result.notes.append(
                         f"{file_path} changed while syncing and was left as it is; sync again"
@@ -562,9 +581,11 @@ def _replace_unless_changed(path: Path, payload: bytes, seen: bytes | None) -> b
 
 def _reconcile(
     doc: Document, doc_path: Path, key: str, path: Path, raw: bytes | None, *, adopt: bool
-) -> tuple[SyncResult, bytes | None]:
-    """Decide and apply (in memory) what a sync does; returns the bytes to write, if any."""
+) -> tuple[SyncResult, bytes | None, Any]:
+    """Decide and apply (in memory) what a sync does; returns the bytes to write, if any,
+    and the record to keep if they cannot be written (what the file then still holds)."""
     current = branch(doc, doc.cursor_id)
+    previous = records(doc).get(key)
     rec = _record(doc, key)
     result = SyncResult(
         document=store.real(doc_path),
@@ -586,13 +607,13 @@ def _reconcile(
             result.notes.append(f"{path} was missing: it now holds the current branch again")
         payload = current.text.encode("utf-8")
         _remember(doc, key, current.tip, current.text, payload)
-        return result, payload
+        return result, payload, previous
 
     text = _decode(raw, path)
     if rec is None:
         if _without_editor_newline(text, current.text) == current.text:
             _remember(doc, key, current.tip, current.text, raw)
-            return result, None
+            return result, None, None
         if not adopt:
             raise InvalidOperation(
                 f"{path} exists and differs from the current branch: loom never overwrites a "
@@ -624,7 +645,7 @@ def _reconcile(
             )
             if not result.tree_changed:
                 result.action = "empty"
-                return result, None
+                return result, None, None
         else:
             edit = apply_edit(
                 doc, base, edited, make_current=not result.tree_changed, summary=f"sync {key}"
@@ -634,18 +655,20 @@ def _reconcile(
             if not result.tree_changed:
                 _remember(doc, key, doc.cursor_id, edited, raw)
                 result.chars = len(edited)
-                return result, None
+                return result, None, None
+            # Unless the file is rewritten, it holds the branch the edits went into.
+            previous = _new_record(edit.tip, edited, raw)
     if not result.tree_changed:
         if rec is None or digest(raw) != rec["file"]:
             _remember(doc, key, current.tip, current.text, raw)
-        return result, None
+        return result, None, None
 
     # The tree changed: the file shows the current branch again (the edits, if any, are kept).
     if result.action == "none":
         result.action = "write"
     payload = current.text.encode("utf-8")
     _remember(doc, key, current.tip, current.text, payload)
-    return result, payload
+    return result, payload, previous
 
 
 # ---- generating from the file's end ------------------------------------------------------
@@ -701,7 +724,9 @@ def generate(
     checks `result.generation` (`.check()`), as with `loom.generate`.
     """
     from loom.generation.core import generate as run
+    from loom.generation.core import refuse_running_loop
 
+    refuse_running_loop("loom.sync.generate", "await loom.sync.agenerate(...)")
     before = sync(document, file)
     generation = run(document, _synced_request(request, before), events, backends=backends)
     after = None if generation.interrupted else sync(document, file)

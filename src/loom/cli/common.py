@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import click
 
-from loom import jsonio, store, workspace
+from loom import jsonio, payloads, store, workspace
 from loom.document import Document, Node
 from loom.errors import BadInput
+from loom.payloads import Fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +25,8 @@ class State:
     def __init__(self) -> None:
         self.file: str | None = None
         self.json: bool = False
+        self.fields: Fields | None = None
+        self.field_specs: list[str] = []
 
 
 def state() -> State:
@@ -45,6 +48,14 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         state().json = True
 
 
+def _set_fields(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        current = state()
+        current.field_specs.extend(value)  # every --fields given, before or after the command
+        current.fields = Fields.parse(",".join(current.field_specs))
+        current.json = True
+
+
 file_option = click.option(
     "-f",
     "--file",
@@ -60,7 +71,16 @@ json_option = click.option(
     is_flag=True,
     expose_value=False,
     callback=_set_json,
-    help="Print one JSON object.",
+    help="Print one JSON object on stdout (an error too: see `loom guide`).",
+)
+fields_option = click.option(
+    "--fields",
+    metavar="LIST",
+    multiple=True,
+    expose_value=False,
+    callback=_set_fields,
+    help="Node fields in the JSON answer (implies --json): all, brief (no meta), or names "
+    "such as id,text,children,meta.gen. Lists are brief by default.",
 )
 
 
@@ -68,7 +88,7 @@ def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
     """Register a command that accepts the common options anywhere on its command line."""
 
     def decorate(fn: F) -> F:
-        cmd = group.command(name, **kwargs)(json_option(file_option(fn)))
+        cmd = group.command(name, **kwargs)(fields_option(json_option(file_option(fn))))
         return cmd  # type: ignore[return-value]
 
     return decorate
@@ -102,9 +122,17 @@ def json_mode() -> bool:
     return state().json
 
 
-def emit(payload: dict[str, Any]) -> None:
-    """Print the success object of a command in --json mode."""
-    sys.stdout.buffer.write(jsonio.dump_line({"ok": True, **payload}))
+def fields(*, listing: bool = False) -> Fields:
+    """The node fields of this answer: --fields, else brief for lists and all for one node."""
+    chosen = state().fields
+    if chosen is not None:
+        return chosen
+    return payloads.BRIEF if listing else payloads.ALL
+
+
+def emit(command: str, **payload: Any) -> None:
+    """Print the answer of a command in --json mode: one object, one line, on stdout."""
+    sys.stdout.buffer.write(jsonio.dump_line(payloads.answer(command, **payload)))
     sys.stdout.flush()
 
 
@@ -192,7 +220,7 @@ def report(
 ) -> None:
     """The common success output of commands that produce or move to a node."""
     if json_mode():
-        emit({"command": verb, "node": node.to_dict(), "cursor": doc.cursor_id, **(extra or {})})
+        emit(verb, node=payloads.node(node, fields()), **(extra or {}), cursor=doc.cursor_id)
     elif quiet_id or not stdout_is_terminal():
         out(node.id)
     else:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from loom import files, journal, ops, store, workspace
+from loom import files, ops, payloads, store, workspace
 from loom.cli import render
 from loom.cli.common import (
     NODE,
     command,
     doc_path,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -43,14 +44,7 @@ def new_cmd(path: str, title: str, text: str | None, force: bool) -> None:
     store.create(path, doc, overwrite=force)
     workspace.remember(path)
     if json_mode():
-        emit(
-            {
-                "command": "new",
-                "file": str(Path(path).resolve()),
-                "document": doc.id,
-                "cursor": doc.cursor_id,
-            }
-        )
+        emit("new", document=payloads.document(doc, path), cursor=doc.cursor_id)
     else:
         out(f"created {path}" if stdout_is_terminal() else str(Path(path)))
 
@@ -67,7 +61,7 @@ def use_cmd(path: str) -> None:
     doc = store.load(path)
     workspace.remember(path)
     if json_mode():
-        emit({"command": "use", "file": str(Path(path).resolve()), "nodes": len(doc)})
+        emit("use", document=payloads.document(doc, path), cursor=doc.cursor_id)
     else:
         out(f"using {path} ({len(doc)} nodes)")
 
@@ -89,25 +83,31 @@ def info_cmd(node: str | None) -> None:
     doc = read_doc()
     if node is not None:
         target = doc.resolve(node)
-        data = target.to_dict(full_text=False)
-        data["depth"] = target.depth
-        data["history"] = target.history
-        data["path"] = doc.path_ids(target.id)
         if json_mode():
-            emit({"command": "info", "node": data})
+            emit(
+                "info",
+                node=payloads.node(target, fields()),
+                depth=target.depth,
+                path=doc.path_ids(target.id),
+                history=target.history,
+                cursor=doc.cursor_id,
+            )
             return
-        for key in ("id", "kind", "parent", "depth", "created", "modified", "visited", "archived"):
+        data = target.to_dict()
+        for key in ("id", "kind", "parent", "created", "modified", "visited", "archived"):
             value = data[key]
             if value is None:  # an imported node may lack a date
                 value = "none (a root)" if key == "parent" else "unknown"
             out(f"{key:>10}: {render.flat(str(value))}")
+            if key == "parent":
+                out(f"{'depth':>10}: {target.depth}")
         out(f"{'children':>10}: {len(data['children'])}")
         for key in ("tags", "bookmark", "note"):
             if data[key]:
                 out(f"{key:>10}: {render.flat(str(data[key]))}")
-        if data["history"]:
+        if target.history:
             out(
-                f"{'history':>10}: {len(data['history'])} earlier text(s) (see `loom history {target.id[:6]}`)"
+                f"{'history':>10}: {len(target.history)} earlier text(s) (see `loom history {target.id[:6]}`)"
             )
         # A summary: the full record (every token's probability) runs to hundreds of lines.
         room = render.width() - 13
@@ -116,27 +116,28 @@ def info_cmd(node: str | None) -> None:
             out(f"{label:>10}: {render.clip(line, room)}")
         return
     path = doc_path()
-    live = sum(1 for _ in doc.walk())
-    info = {
-        "file": str(path.resolve()),
-        "id": doc.id,
-        "title": doc.title,
-        "description": doc.description,
-        "system": doc.system,
-        "version": doc.data.get("version"),
-        "nodes": len(doc),
-        "live_nodes": live,
-        "roots": len(doc.roots),
-        "bookmarks": sum(1 for i in doc.walk() if "bookmark" in doc.peek(i)),
-        "cursor": doc.cursor_id,
-        "bytes": path.stat().st_size,
-        "undo": len(journal.undo_entries(doc)),
-        "redo": len(journal.redo_entries(doc)),
-    }
+    described = payloads.document(doc, path)
+    counts = payloads.stats(doc)
     if json_mode():
-        emit({"command": "info", "document": info})
+        emit("info", document=described, stats=counts, cursor=doc.cursor_id)
         return
-    for key, value in info.items():
+    shown = {
+        "file": described["file"],
+        "id": described["id"],
+        "title": described["title"],
+        "description": described["description"],
+        "system": described["system"],
+        "version": described["version"],
+        "nodes": described["node_count"],
+        "live_nodes": counts["live_node_count"],
+        "roots": described["root_count"],
+        "bookmarks": counts["bookmark_count"],
+        "cursor": doc.cursor_id,
+        "bytes": described["bytes"],
+        "undo": counts["undo_count"],
+        "redo": counts["redo_count"],
+    }
+    for key, value in shown.items():
         if value not in (None, ""):
             out(f"{key:>11}: {render.flat(str(value))}")
 
@@ -157,7 +158,13 @@ def set_cmd(field: str, value: str | None, from_file: str | None) -> None:
     with write_doc() as doc:
         ops.set_document_field(doc, field, text)
     if json_mode():
-        emit({"command": "set", "field": field, "value": text})
+        emit(
+            "set",
+            document=payloads.document(doc, doc_path()),
+            field=field,
+            value=text,
+            cursor=doc.cursor_id,
+        )
 
 
 @command(cli, "check")
@@ -180,13 +187,11 @@ def check_cmd(path: str | None) -> None:
     leftovers = files.stale_temps(store.real(file))
     if json_mode():
         emit(
-            {
-                "command": "check",
-                "file": str(file),
-                "nodes": len(doc),
-                "valid": True,
-                "stale_temp_files": [str(p) for p in leftovers],
-            }
+            "check",
+            document=payloads.document(doc, file),
+            valid=True,
+            stale_temp_files=[str(p) for p in leftovers],
+            cursor=doc.cursor_id,
         )
         return
     out(f"{file}: ok ({len(doc)} nodes)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from loom import ops
+from loom import ops, payloads
 from loom.cli.common import (
     NODE,
     command,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -64,7 +65,7 @@ def add_cmd(
         else:
             anchor_id = doc.resolve(parent).id if parent or doc.cursor_id else None
             node = ops.add_child(doc, anchor_id, body, kind=kind, move_cursor=not stay)
-    report(doc, node, "add", quiet_id=True)
+    report(doc, node, "add", extra={"parent": node.parent_id}, quiet_id=True)
 
 
 @command(cli, "edit")
@@ -99,7 +100,7 @@ def edit_cmd(node: str | None, text: str | None, from_file: str | None, in_place
         target = doc.resolve(node).id
         changed = doc.node(target).text != new_text  # the same text: nothing is written
         result = ops.edit(doc, target, new_text, in_place=in_place)
-    extra = {"new_version": result.id != target, "edited": target, "changed": changed}
+    extra = {"original": target, "new_version": result.id != target, "changed": changed}
     if json_mode() or not stdout_is_terminal():
         report(doc, result, "edit", extra=extra)
     elif not changed:
@@ -137,7 +138,7 @@ def split_cmd(node: str | None, offset: int | None, marker: str | None, after: b
         else:
             assert offset is not None
             tail = ops.split(doc, target, offset)
-    report(doc, tail, "split", extra={"head": target})
+    report(doc, tail, "split", extra={"parent": target})
 
 
 @command(cli, "merge")
@@ -178,7 +179,7 @@ def mv_cmd(node: str, parent: str | None, as_root: bool, index: int | None) -> N
         target = doc.resolve(node).id
         new_parent = None if as_root else doc.resolve(parent).id
         moved = ops.move(doc, target, new_parent, index=None if index is None else index - 1)
-    report(doc, moved, "mv")
+    report(doc, moved, "mv", extra={"parent": moved.parent_id})
 
 
 @command(cli, "rm")
@@ -195,26 +196,20 @@ def rm_cmd(node: str, purge: bool) -> None:
       loom rm a1b2 --purge
     """
     with write_doc() as doc:
-        target = doc.resolve(node).id
+        target = doc.resolve(node)
+        removed = payloads.node(target, fields())  # as it was: a purged node is gone after
         if purge:
-            gone = ops.purge(doc, target)
+            gone = ops.purge(doc, target.id)
         else:
-            ops.archive(doc, target)
-            gone = doc.subtree_ids(target)
+            ops.archive(doc, target.id)
+            gone = doc.subtree_ids(target.id)
+            removed = payloads.node(target, fields())
     if json_mode():
-        emit(
-            {
-                "command": "rm",
-                "node_id": target,
-                "purged": purge,
-                "count": len(gone),
-                "cursor": doc.cursor_id,
-            }
-        )
+        emit("rm", node=removed, purged=purge, node_count=len(gone), cursor=doc.cursor_id)
     else:
         out(
             f"{'purged' if purge else 'deleted'} {len(gone)} node(s)"
-            + ("" if purge else f" (undo with `loom restore {target[:8]}`)")
+            + ("" if purge else f" (undo with `loom restore {target.id[:8]}`)")
         )
 
 
@@ -244,6 +239,6 @@ def purge_cmd(archived: bool) -> None:
     with write_doc() as doc:
         gone = ops.purge_archived(doc)
     if json_mode():
-        emit({"command": "purge", "count": len(gone)})
+        emit("purge", node_count=len(gone), cursor=doc.cursor_id)
     else:
         out(f"purged {len(gone)} node(s)")

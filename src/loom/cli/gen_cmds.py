@@ -9,22 +9,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from loom import config
+from loom import config, payloads
 from loom.cli.common import (
     command,
     diagnostic,
     doc_path,
     emit,
+    fields,
+    fields_option,
     file_option,
     json_mode,
     json_option,
     out,
     read_doc,
+    state,
     stdout_is_terminal,
     style,
     write_doc,
 )
 from loom.cli.main import cli
+from loom.errors import LoomError
 from loom.generation.backends import PROVIDERS  # the registry: a light module
 from loom.generation.request import CONVERSATION_METHODS, EMULATION_CHOICES
 
@@ -237,17 +241,7 @@ def render_generation(
     if json_mode():
         # A failed or interrupted run is reported by `check` as one error object instead.
         if result.write_error is None and not result.interrupted and not result.error_summary():
-            emit(
-                {
-                    "command": command_name,
-                    "parent": result.parent,
-                    "nodes": [made.to_dict() for made in result.nodes],
-                    "cursor": result.cursor,
-                    "interrupted": result.interrupted,
-                    "warnings": result.warnings,
-                    **(extra or {}),
-                }
-            )
+            emit(command_name, **payloads.generation(result, fields(listing=True)), **(extra or {}))
     else:
         for warning in result.warnings:
             diagnostic("warning", warning)
@@ -263,7 +257,13 @@ def render_generation(
             sys.stdout.flush()
         elif result.nodes:
             _list_children(result)
-    result.check()
+    try:
+        result.check()
+    except LoomError as exc:
+        chosen = state().fields  # the kept branches in the fields asked for (brief by default)
+        if "nodes" in exc.details and chosen is not None:
+            exc.details["nodes"] = [payloads.node(n, chosen) for n in result.nodes]
+        raise
 
 
 def _list_children(result: Generation) -> None:
@@ -360,7 +360,13 @@ def run_generation(
 
     synced = sync.generate(doc_path(), sync_file, request, events=view)
     note_synced(synced)
-    render_generation(synced.generation, raw, null, command_name, {"sync": synced.to_dict()})
+    render_generation(
+        synced.generation,
+        raw,
+        null,
+        command_name,
+        {"sync": payloads.synced_generation(synced)},
+    )
 
 
 def generation_options(cursor_default: str = "stay") -> Any:
@@ -624,7 +630,12 @@ def params_cmd(
                 clear_sticky(wdoc, target.id, list(unset_keys))
             sticky = target.record.get("meta", {}).get("sticky_params", {})
         if json_mode():
-            emit({"command": "params", "node_id": target.id, "sticky": sticky})
+            emit(
+                "params",
+                node=payloads.node(target, fields(listing=True)),
+                sticky=sticky,
+                cursor=wdoc.cursor_id,
+            )
         else:
             out("sticky: " + (", ".join(f"{k}={v}" for k, v in sticky.items()) or "(none)"))
         return
@@ -633,7 +644,12 @@ def params_cmd(
     gen = target.record.get("meta", {}).get("gen")
     if gen and not explain:
         if json_mode():
-            emit({"command": "params", "node_id": target.id, "generation": gen})
+            emit(
+                "params",
+                node=payloads.node(target, fields(listing=True)),
+                generation=gen,
+                cursor=doc.cursor_id,
+            )
             return
         out(f"model:    {gen.get('model')} ({gen.get('backend')} {gen.get('model_id')})")
         for key, value in gen.get("params", {}).items():
@@ -664,13 +680,12 @@ def params_cmd(
     rows = resolved.explain()
     if json_mode():
         emit(
-            {
-                "command": "params",
-                "node_id": target.id,
-                "model": model.name,
-                "values": resolved.values,
-                "explain": [r.to_dict() for r in rows],
-            }
+            "params",
+            node=payloads.node(target, fields(listing=True)),
+            model=model.name,
+            values=resolved.values,
+            explain=[r.to_dict() for r in rows],
+            cursor=doc.cursor_id,
         )
     else:
         if rows:
@@ -704,18 +719,16 @@ def presets_cmd() -> None:
     infos = list_presets(book)
     if json_mode():
         emit(
-            {
-                "command": "presets",
-                "presets": [
-                    {
-                        "name": i.name,
-                        "description": i.description,
-                        "source": i.source,
-                        "params": i.params,
-                    }
-                    for i in infos
-                ],
-            }
+            "presets",
+            presets=[
+                {
+                    "name": i.name,
+                    "description": i.description,
+                    "source": i.source,
+                    "params": i.params,
+                }
+                for i in infos
+            ],
         )
         return
     name_wide = max((len(i.name) for i in infos), default=0)
@@ -780,7 +793,12 @@ def alts_cmd(node: str, offset: int | None, pick: int | None) -> None:
             at = logprobs.absolute_offset(wdoc, target_id, offset)
             made = logprobs.branch_from_alternative(wdoc, target_id, at, pick - 1)
         if json_mode():
-            emit({"command": "alts", "node": made.to_dict(), "cursor": made.id})
+            emit(
+                "alts",
+                node=payloads.node(made, fields()),
+                parent=made.parent_id,
+                cursor=wdoc.cursor_id,
+            )
         else:
             out(made.id)
         return
@@ -795,14 +813,13 @@ def alts_cmd(node: str, offset: int | None, pick: int | None) -> None:
     ]
     if json_mode():
         emit(
-            {
-                "command": "alts",
-                "node_id": target.id,
-                "offset": choice.start,
-                "token_index": choice.token_index,
-                "token": choice.token,
-                "alternatives": rows,
-            }
+            "alts",
+            node=payloads.node(target, fields(listing=True)),
+            offset=choice.start,
+            token_index=choice.token_index,
+            token=choice.token,
+            alternatives=rows,
+            cursor=doc.cursor_id,
         )
         return
     p = "?" if choice.logprob is None else f"{math.exp(choice.logprob):.3f}"
@@ -819,7 +836,12 @@ def _token_table(node: str) -> None:
     target = doc.resolve(node)
     tokens = logprobs.token_table(doc, target.id)
     if json_mode():
-        emit({"command": "alts", "node_id": target.id, "tokens": tokens})
+        emit(
+            "alts",
+            node=payloads.node(target, fields(listing=True)),
+            tokens=tokens,
+            cursor=doc.cursor_id,
+        )
         return
     width = len(str(tokens[-1]["offset"])) if tokens else 1
     for row in tokens:
@@ -873,14 +895,12 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
         )
     if json_mode():
         emit(
-            {
-                "command": "probe",
-                "model": model,
-                "server": result.server,
-                "winner": winner,
-                "methods": rows,
-                "recorded": result.recorded,
-            }
+            "probe",
+            model=model,
+            server=result.server,
+            winner=winner,
+            methods=rows,
+            recorded=result.recorded,
         )
         return
     if result.server:
@@ -927,36 +947,27 @@ def recover_cmd(files: tuple[str, ...], list_: bool, every: bool) -> None:
         else:
             path = doc_path()
             waiting = recovery.pending(store.real(path), _document_id())
-        rows = [r.summary() for r in waiting]
+        rows = [payloads.recovery(r) for r in waiting]
         if json_mode():
-            emit({"command": "recover", "pending": rows})
+            emit("recover", pending=rows)
         elif not rows:
             out("nothing to recover")
         else:
             for r in rows:
-                out(f"{r['file']}  {r['nodes']} text(s), {r['chars']} chars, {r['created']}")
+                out(f"{r['file']}  {r['node_count']} text(s), {r['chars']} chars, {r['created']}")
         return
     if every:
         raise click.UsageError("--all goes with --list (recovery adds to the selected document)")
-    path = doc_path()
-    chosen = (
-        [recovery.read(f) for f in files]
-        if files
-        else recovery.pending(store.real(path), _document_id())
-    )
-    made = []
-    with write_doc() as doc:
-        for item in chosen:
-            made.extend(recovery.restore(doc, item))
-    for item in chosen:  # only once the document holds them
-        recovery.discard(item)
+    from loom import workspace
+
+    made, chosen = recovery.recover(doc_path(), files)
+    workspace.remember(doc_path())
     if json_mode():
         emit(
-            {
-                "command": "recover",
-                "nodes": [n.to_dict() for n in made],
-                "files": [str(r.path) for r in chosen],
-            }
+            "recover",
+            nodes=[payloads.node(n, fields(listing=True)) for n in made],
+            files=[str(r.path) for r in chosen],
+            cursor=made[0].doc.cursor_id if made else read_doc().cursor_id,
         )
     elif not chosen:
         out("nothing to recover")
@@ -966,8 +977,6 @@ def recover_cmd(files: tuple[str, ...], list_: bool, every: bool) -> None:
 
 
 def _document_id() -> str | None:
-    from loom.errors import LoomError
-
     try:
         return read_doc().id
     except LoomError:  # a damaged or missing document still has recovery files by path
@@ -979,6 +988,7 @@ def _document_id() -> str | None:
 
 @cli.group("models", invoke_without_command=True)
 @json_option
+@fields_option
 @file_option
 @click.pass_context
 def models_group(ctx: click.Context) -> None:
@@ -1010,7 +1020,7 @@ def models_list() -> None:
             {**model.public(), "default": model.name == default, "usable": usable, "status": why}
         )
     if json_mode():
-        emit({"command": "models", "default": default, "models": rows})
+        emit("models", default=default, models=rows)
         return
     for r in rows:
         flag = style("✓", fg="green") if r["usable"] else style("✗", fg="red")
@@ -1134,14 +1144,12 @@ def models_add(
     methods = servers.auto_methods(model)
     if json_mode():
         emit(
-            {
-                "command": "models add",
-                "model": model.public(),
-                "server": None if server == "none" else server,
-                "detected": detected,
-                "emulation": methods,
-                "file": str(config.models_file()),
-            }
+            "models add",
+            model=model.public(),
+            server=None if server == "none" else server,
+            detected=detected,
+            emulation=methods,
+            file=str(config.models_file()),
         )
         return
     out(f"added {name} ({provider}: {model_id})")
@@ -1177,7 +1185,7 @@ def models_default(name: str) -> None:
     """
     model = config.set_default(name)
     if json_mode():
-        emit({"command": "models default", "model": model.public()})
+        emit("models default", model=model.public())
     else:
         out(f"default model: {name}")
 
@@ -1193,6 +1201,6 @@ def models_rm(name: str) -> None:
     """
     config.remove_model(name)
     if json_mode():
-        emit({"command": "models rm", "name": name})
+        emit("models rm", name=name)
     else:
         out(f"removed {name}")

@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 
-from loom import journal, ops
+from loom import journal, ops, payloads
 from loom.cli import render
 from loom.cli.common import (
     NODE,
     command,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -66,14 +67,24 @@ def history_cmd(node: str | None, show_which: str | None, restore_index: int | N
     if show_which is not None:
         entry = _chosen(entries, show_which)
         if json_mode():
-            emit({"command": "history", "node_id": target.id, "entry": entry})
+            emit(
+                "history",
+                node=payloads.node(target, fields()),
+                entry=entry,
+                cursor=doc.cursor_id,
+            )
         elif stdout_is_terminal():
             out(render.safe(entry["text"]))
         else:
             sys.stdout.write(entry["text"])
         return
     if json_mode():
-        emit({"command": "history", "node_id": target.id, "entries": entries})
+        emit(
+            "history",
+            node=payloads.node(target, fields()),
+            entries=entries,
+            cursor=doc.cursor_id,
+        )
         return
     shorts = doc.short_ids([e["id"] for e in entries if "id" in e])
     labels = [str(e["index"]) if "index" in e else shorts[e["id"]] for e in entries]
@@ -109,7 +120,7 @@ def _numbered(entries: list[dict[str, Any]], k: int, flag: str) -> dict[str, Any
 def _chosen(entries: list[dict[str, Any]], which: str) -> dict[str, Any]:
     """The entry `--show` names: a text's number, or a sibling version's id (or unique prefix)."""
     numbered = [e for e in entries if "index" in e]
-    if which.isdigit() and int(which) < len(numbered):
+    if which.isdecimal() and int(which) < len(numbered):
         return numbered[int(which)]
     found = [e for e in entries if "id" in e and which and e["id"].startswith(which)]
     if len(found) == 1:
@@ -126,15 +137,7 @@ def _undo_redo(verb: str, steps: int) -> None:
     with write_doc() as doc:
         done = (journal.undo_steps if verb == "undo" else journal.redo_steps)(doc, steps)
     if json_mode():
-        emit(
-            {
-                "command": verb,
-                "operations": [
-                    {"op": e["op"], "summary": e["summary"], "at": e["at"]} for e in done
-                ],
-                "cursor": doc.cursor_id,
-            }
-        )
+        emit(verb, changes=[payloads.change(e) for e in done], cursor=doc.cursor_id)
     else:
         for e in done:
             out(f"{verb}: {render.flat(str(e['summary'] or e['op']))}")
@@ -186,11 +189,10 @@ def log_cmd(limit: int) -> None:
     redo = journal.redo_entries(doc)
     if json_mode():
         emit(
-            {
-                "command": "log",
-                "undo": [{"op": e["op"], "summary": e["summary"], "at": e["at"]} for e in entries],
-                "redo": len(redo),
-            }
+            "log",
+            undo=[payloads.change(e) for e in entries],
+            redo=[payloads.change(e) for e in reversed(redo)][:limit],
+            cursor=doc.cursor_id,
         )
         return
     for e in entries:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import click
 
-from loom import files, store, workspace
+from loom import files, payloads, store, workspace
 from loom.cli.common import (
     command,
     diagnostic,
     doc_path,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -28,7 +29,11 @@ from loom.cli.main import cli
 from loom.document import Document
 from loom.errors import BadInput, StorageError, UsageError
 from loom.files import size_text
-from loom.formats import EXPORT_FORMATS, IMPORT_FORMATS  # a light module: no format is loaded
+from loom.formats import (  # a light module: no format is loaded
+    BRANCH_FORMATS,
+    EXPORT_FORMATS,
+    IMPORT_FORMATS,
+)
 from loom.formats import MAX_BYTES as IMPORT_MAX_BYTES
 from loom.ingest import CHUNK_MODES, MAX_BYTES
 from loom.ingest import DEADLINE as INGEST_DEADLINE
@@ -144,17 +149,15 @@ def import_cmd(
         target = doc_path()
     if json_mode():
         emit(
-            {
-                "command": "import",
-                "format": forest.format,
-                "source": source,
-                "file": str(target.resolve()),
-                "nodes": len(forest),
-                "roots": roots,
-                "cursor": doc.cursor_id,
-                "notes": forest.notes,
-                "current": switched is not None,
-            }
+            "import",
+            format=forest.format,
+            source=source,
+            document=payloads.document(doc, target),
+            node_count=len(forest),
+            roots=roots,
+            notes=forest.notes,
+            current=switched is not None,
+            cursor=doc.cursor_id,
         )
         return
     _notes(forest.notes)
@@ -265,22 +268,26 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
     target = doc.resolve(node).id if node is not None else None
     payload = formats.export(doc, kind, target)
     notes = formats.export_notes(doc, kind, target)
+    if json_mode():
+        # What was written: a branch (ending at NODE, else the cursor), NODE's subtree, or
+        # the whole forest (no node).
+        branch = kind in BRANCH_FORMATS
+        chosen = doc.resolve(target) if (branch or target is not None) else None
+        answer = {
+            "format": kind,
+            "scope": "branch" if branch else "subtree" if target is not None else "forest",
+            "node": None if chosen is None else payloads.node(chosen, fields()),
+            "bytes": len(payload),
+            "notes": notes,
+            "cursor": doc.cursor_id,
+        }
     if path is None:
         if kind == "html" and stdout_is_terminal() and not json_mode():
             raise click.UsageError(
                 "refusing to print HTML to the terminal: pass -o FILE.html or redirect the output"
             )
         if json_mode():
-            emit(
-                {
-                    "command": "export",
-                    "format": kind,
-                    "node": target,
-                    "bytes": len(payload),
-                    "content": payload.decode("utf-8"),
-                    "notes": notes,
-                }
-            )
+            emit("export", **answer, content=payload.decode("utf-8"))
             return
         _notes(notes)
         sys.stdout.buffer.write(payload)
@@ -288,16 +295,7 @@ def export_cmd(node: str | None, fmt: str | None, output: str | None, force: boo
         return
     files.write_atomic(path, payload)
     if json_mode():
-        emit(
-            {
-                "command": "export",
-                "format": kind,
-                "node": target,
-                "bytes": len(payload),
-                "output": str(path.resolve()),
-                "notes": notes,
-            }
-        )
+        emit("export", **answer, output=str(path.resolve()))
         return
     _notes(notes)
     if stdout_is_terminal():
@@ -368,15 +366,13 @@ def ingest_cmd(
         chains = ingest.add(doc, gathered.sources, parent=under, chunk=chunk, move_cursor=not stay)
     if json_mode():
         emit(
-            {
-                "command": "ingest",
-                "sources": [
-                    {**s.meta(), "nodes": chain}
-                    for s, chain in zip(gathered.sources, chains, strict=True)
-                ],
-                "skipped": gathered.skipped,
-                "cursor": doc.cursor_id,
-            }
+            "ingest",
+            sources=[
+                {**s.meta(), "ids": chain}
+                for s, chain in zip(gathered.sources, chains, strict=True)
+            ],
+            skipped=gathered.skipped,
+            cursor=doc.cursor_id,
         )
         return
     _notes(gathered.skipped)

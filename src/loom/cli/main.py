@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a user or data error (LoomError), 2 a usage error,
 70 an internal error (a bug), 130 interrupted.
-Errors are one line on stderr, or one JSON object there with --json.
+Errors are one line on stderr; with --json the error object also goes to stdout, so
+stdout holds exactly one JSON object whatever happened.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import click
 
 from loom import __version__, jsonio
-from loom.cli.common import diagnostic, file_option, json_option
+from loom.cli.common import diagnostic, fields_option, file_option, json_option
 from loom.errors import LoomError
 
 # Which module defines each command. A command's module is imported only when that
@@ -41,15 +42,16 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "loom.cli.sync_cmds": ("sync",),
     "loom.cli.tui_cmds": ("tui",),
     "loom.cli.server_cmds": ("serve", "mcp"),
+    "loom.cli.help_cmds": ("guide", "schema"),
 }
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # The order `loom --help` lists them in: by what a person does, not by module.
 HELP_ORDER = (
-    "new", "use", "info", "set", "add", "show", "sync", "ls", "tree", "goto", "up", "down", "next",
+    "guide", "new", "use", "info", "set", "add", "show", "sync", "ls", "tree", "goto", "up", "down", "next",
     "prev", "root", "edit", "split", "merge", "mv", "rm", "restore", "purge", "bookmark",
     "tag", "note", "search", "history", "undo", "redo", "log", "check",
     "gen", "regen", "say", "reply", "recover", "params", "presets", "alts", "probe", "models",
-    "import", "export", "ingest", "tui", "serve", "mcp",
+    "import", "export", "ingest", "tui", "serve", "mcp", "schema",
 )  # fmt: skip
 
 
@@ -85,6 +87,7 @@ class LoomGroup(click.Group):
 @click.version_option(__version__, "-V", "--version", prog_name="loom")
 @file_option
 @json_option
+@fields_option
 def cli() -> None:
     """Weave trees of text with language models.
 
@@ -101,27 +104,31 @@ def cli() -> None:
       loom tree               # see the branches
       loom show --raw | wc -w # the current branch as plain text
 
-    Every command takes -f FILE and --json; run `loom COMMAND --help` for examples.
+    New here? `loom guide` explains loom in a few pages. Every command takes
+    -f FILE and --json (one JSON object on stdout, an error too; `loom schema`
+    is its reference); `loom COMMAND --help` has examples.
     """
 
 
 def _wants_json(argv: list[str]) -> bool:
-    return "--json" in argv
+    return any(a == "--json" or a == "--fields" or a.startswith("--fields=") for a in argv)
 
 
 def _fail(
     argv: list[str], code: str, message: str, exit_code: int, details: dict[str, Any] | None = None
 ) -> int:
-    if _wants_json(argv):
-        from loom.redact import mask_secrets
-
-        error: dict[str, Any] = {"code": code, "message": mask_secrets(message)}
-        if details:
-            error["details"] = details
-        sys.stderr.buffer.write(jsonio.dump_line({"ok": False, "error": error}))
-    else:
-        diagnostic("error", message)
+    """Report an error: one line on stderr, and with --json the error object on stdout."""
+    diagnostic("error", message)
     sys.stderr.flush()
+    if _wants_json(argv):
+        from loom import payloads
+
+        try:
+            sys.stdout.buffer.write(jsonio.dump_line(payloads.error(code, message, details)))
+            sys.stdout.flush()
+        except (BrokenPipeError, _PipeClosed):
+            # Nobody reads the answer; the exit code still tells. Keep the final flush quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return exit_code
 
 
@@ -129,8 +136,17 @@ class _PipeClosed(Exception):
     """The reader of our stdout went away. Not an OSError, so click does not turn it into exit 1."""
 
 
+class _OutputFailed(Exception):
+    """Writing to stdout failed (a full disk, an I/O error): the environment's fault, not a bug."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _GuardedStream:
-    """Wraps stdout (and its byte buffer) so a closed pipe surfaces as _PipeClosed."""
+    """Wraps stdout (and its byte buffer) so a closed pipe surfaces as _PipeClosed and
+    any other failed write as _OutputFailed."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -140,12 +156,16 @@ class _GuardedStream:
             return int(self._stream.write(data))
         except (BrokenPipeError, _PipeClosed):
             raise _PipeClosed from None
+        except OSError as exc:
+            raise _OutputFailed(exc) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except (BrokenPipeError, _PipeClosed):
             raise _PipeClosed from None
+        except OSError as exc:
+            raise _OutputFailed(exc) from None
 
     @property
     def buffer(self) -> _GuardedStream:
@@ -171,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = _undecodable_argument(args)
     if bad is not None:
         return _fail(args, "bad_input", f"argument {bad} is not valid UTF-8 text", 1)
+    if sys.stdout is None:  # started with stdout closed (`loom gen >&-`): output goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     original = sys.stdout
     sys.stdout = _GuardedStream(original)
     try:
@@ -182,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: list[str]) -> int:
     try:
         code = cli.main(args=args, prog_name="loom", standalone_mode=False)
+        sys.stdout.flush()  # a failed write surfaces here, not in the interpreter's last flush
         if isinstance(code, int):
             return code  # a command's click.exceptions.Exit, returned rather than raised here
     except click.exceptions.Exit as exc:
@@ -202,6 +225,11 @@ def _run(args: list[str]) -> int:
         # /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except _OutputFailed as failed:
+        from loom.files import reason
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail(args, "storage", f"cannot write the output ({reason(failed.error)})", 1)
     except Exception as exc:  # a bug, not a user error: one line, the details on request
         if os.environ.get("LOOM_DEBUG"):
             raise

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from loom import ops
+from loom import ops, payloads
 from loom.cli import render
 from loom.cli.common import (
     NODE,
     command,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -40,7 +41,11 @@ def bookmark_cmd(node: str | None, title: str | None, remove: bool, list_: bool)
         doc = read_doc()
         marks = [Node(doc, i) for i in doc.walk() if "bookmark" in doc.nodes[i]]
         if json_mode():
-            emit({"command": "bookmark", "bookmarks": [m.to_dict() for m in marks]})
+            emit(
+                "bookmark",
+                nodes=[payloads.node(m, fields(listing=True)) for m in marks],
+                cursor=doc.cursor_id,
+            )
             return
         shorts = doc.short_ids([m.id for m in marks])
         for m in marks:
@@ -72,7 +77,7 @@ def tag_cmd(names: tuple[str, ...], node: str | None, remove: bool, list_: bool)
             for t in doc.nodes[i].get("tags", ()):
                 index.setdefault(t, []).append(i)
         if json_mode():
-            emit({"command": "tag", "tags": index})
+            emit("tag", tags=index, cursor=doc.cursor_id)
         else:
             for name, ids in sorted(index.items()):
                 tag = render.flat(name) if stdout_is_terminal() else name
@@ -107,7 +112,7 @@ def note_cmd(text: str | None, node: str | None, from_file: str | None, clear: b
         doc = read_doc()
         target = doc.resolve(node)
         if json_mode():
-            emit({"command": "note", "node_id": target.id, "note": target.note or None})
+            emit("note", node=payloads.node(target, fields()), cursor=doc.cursor_id)
         elif target.note:
             out(render.safe(target.note) if stdout_is_terminal() else target.note)
         return

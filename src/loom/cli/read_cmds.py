@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
-from loom import jsonio
+from loom import jsonio, payloads
 from loom.cli import render
 from loom.cli.common import (
     NODE,
     color_enabled,
     command,
     emit,
+    fields,
     json_mode,
     out,
     read_doc,
@@ -21,7 +21,7 @@ from loom.cli.common import (
     style,
 )
 from loom.cli.main import cli
-from loom.document import Document, Node
+from loom.document import Node
 
 
 @command(cli, "show")
@@ -63,7 +63,7 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
     if messages:
         sent = context_for(doc, target.id, "chat").message_dicts()
         if json_mode():
-            emit({"command": "show", "node": target.to_dict(), "messages": sent})
+            emit("show", node=payloads.node(target, fields()), messages=sent, cursor=doc.cursor_id)
         else:
             out(jsonio.dump_line(sent).decode().rstrip("\n"))
         return
@@ -79,12 +79,11 @@ def show_cmd(node: str | None, raw: bool, segment: bool, probs: bool, messages: 
         return
     if json_mode():
         emit(
-            {
-                "command": "show",
-                "node": target.to_dict(),
-                "path": doc.path_ids(target.id),
-                "text": text,
-            }
+            "show",
+            node=payloads.node(target, fields()),
+            path=doc.path_ids(target.id),
+            text=text,
+            cursor=doc.cursor_id,
         )
         return
     if raw or not (probs or stdout_is_terminal()):
@@ -149,15 +148,15 @@ def ls_cmd(node: str | None, show_archived: bool, limit: int, offset: int, every
     page = kids[offset:] if every else kids[offset : offset + limit]
     after = offset + len(page)
     if json_mode():
+        listed = fields(listing=True)
         emit(
-            {
-                "command": "ls",
-                "node_id": target.id,
-                "total": len(kids),
-                "offset": offset,
-                "next_offset": after if after < len(kids) else None,
-                "children": [Node(doc, k).to_dict() for k in page],
-            }
+            "ls",
+            node=payloads.node(target, listed),
+            nodes=payloads.nodes(doc, page, listed),
+            total=len(kids),
+            offset=offset,
+            next_offset=after if after < len(kids) else None,
+            cursor=doc.cursor_id,
         )
         return
     shorts = doc.short_ids(page)
@@ -224,7 +223,8 @@ def tree_cmd(
     NODE's subtree to --depth; the window shrinks until it fits the terminal's
     height. The symbols are explained below. --all draws the whole forest
     instead. With --json, prints the whole forest, deleted nodes included, as a
-    flat list of nodes with ids and texts.
+    flat list of nodes, depth first (a node's `children` are its live ones, as
+    everywhere; a deleted subtree starts at a node with `archived` true).
 
     \b
     Examples:
@@ -236,12 +236,10 @@ def tree_cmd(
     doc = read_doc()
     if json_mode():
         emit(
-            {
-                "command": "tree",
-                "roots": doc.root_ids,
-                "cursor": doc.cursor_id,
-                "nodes": [_forest_node(doc, i) for i in doc.walk(include_archived=True)],
-            }
+            "tree",
+            roots=doc.root_ids,
+            nodes=payloads.nodes(doc, doc.walk(include_archived=True), fields(listing=True)),
+            cursor=doc.cursor_id,
         )
         return
     from loom.view import iter_forest, tree_window
@@ -268,14 +266,6 @@ def tree_cmd(
         out(line)
     if empty:
         out(style("(empty document: add a node with `loom add TEXT`)", dim=True))
-
-
-def _forest_node(doc: Document, node_id: str) -> dict[str, Any]:
-    """A node of `tree --json`: the whole forest, so deleted children are listed too (a deleted
-    subtree starts at a node with `archived: true`)."""
-    out = Node(doc, node_id).to_dict()
-    out["children"] = list(doc.nodes[node_id].get("children", ()))
-    return out
 
 
 @command(cli, "search")
@@ -321,20 +311,11 @@ def search_cmd(
         include_archived=include_archived,
     )
     if json_mode():
+        listed = fields(listing=True)
         emit(
-            {
-                "command": "search",
-                "matches": [
-                    {
-                        "node_id": m.node_id,
-                        "start": m.start,
-                        "end": m.end,
-                        "match": m.text,
-                        "text": doc.nodes[m.node_id].get("text", ""),
-                    }
-                    for m in matches
-                ],
-            }
+            "search",
+            matches=[payloads.match(doc, m, listed) for m in matches],
+            cursor=doc.cursor_id,
         )
     else:
         shorts = doc.short_ids([m.node_id for m in matches])

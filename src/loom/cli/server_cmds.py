@@ -115,8 +115,14 @@ def serve_cmd(
 
     def ready() -> None:
         if json_mode():
-            emit({"command": "serve", "url": url, "models": served, "default": default,
-                  "record": str(path) if path else None, "auth": api_key is not None})  # fmt: skip
+            emit(
+                "serve",
+                url=url,
+                models=served,
+                default=default,
+                record=str(path) if path else None,
+                auth=api_key is not None,
+            )
         else:
             auth = "; clients must send the API key" if api_key else ""
             click.echo(
@@ -192,7 +198,7 @@ def mcp_cmd(folders: tuple[str, ...], http: bool, port: int) -> None:
 
     def ready() -> None:
         if json_mode():
-            emit({"command": "mcp", "url": url, "roots": [str(Path(r).resolve()) for r in roots]})
+            emit("mcp", url=url, roots=[str(Path(r).resolve()) for r in roots])
         else:
             click.echo(f"loom mcp: {url} (roots: {', '.join(roots)}); Ctrl-C stops", err=True)
         sys.stdout.flush()

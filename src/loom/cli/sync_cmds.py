@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from loom import jsonio, workspace
-from loom.cli.common import command, doc_path, emit, json_mode, out, read_doc, style
+from loom import jsonio, payloads, workspace
+from loom.cli.common import command, doc_path, emit, json_mode, one_line, out, read_doc, style
 from loom.cli.main import cli
 from loom.errors import LoomError
 
@@ -60,7 +61,7 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
             raise click.UsageError("--forget cannot be combined with --watch or --adopt")
         known = syncing.forget(path, text_file)
         if json_mode():
-            emit({"command": "sync", "document": str(path.resolve()), "forgotten": known})
+            emit("sync", file=str(Path(text_file).resolve()), forgotten=known)
         elif known:
             out(f"{text_file}: no longer synced (the file is left as it is)")
         else:
@@ -93,17 +94,21 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
 
 
 def _warn(exc: LoomError) -> None:
-    """An error while watching: one line (one JSON object with --json); the watch goes on."""
-    if json_mode():
-        sys.stderr.buffer.write(jsonio.dump_line({"ok": False, "error": exc.to_dict()}))
-    else:
-        sys.stderr.write(f"loom: error: {exc.message}\n")
+    """An error while watching: one line, and with --json one error object in the stream of
+    answers on stdout; the watch goes on."""
+    sys.stderr.write(f"loom: error: {one_line(exc.message)}\n")
     sys.stderr.flush()
+    if json_mode():
+        sys.stdout.buffer.write(
+            jsonio.dump_line(payloads.error(exc.code, exc.message, exc.details))
+        )
+        sys.stdout.flush()
 
 
 def _report(result: SyncResult) -> None:
     if json_mode():
-        emit({"command": "sync", **result.to_dict()})
+        described = payloads.document(read_doc(), result.document)
+        emit("sync", **payloads.sync(result), document=described)
         return
     for note in result.notes:
         sys.stderr.write(f"loom: note: {note}\n")

@@ -56,6 +56,8 @@ class Context:
     system: the system message (the document's, or the branch's own system turn).
     turn_ids: the node each message came from (a message may join several nodes).
     trimmed: characters (text) or messages (chat) left out at the front to fit the window.
+    cut: characters cut from the head of the one message left (chat), when it alone was
+        too long for the window.
     """
 
     text: str | None = None
@@ -63,6 +65,7 @@ class Context:
     system: str | None = None
     turn_ids: tuple[tuple[str, ...], ...] = ()
     trimmed: int = 0
+    cut: int = 0
     preamble: int = 0  # plain-text nodes (no role) folded into the first user message
 
     @classmethod
@@ -154,15 +157,21 @@ class Context:
                 out["turns"] = [list(ids) for ids in self.turn_ids]
         if self.trimmed:
             out["trimmed"] = self.trimmed
+        if self.cut:
+            out["cut"] = self.cut
         return out
 
     def with_text(self, text: str, trimmed: int) -> Context:
         return replace(self, text=text, trimmed=trimmed)
 
     def with_messages(
-        self, messages: tuple[Message, ...], turn_ids: tuple[tuple[str, ...], ...], trimmed: int
+        self,
+        messages: tuple[Message, ...],
+        turn_ids: tuple[tuple[str, ...], ...],
+        trimmed: int,
+        cut: int = 0,
     ) -> Context:
-        return replace(self, messages=messages, turn_ids=turn_ids, trimmed=trimmed)
+        return replace(self, messages=messages, turn_ids=turn_ids, trimmed=trimmed, cut=cut)
 
 
 def prompt_digest(prompt: str) -> dict[str, Any]:

@@ -97,24 +97,27 @@ class Generation:
     def check(self) -> None:
         """Raise one error if the write failed, the run was interrupted, or a branch failed.
 
-        The finished branches were saved first: `details["created"]` holds them as node
-        objects, so a caller that only reads the error still learns what was made.
+        The finished branches were saved first: `details["nodes"]` holds them as the JSON
+        contract's node objects (brief, as in every list: `loom.payloads`), so a caller
+        that only reads the error still learns what was made.
         """
-        created = [n.to_dict() for n in self.nodes]
+        from loom import payloads
+
+        created = [payloads.node(n, payloads.BRIEF) for n in self.nodes]
         if self.write_error is not None:
             raise self.write_error
         if self.interrupted:
             by = SIGNAL_NAMES.get(signal.Signals(self.signal), "") if self.signal else ""
             error = Interrupted(
                 f"interrupted{f' by {by}' if by else ''}: {len(created)} branch(es) kept",
-                created=created,
+                nodes=created,
             )
             if self.signal and self.signal != signal.SIGINT:
                 error.exit_code = 128 + self.signal
             raise error
         summary = self.error_summary()
         if summary:
-            raise BackendError(summary, created=created)
+            raise BackendError(summary, nodes=created)
 
 
 @dataclass
@@ -167,14 +170,7 @@ def generate(
     In the main thread, Ctrl-C, SIGTERM and SIGHUP stop the generation the same way: the
     finished branches are written and the result says `interrupted` (and which signal).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise UsageError(
-            "loom.generate cannot run inside an event loop: use `await loom.agenerate(...)`"
-        )
+    refuse_running_loop("loom.generate", "await loom.agenerate(...)")
     result = Generation()
 
     async def main() -> None:
@@ -211,6 +207,15 @@ def generate(
             result.interrupted = True
             result.signal = result.signal or signal.SIGINT
     return result
+
+
+def refuse_running_loop(name: str, instead: str) -> None:
+    """A synchronous entry point runs its own event loop: called inside one, say what to use."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError(f"{name} cannot run inside an event loop: use `{instead}`")
 
 
 # ---- the flow -----------------------------------------------------------------------------
@@ -314,12 +319,11 @@ def _prepare(
         )
     if request.regenerate is not None:
         node = doc.resolve(request.regenerate)
-        branches, method = regeneration_branches(doc, node.id, request)
+        branches, method, mode = regeneration_branches(doc, node.id, request)
         if emulate == "auto" and method:
             emulate = method
         parent = node.parent_id
         assert parent is not None  # regeneration_branches refuses roots
-        mode = (node.meta.get("gen") or {}).get("mode") or "text"
         return (
             _Prepared(
                 parent, context_for(doc, parent, mode), doc.full_text(parent), doc.id, emulate

@@ -10,16 +10,17 @@ capability table (parsed once per process and file version).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from loom.config import ModelConfig, get_model
 from loom.document import Document
-from loom.errors import InvalidOperation
-from loom.generation.backends import BackendPool, table_provider
-from loom.generation.context import Context, Message
+from loom.errors import DocumentError, InvalidOperation
+from loom.generation.backends import BackendPool, number_option, table_provider
+from loom.generation.context import MODES, Context, Message
 from loom.generation.engine import Branch
-from loom.generation.request import DEFAULT_N, MAX_N, GenerationRequest
+from loom.generation.request import DEFAULT_N, EMULATION_CHOICES, MAX_N, GenerationRequest
 from loom.workspace import loom_home
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def document_n(doc: Document) -> int:
     whole = (
         (isinstance(value, int) and not isinstance(value, bool))
         or (isinstance(value, float) and value.is_integer())
-        or (isinstance(value, str) and value.strip().isdigit())
+        or (isinstance(value, str) and value.strip().isdecimal())
     )
     if not whole or not 1 <= int(value) <= MAX_N:
         raise InvalidOperation(
@@ -98,11 +99,13 @@ def plan_branches(
 
 def regeneration_branches(
     doc: Document, node_id: str, request: GenerationRequest
-) -> tuple[list[Branch], str | None]:
-    """Branches re-running the generation recorded on `node_id`, and its emulation method.
+) -> tuple[list[Branch], str | None, str]:
+    """Branches re-running the generation recorded on `node_id`, its emulation method and
+    its mode (text, chat, as-user).
 
     Each is sent the recorded parameters with the request's `params` replacing some, the
     recorded pass-through fields, to the recorded model unless the request names one.
+    A record that is not what loom writes (a hand-edited file) is refused in one line.
     """
     from loom.sampling.params import validate
 
@@ -114,16 +117,37 @@ def regeneration_branches(
         )
     if target.parent_id is None:
         raise InvalidOperation(f"node {target.id} is a root: it has no prompt to re-run")
-    params = {**gen.get("params", {}), **validate(dict(request.params))}
-    chosen = get_model(request.models[0] if request.models else gen.get("model"))
-    extra = dict(gen.get("extra") or {})
+
+    def damaged(what: str) -> DocumentError:
+        return DocumentError(f"node {target.id}'s generation record is damaged: {what}")
+
+    if not isinstance(gen, Mapping):
+        raise damaged("meta.gen is not an object")
+    recorded, extra = gen.get("params") or {}, gen.get("extra") or {}
+    model, emulation = gen.get("model"), gen.get("emulation") or {}
+    mode = gen.get("mode") or "text"
+    if not isinstance(recorded, Mapping) or not isinstance(extra, Mapping):
+        raise damaged("params and extra must be objects")
+    if not (model is None or isinstance(model, str)) or not isinstance(emulation, Mapping):
+        raise damaged("model must be a name and emulation an object")
+    method = emulation.get("method")
+    if method is not None and method not in EMULATION_CHOICES:
+        raise damaged(f"unknown emulation method {method!r}")
+    if mode not in MODES:
+        raise damaged(f"unknown mode {mode!r}")
+    try:
+        validate(recorded)
+    except InvalidOperation as exc:
+        raise damaged(exc.message) from None
+    params = {**recorded, **validate(dict(request.params))}
+    chosen = get_model(request.models[0] if request.models else model)
     branches = [
         Branch(
             model=chosen, params=dict(params), extra=dict(extra), provenance={"regen_of": target.id}
         )
         for _ in range(request.n or 1)
     ]
-    return branches, (gen.get("emulation") or {}).get("method")
+    return branches, method, mode
 
 
 # ---- framing: what each branch's backend is sent ---------------------------------------------
@@ -177,14 +201,18 @@ def frame(
             phrase = seed_phrase(rng_seed if rng_seed is not None else 0, index)
             branch.provenance = {**branch.provenance, "prompt_side_variety": True}
         frame_branch(branch, branch.methods[0], context, entry, phrase)
-        if branch.context is not None and branch.context.trimmed:
-            kept = branch.context.chars()
-            what = (
-                f"only its last {kept} characters were sent"
-                if not context.is_chat
-                else f"its {branch.context.trimmed} oldest message(s) were left out"
-            )
-            warnings[f"{model.name}: the branch is longer than the model's context; {what}"] = None
+        fitted = branch.context
+        if fitted is not None and (fitted.trimmed or fitted.cut):
+            what = []
+            if not context.is_chat:
+                what.append(f"only its last {fitted.chars()} characters were sent")
+            elif fitted.trimmed:
+                what.append(f"its {fitted.trimmed} oldest message(s) were left out")
+            if fitted.cut:
+                what.append(f"the first {fitted.cut} characters of its last message were cut")
+            warnings[
+                f"{model.name}: the branch is longer than the model's context; {' and '.join(what)}"
+            ] = None
     return list(warnings)
 
 
@@ -259,20 +287,24 @@ def fit_context(context: Context, window: int | None, max_tokens: int, overhead:
     if not context.is_chat:
         text, cut = fit_prompt(context.text or "", window, max_tokens, overhead)
         return context.with_text(text, cut) if cut else context
-    budget = _budget(window, max_tokens, overhead) - estimate_tokens(context.system or "")
+    system = math.ceil(estimate_tokens(context.system or ""))
+    budget = _budget(window, max_tokens, overhead) - system
     messages = list(context.messages)
     turn_ids = list(context.turn_ids) or [()] * len(messages)
-    dropped = 0
+    dropped = cut = 0
     while len(messages) > 1 and sum(estimate_tokens(m.content) for m in messages) > budget:
         messages.pop(0)
         turn_ids.pop(0)
         dropped += 1
     if messages and estimate_tokens(messages[-1].content) > budget:
-        last, _ = fit_prompt(messages[-1].content, window, max_tokens, overhead)
+        # The system message is sent too: it takes its share of the window.
+        last, cut = fit_prompt(messages[-1].content, window, max_tokens, overhead + system)
         messages[-1] = Message(messages[-1].role, last)
-    if not dropped and messages == list(context.messages):
+    if not dropped and not cut:
         return context
-    return context.with_messages(tuple(messages), tuple(turn_ids), dropped or context.trimmed)
+    return context.with_messages(
+        tuple(messages), tuple(turn_ids), dropped or context.trimmed, cut or context.cut
+    )
 
 
 def check_dropped(branches: list[Branch], pool: BackendPool, *, strict: bool) -> list[str]:
@@ -310,5 +342,5 @@ def deadline_for(branches: list[Branch], given: float | None, default: float) ->
 
 
 def _seconds(model: ModelConfig) -> float | None:
-    value = model.options.get("timeout")
+    value = number_option(model, "timeout", None)
     return None if value is None else float(value)

@@ -68,6 +68,15 @@ def sampler_in_effect(outcome: Outcome, backend: Backend | None) -> dict[str, An
     return out
 
 
+def _without_secrets(fields: dict[str, Any]) -> dict[str, Any]:
+    if not fields:
+        return fields
+    from loom.formats.secrets import drop_secrets
+
+    cleaned, _ = drop_secrets(fields)
+    return dict(cleaned)
+
+
 def record(
     outcome: Outcome,
     context: Context,
@@ -87,8 +96,9 @@ def record(
         "reported_model": o.reported_model,
         "role": o.role,
         "params": o.branch.params,
-        "extra": o.branch.extra or None,
-        "sent": o.sent,
+        # Pass-through fields are the user's own: a key given that way is sent, never kept.
+        "extra": _without_secrets(o.branch.extra) or None,
+        "sent": _without_secrets(o.sent),
         "sampler": sampler_in_effect(o, backend),
         "prompt": seen.digest(),
         "finish_reason": o.finish_reason,

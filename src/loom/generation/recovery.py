@@ -3,9 +3,9 @@
 A provider was paid for these texts; a full disk, a read-only file system or a lock held
 past its timeout must not throw them away. `save` writes them, with everything their
 nodes would have recorded, to loom's data folder (`recovery/`); `pending` lists the files
-waiting for a document; `restore` adds them to it as the children they were meant to be
-(or as roots, if their parent is gone or changed), as one undoable step, and deletes the
-file. The file keeps the generated texts and their records, not the prompt (the user's
+waiting for a document; `recover` adds them to it (`restore`: as the children they were
+meant to be, or as roots if their parent is gone or changed), as one undoable step and
+once only, and deletes the file. The file keeps the generated texts and their records, not the prompt (the user's
 own text, which is still in the document), so it stays small on a nearly full disk.
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loom import files, jsonio, ops
+from loom import files, jsonio, ops, store
 from loom.document import Document, Node, now
 from loom.errors import BadInput, StorageError
 from loom.generation.context import prompt_digest
@@ -68,7 +69,9 @@ def save(
     except OSError as exc:
         raise StorageError(f"{where}: cannot create ({files.reason(exc)})") from None
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    path = where / f"{stamp}-{document_id[:12] or 'doc'}-{os.getpid()}-{time.monotonic_ns()}.json"
+    # The id comes from the document file: only its safe characters reach the file name.
+    label = "".join(ch for ch in document_id[:12] if ch.isascii() and ch.isalnum()) or "doc"
+    path = where / f"{stamp}-{label}-{os.getpid()}-{time.monotonic_ns()}.json"
     data = {
         "format": FORMAT,
         "version": VERSION,
@@ -130,6 +133,39 @@ def pending(document: Path | None = None, document_id: str | None = None) -> lis
         if everything or same_id or (document is not None and found.document == str(document)):
             out.append(found)
     return out
+
+
+def recover(
+    document: str | os.PathLike[str], chosen: Sequence[str | os.PathLike[str]] = ()
+) -> tuple[list[Node], list[Recovery]]:
+    """Add recovery files to the document at `document`, as one undoable step: the `chosen`
+    ones, else every one waiting for it. Returns the nodes made and the files used.
+
+    Under the document's writer lock, and at most once per file: a file whose texts the
+    document already holds (a `recover` killed before deleting it, or one running at the
+    same time) adds nothing again. Each file is deleted once the document is saved.
+    """
+    given = [read(path) for path in chosen]
+    made: list[Node] = []
+    with store.editing(document) as doc:
+        waiting = given or pending(store.real(document), doc.id)
+        added = recovered_files(doc)
+        for item in waiting:
+            if item.path.name not in added:
+                made.extend(restore(doc, item))
+    for item in waiting:
+        discard(item)
+    return made, waiting
+
+
+def recovered_files(doc: Document) -> set[str]:
+    """The recovery files whose texts `doc` holds (`meta.recovered_from`)."""
+    found = set()
+    for rec in doc.nodes.values():
+        name = (rec.get("meta") or {}).get("recovered_from")
+        if isinstance(name, str):
+            found.add(name)
+    return found
 
 
 def restore(doc: Document, recovery: Recovery) -> list[Node]:

@@ -80,7 +80,9 @@ class GenerationRequest:
         # Lists are welcome from callers; the value stays hashable and immutable.
         for name in ("models", "presets"):
             value = getattr(self, name)
-            if isinstance(value, str):
+            if value is None:
+                object.__setattr__(self, name, ())
+            elif isinstance(value, str):
                 object.__setattr__(self, name, (value,))
             elif not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
@@ -109,6 +111,10 @@ class GenerationRequest:
             raise UsageError("params must map parameter names to values")
         if self.regenerate is not None and self.context is not None:
             raise UsageError("regenerate re-runs a node's own prompt: it takes no context")
+        if self.context is not None and not isinstance(self.context, Context):
+            raise UsageError(
+                "context must be a loom.Context (Context.of_text(...) or Context.of_messages(...))"
+            )
         modulation = self.modulation
         if isinstance(modulation, Mapping):
             from loom.sampling.modulate import ModulationSpecs
@@ -118,5 +124,34 @@ class GenerationRequest:
                 raise UsageError(
                     f"unknown modulation {', '.join(unknown)} (known: {', '.join(MODULATION_KEYS)})"
                 )
-            modulation = ModulationSpecs.parse(**dict(modulation))
+            modulation = ModulationSpecs.parse(**_typed_flags(modulation))
+        elif modulation is not None:
+            from loom.sampling.modulate import ModulationSpecs
+
+            if not isinstance(modulation, ModulationSpecs):
+                raise UsageError(
+                    "modulation must be a ModulationSpecs or a mapping of "
+                    f"{', '.join(MODULATION_KEYS)} to their values"
+                )
         return replace(self, modulation=modulation)
+
+
+def _typed_flags(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Modulation flag values as text (a panel, an HTTP request) made what
+    `ModulationSpecs.parse` takes: per_cell a whole number, random_preset true or false."""
+    from loom.sampling.params import parse_flag
+
+    flags = dict(given)
+    per_cell = flags.get("per_cell")
+    if per_cell is not None:
+        if isinstance(per_cell, str) and per_cell.strip().isdecimal():
+            per_cell = int(per_cell)
+        if isinstance(per_cell, bool) or not isinstance(per_cell, int) or per_cell < 1:
+            raise UsageError(f"per_cell must be a whole number from 1, got {flags['per_cell']!r}")
+        flags["per_cell"] = per_cell
+    if "random_preset" in flags:
+        chosen = parse_flag(flags["random_preset"])
+        if chosen is None:
+            raise UsageError(f"random_preset is true or false, got {flags['random_preset']!r}")
+        flags["random_preset"] = chosen
+    return flags

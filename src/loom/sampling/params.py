@@ -316,7 +316,7 @@ def _coerce(param: Param, value: Any) -> Any:
             return _bool(param, value)
         case "count_or_flag":
             # "1" is a count here, not a flag: only words and booleans are flags.
-            flag = _flag(value) if isinstance(value, bool | str) else None
+            flag = parse_flag(value) if isinstance(value, bool | str) else None
             return flag if flag is not None else _number(param, value)
         case "strings":
             return _strings(param, value)
@@ -325,7 +325,8 @@ def _coerce(param: Param, value: Any) -> Any:
     raise AssertionError(param.kind)  # pragma: no cover
 
 
-def _flag(value: Any) -> bool | None:
+def parse_flag(value: Any) -> bool | None:
+    """True or False from a bool or its words (true/yes/on, false/no/off); None otherwise."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -335,7 +336,7 @@ def _flag(value: Any) -> bool | None:
 
 
 def _bool(param: Param, value: Any) -> bool:
-    flag = _flag(value)
+    flag = parse_flag(value)
     if flag is None and isinstance(value, int | str) and str(value).strip() in ("0", "1"):
         flag = str(value).strip() == "1"
     if flag is None:
@@ -676,7 +677,16 @@ def set_sticky(doc: Document, node_id: str, params: Mapping[str, Any]) -> Node:
     A None value is kept: it unsets the parameter for the subtree.
     """
     from loom import ops
+    from loom.redact import has_secret, secret_key
 
+    for name, value in params.items():
+        if ("." in name and secret_key(name.rpartition(".")[2])) or (
+            isinstance(value, str) and has_secret(value)
+        ):
+            raise UsageError(
+                f"{name} would keep a credential in the document, which never holds one "
+                "(give a model its key through its key_env variable)"
+            )
     current = dict(doc.node(node_id).meta.get(STICKY_KEY) or {})
     updated = {**current, **validate(params)}
     if updated == current:

@@ -27,7 +27,7 @@ from loom import journal, logprobs, ops
 from loom.cli.render import flat
 from loom.document import Document
 from loom.errors import LoomError
-from loom.session import Session
+from loom.session import Session, journal_step
 from loom.tui import caret
 from loom.tui.generation import Finished, Runner, Settings
 from loom.tui.keys import KEYS
@@ -113,12 +113,17 @@ class LoomApp(App[None]):
         yield KeyHints(id="hints")
 
     def on_mount(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signum, self._hang_up, signum)
         self.query_one(BranchView).focus()
         self.set_interval(WATCH_INTERVAL, self._watch)
         self.call_after_refresh(self.refresh_all)
         self.refresh_all()
+
+    def on_unmount(self) -> None:
+        if self.runner is not None:
+            self.runner.close()  # a running generation keeps what finished; backends close
 
     def on_resize(self) -> None:
         self.query_one(TreePane).display = self.size.width >= 70 and self._tree_wanted
@@ -318,8 +323,9 @@ class LoomApp(App[None]):
             if self._failed_at:
                 return
 
-    def _hang_up(self) -> None:
-        """The terminal went away (a dropped SSH connection): save what is queued, and go.
+    def _hang_up(self, signum: int = signal.SIGHUP) -> None:
+        """The terminal went away (SIGHUP: a dropped SSH connection), or the process is told
+        to end (SIGTERM: `kill`, a service manager): save what is queued, and go.
 
         Nobody can answer a question now, so this saves at once, on this thread, unless a
         save is already running (it holds the changes it took; those after it are lost)."""
@@ -329,7 +335,7 @@ class LoomApp(App[None]):
         if not self._syncing:
             with contextlib.suppress(LoomError):
                 self.session.close()
-        self.exit(return_code=129)
+        self.exit(return_code=128 + signum)
 
     async def action_quit(self) -> None:
         if self._quitting and self._failed_at:
@@ -580,12 +586,12 @@ class LoomApp(App[None]):
         self.push_screen(PickScreen("Restore a deleted child", options), restore)
 
     def action_undo(self) -> None:
-        entry = self.change(journal.undo, "undo")
+        entry = self.change(journal_step("undo"), "undo")
         if entry:
             self.say(f"undid: {entry.get('summary') or entry.get('op')}")
 
     def action_redo(self) -> None:
-        entry = self.change(journal.redo, "redo")
+        entry = self.change(journal_step("redo"), "redo")
         if entry:
             self.say(f"redid: {entry.get('summary') or entry.get('op')}")
 

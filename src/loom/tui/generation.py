@@ -1,10 +1,12 @@
 """Generation from the TUI: what the panel picks, what it resolves to, and a runner that
 streams `loom.agenerate`'s events into the app without ever blocking its event loop.
 
-The generation runs on an event loop of its own in a thread: reading the document,
-calling the models and writing the children (under the writer lock, on a fresh read) all
-happen there. Events come back to the UI loop with `call_soon_threadsafe`; cancelling the
-task (Escape) keeps the branches that finished, as `loom.agenerate` promises.
+Generations run on an event loop of their own, in a thread that lives as long as the app:
+reading the document, calling the models and writing the children (under the writer
+lock, on a fresh read) all happen there, and the backends stay open between generations
+(one `BackendPool`: the embedded model loads once, HTTP connections are reused). Events
+come back to the UI loop with `call_soon_threadsafe`; cancelling the task (Escape) keeps
+the branches that finished, as `loom.agenerate` promises.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from loom.document import Document
 from loom.errors import LoomError, UsageError
 
 if TYPE_CHECKING:
+    from loom.generation.backends import BackendPool
     from loom.generation.core import Generation
     from loom.generation.request import GenerationRequest
-
-MODULATORS = ("sweep", "grid", "jitter", "mix", "schedule", "random_preset")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ class Settings:
 
 def parse_modulation(text: str) -> tuple[tuple[str, str], ...]:
     """`sweep temperature=0.6:1.4; jitter top_p=0.05` → (flag, value) pairs, as `loom gen`'s
-    --sweep/--jitter/… flags take them. Raises UsageError naming an unknown modulator."""
+    --sweep/--jitter/… flags take them (`random_preset` alone: on). Raises UsageError
+    naming an unknown modulator."""
+    from loom.generation.request import MODULATION_KEYS
+
     out: list[tuple[str, str]] = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         try:
@@ -69,9 +73,11 @@ def parse_modulation(text: str) -> tuple[tuple[str, str], ...]:
         except ValueError as exc:
             raise UsageError(f"cannot read the modulation {part!r}: {exc}") from None
         flag = words[0].lstrip("-").replace("-", "_")
-        if flag not in MODULATORS or len(words) != 2:
+        if flag == "random_preset" and len(words) == 1:
+            words.append("true")  # a flag on the command line: named, it is on
+        if flag not in MODULATION_KEYS or len(words) != 2:
             raise UsageError(
-                f"a modulation is one of {', '.join(MODULATORS)} and its value, e.g. "
+                f"a modulation is one of {', '.join(MODULATION_KEYS)} and its value, e.g. "
                 f"'sweep temperature=0.6:1.4' (got {part!r})"
             )
         out.append((flag, words[1]))
@@ -122,58 +128,88 @@ class Finished:
 
 @dataclass
 class Runner:
-    """One generation at a time, on its own loop in a thread (see the module docstring)."""
+    """One generation at a time, on the runner's own loop (see the module docstring)."""
 
     deliver: Callable[[Any], None]  # called on the UI loop with each event, then a Finished
     ui_loop: asyncio.AbstractEventLoop
-    _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _pool: BackendPool | None = None
     _task: asyncio.Task[Any] | None = None
+    _done: threading.Event | None = None  # set once the running generation has ended
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel_asked: bool = False
+    _closing: bool = False  # the app is going: nothing more is delivered to it
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._done is not None and not self._done.is_set()
 
     def start(self, path: Path, request: GenerationRequest) -> None:
         if self.running:
             raise UsageError("a generation is already running (esc cancels it)")
-        self._cancel_asked = False
-        self._thread = threading.Thread(
-            target=self._main, args=(path, request), name="loom-generation", daemon=True
-        )
-        self._thread.start()
+        if self._loop is None:
+            from loom.generation.backends import BackendPool
+
+            self._loop = asyncio.new_event_loop()
+            self._pool = BackendPool()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="loom-generation", daemon=True
+            )
+            self._thread.start()
+        with self._lock:
+            self._cancel_asked, self._task, self._done = False, None, threading.Event()
+        asyncio.run_coroutine_threadsafe(self._run(path, request), self._loop)
 
     def cancel(self) -> bool:
         """Ask the running generation to stop (finished branches are kept)."""
         with self._lock:
-            if self._loop is None or self._task is None:
+            if not self.running:
                 return False
             self._cancel_asked = True
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            if self._loop is not None and self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            # else it has not got going yet: `_run` sees the request as it starts
             return True
 
     def join(self, timeout: float | None = None) -> None:
+        """Wait for the running generation to end (its finished branches written)."""
+        if self._done is not None:
+            self._done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop a running generation (keeping what finished), close the backends, end the
+        loop's thread. For the app's end."""
+        if self._loop is None:
+            return
+        self._closing = True
+        self.cancel()
+        self.join(timeout)
+        if self._pool is not None:
+            closing = asyncio.run_coroutine_threadsafe(self._pool.aclose(), self._loop)
+            with contextlib.suppress(Exception):  # closing must never hide the app's exit
+                closing.result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._loop = self._thread = self._pool = None
 
     def _send(self, item: Any) -> None:
+        if self._closing:
+            return
         with contextlib.suppress(RuntimeError):  # the app has closed its loop
             self.ui_loop.call_soon_threadsafe(self.deliver, item)
-
-    def _main(self, path: Path, request: GenerationRequest) -> None:
-        asyncio.run(self._run(path, request))
 
     async def _run(self, path: Path, request: GenerationRequest) -> None:
         from loom import agenerate
 
-        with self._lock:
-            self._loop = asyncio.get_running_loop()
-            self._task = asyncio.current_task()
         finished = Finished()
         try:
-            finished.result = await agenerate(path, request, events=self._send)
+            with self._lock:
+                self._task = asyncio.current_task()
+                if self._cancel_asked and self._task is not None:
+                    self._task.cancel()  # Escape came before this generation got going
+            finished.result = await agenerate(path, request, events=self._send, backends=self._pool)
         except asyncio.CancelledError:
             finished.cancelled = True
         except LoomError as exc:
@@ -182,6 +218,9 @@ class Runner:
             finished.error = LoomError(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
-                self._loop = self._task = None
-            finished.cancelled = finished.cancelled or self._cancel_asked
+                self._task = None
+                finished.cancelled = finished.cancelled or self._cancel_asked
+                done = self._done
             self._send(finished)
+            if done is not None:
+                done.set()

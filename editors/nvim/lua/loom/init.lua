@@ -45,15 +45,14 @@ local function decode(text)
   return nil
 end
 
--- What went wrong, in one line: loom's own message (its JSON error object) when it said one.
-local function failure(code, stderr)
-  local lines = vim.split(stderr or "", "\n", { trimempty = true })
-  for i = #lines, 1, -1 do
-    local parsed = decode(lines[i])
-    if parsed and type(parsed.error) == "table" and parsed.error.message then
-      return parsed.error.message
-    end
+-- What went wrong, in one line: loom's own message (the JSON error object on stdout) when it
+-- said one, else the first line of stderr.
+local function failure(code, stdout, stderr)
+  local parsed = decode(stdout or "")
+  if parsed and type(parsed.error) == "table" and parsed.error.message then
+    return parsed.error.message
   end
+  local lines = vim.split(stderr or "", "\n", { trimempty = true })
   if lines[1] then
     return lines[1]
   end
@@ -121,7 +120,7 @@ local function steps(state, list, done)
     run(state, args, function(code, stdout, stderr)
       if code ~= 0 then
         finish(state)
-        M.notify(failure(code, stderr))
+        M.notify(failure(code, stdout, stderr))
         return
       end
       results[i] = decode(stdout) or {}
@@ -201,7 +200,7 @@ local function refresh_tree(state)
     if not vim.api.nvim_buf_is_valid(state.tree_buf) then
       return
     end
-    local lines = code == 0 and vim.split(stdout, "\n", { trimempty = true }) or { failure(code, stderr) }
+    local lines = code == 0 and vim.split(stdout, "\n", { trimempty = true }) or { failure(code, stdout, stderr) }
     vim.bo[state.tree_buf].modifiable = true
     vim.api.nvim_buf_set_lines(state.tree_buf, 0, -1, false, lines)
     vim.bo[state.tree_buf].modifiable = false
@@ -282,7 +281,7 @@ function M.attach(buf, doc, opts)
   end
   steps(state, { args }, function(results)
     local result = results[1]
-    state.doc = result.document or state.doc
+    state.doc = type(result.document) == "table" and result.document.file or state.doc
     bind(buf, state)
     report_sync(result)
     if result.written then
@@ -511,7 +510,7 @@ function M.pick(buf)
     return
   end
   steps(state, { first, { "ls" } }, function(results)
-    show_picker(state, results[2].children or {})
+    show_picker(state, results[2].nodes or {})
   end)
 end
 

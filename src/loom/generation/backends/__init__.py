@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,20 +40,83 @@ class Provider:
     build: Callable[[ModelConfig], Backend]
 
 
+# ---- a model's options (models.toml), checked where they are used ---------------------------
+
+_MAY_BE_ZERO = frozenset({"max_retries", "backoff_base", "backoff_max", "max_retry_after"})
+
+
+def number_option(
+    model: ModelConfig, name: str, default: Any, *, whole: bool = False, positive: bool = True
+) -> Any:
+    """The number `name` in the model's options, else `default`; a value of the wrong kind
+    is a ConfigError naming the model and the option, not a crash or a silent failure."""
+    value = model.options.get(name)
+    if value is None:
+        return default
+    fits = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= 0)
+        and (not whole or float(value).is_integer())
+    )
+    if not fits:
+        kind = "a whole number" if whole else "a number"
+        least = ("from 1" if whole else "above 0") if positive else "from 0"
+        raise ConfigError(
+            f"model {model.name!r}: option {name} must be {kind} {least}, got {value!r} "
+            "(in models.toml)"
+        )
+    return int(value) if whole else float(value)
+
+
+def _flag_option(model: ModelConfig, name: str, default: bool) -> bool:
+    value = model.options.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"model {model.name!r}: option {name} must be true or false, got {value!r} "
+            "(in models.toml)"
+        )
+    return value
+
+
+def _capabilities_option(model: ModelConfig) -> Mapping[str, Any] | None:
+    from loom.generation.backends.base import Capabilities
+
+    value = model.options.get("capabilities")
+    known = {f.name: f.default for f in dataclasses.fields(Capabilities)}
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        k in known and type(v) is type(known[k]) for k, v in value.items()
+    ):
+        raise ConfigError(
+            f"model {model.name!r}: option capabilities must be a table of "
+            f"{', '.join(known)} (true/false, max_top_logprobs a number), got {value!r} "
+            "(in models.toml)"
+        )
+    return value
+
+
 def _http_options(model: ModelConfig) -> Any:
     from loom.generation.backends.http import HttpOptions
 
-    known = {f.name for f in dataclasses.fields(HttpOptions)}
-    return HttpOptions(**{k: v for k, v in model.options.items() if k in known})
+    given = {}
+    for f in dataclasses.fields(HttpOptions):
+        if f.name in model.options:
+            whole = isinstance(f.default, int)
+            positive = f.name not in _MAY_BE_ZERO
+            given[f.name] = number_option(model, f.name, None, whole=whole, positive=positive)
+    return HttpOptions(**given)
 
 
 def _http(model: ModelConfig) -> dict[str, Any]:
     return {
         "api_key": model.api_key(),
         "model": model.model,
-        "stream": bool(model.options.get("stream", True)),
+        "stream": _flag_option(model, "stream", True),
         "options": _http_options(model),
-        "capabilities": model.options.get("capabilities"),
+        "capabilities": _capabilities_option(model),
     }
 
 
@@ -81,9 +145,9 @@ def _embedded(model: ModelConfig) -> Backend:
     path = options.get("model_path") or ensure_default_model()
     return EmbeddedLlama(
         path,
-        threads=int(options["threads"]) if "threads" in options else None,  # None: the cores
-        n_parallel=int(options.get("n_parallel", EMBEDDED_SLOTS)),
-        ctx_per_seq=int(options.get("ctx_per_seq", model.context or 2048)),
+        threads=number_option(model, "threads", None, whole=True),  # None: the cores
+        n_parallel=number_option(model, "n_parallel", EMBEDDED_SLOTS, whole=True),
+        ctx_per_seq=number_option(model, "ctx_per_seq", model.context or 2048, whole=True),
     )
 
 
@@ -175,11 +239,11 @@ def table_provider(model: ModelConfig) -> str:
 def default_concurrency(model: ModelConfig) -> int:
     """Requests in flight for `model`: its `concurrency` option, else its provider's default
     (the embedded model: one per llama.cpp slot)."""
-    given = model.options.get("concurrency")
+    given = number_option(model, "concurrency", None, whole=True)
     if given is not None:
-        return max(1, int(given))
+        return int(given)
     if model.provider == "embedded":
-        return max(1, int(model.options.get("n_parallel", EMBEDDED_SLOTS)))
+        return int(number_option(model, "n_parallel", EMBEDDED_SLOTS, whole=True))
     return provider(model.provider).concurrency
 
 

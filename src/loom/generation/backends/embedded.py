@@ -488,7 +488,7 @@ def _with_bans(given: Any, banned: frozenset[int]) -> list[list[Any]]:
 
 
 def _bias_key(key: Any) -> Any:
-    return int(key) if isinstance(key, str) and key.lstrip("-").isdigit() else key
+    return int(key) if isinstance(key, str) and key.lstrip("-").isdecimal() else key
 
 
 # --- the backend -----------------------------------------------------------------------

@@ -297,7 +297,7 @@ class GenerationPanel(ModalScreen["Settings | None"]):
         model = self.query_one("#model", Select).value
         preset = self.query_one("#preset", Select).value
         n_text = self.query_one("#n", Input).value.strip()
-        if n_text and not (n_text.isdigit() and int(n_text) >= 1):
+        if n_text and not (n_text.isdecimal() and int(n_text) >= 1):
             raise UsageError(f"n must be a whole number from 1, got {n_text!r}")
         settings = Settings(
             model=model if isinstance(model, str) else None,
