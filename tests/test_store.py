@@ -103,6 +103,18 @@ def test_round_trip_keeps_unknown_fields(tmp_path: Path) -> None:
             b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "journal": {"undo": [{"bad": 1}]}}',
             "journal",
         ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "system": 5}',
+            "'system' must be a string, not a number",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "title": ["x"]}',
+            "'title'",
+        ),
+        (
+            b'{"format": "loom", "version": 1, "nodes": {"a": {}}, "roots": ["a"], "defaults": 3}',
+            "'defaults'",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:

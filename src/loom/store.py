@@ -314,6 +314,10 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
     cursor = data.get("cursor")
     if cursor is not None and type(cursor) is not str:
         raise bad('"cursor" must be a node id (a string)')
+    for key, kind in _HEADER_TYPES:
+        value = data.get(key)
+        if value is not None and type(value) is not kind:
+            raise bad(f"{key!r} must be {_JSON_NAMES[kind]}, not {_JSON_NAMES.get(type(value))}")
     parents_seen = 0
     for node_id, rec in nodes.items():
         if type(rec) is not dict:
@@ -371,6 +375,24 @@ def validate(data: dict[str, Any], name: str = "<document>") -> None:
         raise bad(f"the cursor points at a missing node {cursor!r}")
     _validate_journal(data.get("journal"), bad)
 
+
+_JSON_NAMES: dict[type, str] = {
+    str: "a string",
+    dict: "an object",
+    list: "a list",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+}
+
+# Header fields whose type the code relies on (sent to models, iterated or indexed).
+_HEADER_TYPES: tuple[tuple[str, type], ...] = (
+    ("title", str),
+    ("description", str),
+    ("system", str),
+    ("defaults", dict),
+    ("sync", dict),
+)
 
 # Fields whose type the code relies on (iterated or indexed); strings are read through str().
 _FIELD_TYPES: tuple[tuple[str, type], ...] = (
