@@ -885,6 +885,7 @@ _META_PARAGRAPH = _lazy(
     r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
     r"|in\s+(?:this|the)\s+(?:sentence|original\s+text)\b|the\s+original\s+(?:text|sentence"
     r"|passage)\s+(?:is|was|reads)\b"
+    r"|(?:this|the)\s+(?:phrase|sentence|passage)\s+can\s+be\s+(?:rephrased|rewritten|translated)\b"
     r"|this\s+(?:code|function|implementation|program|script)\s+(?:defines|calculates|computes"
     r"|takes|returns|uses|will|is|first)\b"
     rf"|(?:i{_A}ve|i\s+have)\s+(?:\w+\s+)?(?:{_EDIT_VERB}|edited|revised|rewritten|corrected"
@@ -899,6 +900,7 @@ _FENCE_LINE = _lazy(r"^[ \t]*```[\w+#.-]*[ \t]*$", re.MULTILINE)
 _CHAT_META_PARAGRAPH = _lazy(
     r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:(?:this|the)\s+(?:phrase|sentence|text|document|passage"
     r"|paragraph|original|rest\s+of\s+the\s+text)\s+(?:can|could|should|is|was|contains|has|here)\b"
+    r"|this\s+is\s+(?:not\s+)?an?\s+example\s+of\b"
     r"|i\s+(?:added|wrote|made|changed|rewrote|rephrased|corrected|edited|revised)\s+"
     r"(?:a|an|the|this|it|your)\b|(?:you|we)\s+can\s+(?:also\s+)?(?:add|use|change|try|edit)\b)",
     _FLAGS,
@@ -951,6 +953,22 @@ _TEXT_TALK = _lazy(
 )
 
 
+# The system and few-shot frames call the text "the document": a chat reply that speaks of
+# it ("Can you tell me a little bit about the document?") or of "the above example"
+# answers the frame, even after an open quote, unless the document uses those words
+# itself. A leak (check_leak): the frame's own word for the text.
+_FRAME_TALK = _lazy(
+    r"\b(?:the|this|that|your)\s+(?:original\s+)?(document)\b"
+    r"|\bthe\s+(above)\s+(?:message|example|text|document|sentence|passage)\b",
+    _FLAGS,
+)
+
+
+def _frame_talk(seam: Seam, head: str) -> bool:
+    prompt = seam.prompt.lower()
+    return any((m.group(1) or m.group(2)).lower() not in prompt for m in _FRAME_TALK.finditer(head))
+
+
 def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     """Talk about the text or to the user ("The sentence you provided…") instead of the text.
 
@@ -964,6 +982,8 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     head = draft.text[:400]
     if _EDIT_TALK.search(head) and _TEXT_TALK.search(head):
         return "meta"  # unmistakable even after an open quote
+    if _CHAT_META_PARAGRAPH.match("\n\n" + head.lstrip()):
+        return "meta"  # what cut_meta cuts after text, with no text before it
     if seam.dialogue:
         return None
     if _META_CHAT.match(draft.text):
@@ -974,7 +994,11 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
 
 
 def check_leak(seam: Seam, draft: Draft) -> Verdict | None:
-    return "leak" if seam.leaks and seam.leaks.find(draft.text) else None
+    if seam.leaks and seam.leaks.find(draft.text):
+        return "leak"
+    if seam.method in CHAT_METHODS and _frame_talk(seam, draft.text[:400]):
+        return "leak"
+    return None
 
 
 ECHO_WORDS = 5
