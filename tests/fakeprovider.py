@@ -268,6 +268,7 @@ class FakeProvider:
         self.anthropic_sampling = anthropic_sampling
         self.owned_by = owned_by
         self.lookups: list[str] = []  # paths of GET requests (model lists), oldest first
+        self.linger = 0.0  # seconds a finished stream stays open before its body ends
         self._script: deque[ScriptItem] = deque()
         self._requests: list[Recorded] = []
         self._lock = threading.Lock()
@@ -433,6 +434,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _end_stream(self) -> None:
+        if self.fake.linger:  # a server slow to end the body after the last event
+            self.wfile.flush()
+            self.fake._stopping.wait(self.fake.linger)
         self.wfile.write(b"0\r\n\r\n")
 
     def _drop(self) -> NoReturn:

@@ -265,6 +265,50 @@ def test_one_backend_serves_several_event_loops() -> None:
     assert first.error is None and second.error is None
 
 
+@pytest.mark.parametrize("make", [completions, chat, claude], ids=["completions", "chat", "claude"])
+def test_streamed_answers_share_one_connection(make: Any) -> None:
+    """After a stream's last event the connection goes back to the pool: one handshake
+    (TLS, with a real provider) for a whole session, not one per generation."""
+    with FakeProvider() as fake:
+        backend = make(fake)
+        request = prompt() if make is completions else messages()
+
+        async def twice() -> list[Result]:
+            results = []
+            for _ in range(3):
+                result = Result()
+                async with aclosing(backend.stream(request)) as chunks:
+                    result.chunks.extend([c async for c in chunks])
+                results.append(result)
+            await backend.aclose()
+            return results
+
+        results = asyncio.run(twice())
+        clients = {r.client for r in fake.requests}
+    assert all(r.text() and r.finish() for r in results)
+    assert len(fake.requests) == 3 and len(clients) == 1, clients
+
+
+def test_a_server_slow_to_end_a_finished_stream_is_cut_not_waited_for() -> None:
+    """The last event is all a generation needs: a body that lingers is not read to its end."""
+    with FakeProvider() as fake:
+        fake.linger = 5.0
+        backend = completions(fake)
+
+        async def twice() -> list[Result]:
+            results = [Result(), Result()]
+            for result in results:
+                async with aclosing(backend.stream(prompt())) as chunks:
+                    result.chunks.extend([c async for c in chunks])
+            await backend.aclose()
+            return results
+
+        results = asyncio.run(twice())
+        clients = {r.client for r in fake.requests}
+    assert all(r.text() and r.finish() and r.error is None for r in results)
+    assert len(clients) == 2  # each lingering connection was closed, not waited for
+
+
 # ---------------------------------------------------------------------------
 # wire_params: the mapping tables
 

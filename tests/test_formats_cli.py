@@ -390,6 +390,16 @@ def test_ids_with_control_characters_never_make_a_second_line(tmp_path: Path) ->
     assert not any(line.startswith("loom: note: imported safely") for line in notes)
 
 
+def test_bidirectional_overrides_in_an_id_are_shown_escaped(tmp_path: Path) -> None:
+    """A right-to-left override could make a message read differently from what it says."""
+    spoof = "a\u202egnp.exe\u2066b"
+    twice = {"root": {"id": "r", "text": "a", "children": [{"id": spoof, "text": "b"}] * 2}}
+    bad = cli(tmp_path, "import", str(write_json(tmp_path / "twice.json", twice)))
+    assert bad.code == 1
+    assert "\u202e" not in bad.stderr and "\u2066" not in bad.stderr
+    assert '"a\\u202egnp.exe\\u2066b" is used by two nodes' in bad.stderr
+
+
 def test_one_tree_exports_say_what_they_cannot_carry(tmp_path: Path) -> None:
     """The demo has 287 deleted nodes and 308 tagged ones: OpenLoom and Loomsidian say so."""
     demo = str(fixture("pyloom_loom_demo.json"))

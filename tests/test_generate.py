@@ -428,7 +428,7 @@ def test_a_conversation_whose_last_turn_is_too_long_says_it_was_cut(
     woven.ok("set", "system", "Be brief. " * 100)
     turn = " ".join(f"w{i}" for i in range(3000))
     result = woven(
-        "say", "-m", "small-chat", "-n", "1", "--max-tokens", "16", "--json", turn,
+        "say", "-m", "small-chat", "-n", "1", "--max-tokens", "16", "--fields", "all", turn,
         env=woven.env,  # type: ignore[attr-defined]
     )  # fmt: skip
     assert result.code == 0, result.stderr

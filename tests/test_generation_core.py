@@ -56,6 +56,31 @@ def test_agenerate_runs_inside_a_running_loop_and_streams_token_events(
     assert loom.open(story).node(result.nodes[0].id).parent_id == result.parent
 
 
+def test_a_rejected_output_is_announced_and_its_retry_streams_under_its_own_index(
+    story: Path, fake_provider: FakeProvider
+) -> None:
+    """A front end painting streams must learn the first text was thrown away."""
+    fake_provider.script(
+        Reply(["I'm sorry, but I can't help with continuing this text."], finish_reason="stop"),
+        Reply(["did not return for a week."], finish_reason="stop"),
+    )
+    seen: list[ev.Event] = []
+    request = loom.GenerationRequest(n=1, models=("chat",))
+    result = loom.generate(story, request, events=seen.append)
+    result.check()
+    [node] = result.nodes
+    assert node.text == " did not return for a week."
+    kinds = [e.kind for e in seen]
+    assert kinds.count("planned") == 1 and kinds.count("started") == 2
+    retry = kinds.index("retrying")
+    assert kinds.index("started") < retry < len(kinds) - 1 - kinds[::-1].index("started")
+    [retrying] = [e for e in seen if isinstance(e, ev.Retrying)]
+    assert retrying.indexes == (0,) and "refusal" in retrying.reason
+    after = "".join(e.text for e in seen[retry:] if isinstance(e, ev.TextDelta))
+    assert after.strip() == "did not return for a week."
+    assert all(e.index == 0 for e in seen if isinstance(e, (ev.TextDelta, ev.BranchFinished)))
+
+
 def test_agenerate_sends_messages_and_replies_as_the_assistant(
     story: Path, fake_provider: FakeProvider
 ) -> None:

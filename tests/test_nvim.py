@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Loom
-from fakeprovider import Fail, FakeProvider
+from fakeprovider import Fail, FakeProvider, Reply
 
 NVIM = shutil.which("nvim")
 pytestmark = pytest.mark.skipif(
@@ -245,6 +245,31 @@ def test_errors_are_one_line_notifications(woven: Loom, fake_provider: FakeProvi
   assert(notes[4].msg:find("number", 1, true), vim.inspect(notes))
 """
     passes(nvim(woven.cwd, body, env={"FAKE_KEY": KEY}))
+
+
+def test_when_some_branches_fail_the_others_are_offered_in_the_picker(
+    woven: Loom, fake_provider: FakeProvider
+) -> None:
+    woven.ok(
+        "models", "add", "claude", "--provider", "anthropic", "--base-url",
+        fake_provider.anthropic_url, "--model", "claude-x", "--key-env", "FAKE_KEY",
+    )  # fmt: skip
+    fake_provider.script(Reply([" kept"], finish_reason="stop"), Fail(400, message="refused"))
+    body = r"""
+  vim.cmd("LoomOpen s.loom.json")
+  idle()
+  local opened = false
+  vim.api.nvim_create_autocmd("User", { pattern = "LoomPicker", callback = function() opened = true end })
+  keys("<C-Space>")
+  wait(function() return opened end, "the picker with the branch that worked")
+  eq(#notes, 1, "the failure is said once: " .. vim.inspect(notes))
+  assert(notes[1].msg:find("1 of 2", 1, true), notes[1].msg)
+  local kids = loom_json({ "ls" }).nodes
+  eq(#kids, 1, "the branch that worked was kept")
+  assert(text(vim.api.nvim_get_current_buf()):find(kids[1].text, 1, true), "it is in the picker")
+"""
+    setup = '  loom.setup({ n = 1, gen_args = { "-m", "base", "-m", "claude" } })\n'
+    passes(nvim(woven.cwd, setup + body, env={"FAKE_KEY": KEY}))
 
 
 def test_a_missing_loom_command_is_reported_not_thrown(story: Loom) -> None:

@@ -491,3 +491,24 @@ def test_the_embedded_model_serves_completions(loom: Loom, model_path: Path) -> 
     finally:
         code, err = server.stop()
     assert code == 0, err
+
+
+def test_a_stream_never_sends_two_attempts_one_after_the_other(
+    served: Served, fake_provider: FakeProvider
+) -> None:
+    """A child retried after its output was rejected: the client gets the retry's text once,
+    never the refusal and never the two attempts run together."""
+    fake_provider.script(
+        Reply(["I'm sorry, but I can't help with continuing this text."], finish_reason="stop"),
+        Reply([" did not return for a week."], finish_reason="stop"),
+    )
+    text = "".join(
+        c.choices[0].text
+        for c in served.client().completions.create(model="chat", prompt=PROMPT, stream=True)
+        if c.choices
+    )
+    assert text == " did not return for a week."
+    assert len(fake_provider.requests) == 2  # the retry ran and its text was recorded
+    (root,) = served.new_roots()
+    (child,) = root.children
+    assert child.text.strip() == "did not return for a week."

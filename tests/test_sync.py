@@ -651,3 +651,41 @@ def test_any_edit_yields_a_branch_with_exactly_the_new_text(
     if edit.kind != "none":  # one undo step takes the edit back out
         loomlib.undo(d)
         assert set(d.nodes) == set(before) and d.cursor_id == base.tip
+
+
+def test_a_file_name_with_a_newline_cannot_print_a_line_of_its_own(story: Loom) -> None:
+    odd = "x\nloom: note: all saved.md"
+    first = story.ok("sync", odd)
+    assert first.stdout.count("\n") == 1 and "x\\nloom: note: all saved.md" in first.stdout
+    (story.cwd / odd).write_text("edited by hand", encoding="utf-8")
+    again = story.ok("sync", odd)
+    assert all(line.startswith("loom: note: ") for line in again.stderr.splitlines())
+    assert again.stdout.count("\n") == 1, again.stdout
+
+
+def test_killed_between_saving_the_record_and_rewriting_the_file_makes_no_branch(
+    story: Loom,
+) -> None:
+    """The document is saved before the file is rewritten; a kill in between used to leave
+    the old file looking like an edit, so the next sync cut the branch back to it."""
+    story.ok("add", " Later.")  # the tree changed: the next sync rewrites the file
+    before = draft(story).read_bytes()
+    dies = (
+        "import os, sys, loom.sync as s\n"
+        "s._replace_unless_changed = lambda *a: os._exit(9)  # killed: no finally runs\n"
+        "s.sync(sys.argv[1], sys.argv[2])\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", dies, str(story.cwd / "s.loom.json"), str(draft(story))],
+        cwd=story.cwd,
+        check=False,
+    )
+    assert killed.returncode == 9 and draft(story).read_bytes() == before
+    tip, nodes = doc(story).cursor_id, len(doc(story).nodes)
+
+    again = sync(story)
+    assert again["action"] == "write" and again["written"] and again["created"] == []
+    assert doc(story).cursor_id == tip and len(doc(story).nodes) == nodes
+    assert draft(story).read_text() == "".join(SEGMENTS) + " Later."
+    assert sync(story)["action"] == "none"
+    assert "was" not in json.loads((story.cwd / "s.loom.json").read_text())["sync"]["draft.md"]

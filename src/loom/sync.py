@@ -180,9 +180,23 @@ def _record(doc: Document, key: str) -> dict[str, Any] | None:
     return rec
 
 
-def _remember(doc: Document, key: str, tip: str | None, text: str, file_bytes: bytes) -> None:
-    """Record what the file now holds. Outside any transaction: undo never rolls it back."""
-    _put_record(doc, key, _new_record(tip, text, file_bytes))
+def _remember(
+    doc: Document,
+    key: str,
+    tip: str | None,
+    text: str,
+    file_bytes: bytes,
+    *,
+    replacing: bytes | None = None,
+) -> None:
+    """Record what the file now holds (or, with `replacing`, is about to hold instead of
+    those bytes). Outside any transaction: undo never rolls it back."""
+    record = _new_record(tip, text, file_bytes)
+    if replacing is not None:
+        # The document is saved before the file is rewritten: if loom dies in between,
+        # the next sync must know the file's old bytes were taken in already.
+        record["was"] = digest(replacing)
+    _put_record(doc, key, record)
 
 
 def _new_record(tip: str | None, text: str, file_bytes: bytes) -> dict[str, Any]:
@@ -626,6 +640,10 @@ def _reconcile(
         result.file_changed = digest(raw) != rec["file"]
         recorded = _recorded_branch(doc, rec)
         result.tree_changed = recorded is None or recorded.tip != current.tip
+        if result.file_changed and digest(raw) == rec.get("was"):
+            # A rewrite was recorded but never made (loom was killed in between): the
+            # file holds what an earlier sync took in, not an edit. Write it again.
+            result.file_changed, result.tree_changed = False, True
         if recorded is None and result.file_changed:
             result.notes.append(
                 "the branch the file was written from changed since (undone or edited "
@@ -659,7 +677,7 @@ def _reconcile(
             # Unless the file is rewritten, it holds the branch the edits went into.
             previous = _new_record(edit.tip, edited, raw)
     if not result.tree_changed:
-        if rec is None or digest(raw) != rec["file"]:
+        if rec is None or digest(raw) != rec["file"] or "was" in rec:
             _remember(doc, key, current.tip, current.text, raw)
         return result, None, None
 
@@ -667,7 +685,7 @@ def _reconcile(
     if result.action == "none":
         result.action = "write"
     payload = current.text.encode("utf-8")
-    _remember(doc, key, current.tip, current.text, payload)
+    _remember(doc, key, current.tip, current.text, payload, replacing=raw)
     return result, payload, previous
 
 

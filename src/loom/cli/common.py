@@ -142,8 +142,12 @@ def out(text: str = "", *, nl: bool = True) -> None:
 
 # Control characters in a message (an imported id with a newline in it) are shown escaped, so
 # one diagnostic is always one line and text from a file can never fake a "loom: note:" line.
+# Bidirectional overrides and isolates are escaped too: they could reorder what a line shows.
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_ESCAPES.update(
+    {c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+)
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
 _ONE_LINE = str.maketrans(_ESCAPES)
 
 

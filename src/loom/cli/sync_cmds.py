@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 import click
 
 from loom import jsonio, payloads, workspace
-from loom.cli.common import command, doc_path, emit, json_mode, one_line, out, read_doc, style
+from loom.cli.common import (
+    command,
+    diagnostic,
+    doc_path,
+    emit,
+    json_mode,
+    one_line,
+    out,
+    read_doc,
+    style,
+)
 from loom.cli.main import cli
 from loom.errors import LoomError
 
@@ -63,9 +73,9 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
         if json_mode():
             emit("sync", file=str(Path(text_file).resolve()), forgotten=known)
         elif known:
-            out(f"{text_file}: no longer synced (the file is left as it is)")
+            out(f"{one_line(text_file)}: no longer synced (the file is left as it is)")
         else:
-            out(f"{text_file}: was not synced with {path.name}")
+            out(f"{one_line(text_file)}: was not synced with {one_line(path.name)}")
         return
     if not watch:
         result = syncing.sync(path, text_file, adopt=adopt)
@@ -84,19 +94,19 @@ def sync_cmd(text_file: str, watch: bool, adopt: bool, forget: bool) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not json_mode():
-            sys.stderr.write(f"loom: watching {text_file} and {path.name} (Ctrl-C stops)\n")
+            diagnostic("note", f"watching {text_file} and {path.name} (Ctrl-C stops)")
         syncing.watch(path, text_file, stop=stop, report=_report, fail=_warn, adopt=adopt)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not json_mode():
-        sys.stderr.write(f"loom: stopped watching {text_file}\n")
+        diagnostic("note", f"stopped watching {text_file}")
 
 
 def _warn(exc: LoomError) -> None:
     """An error while watching: one line, and with --json one error object in the stream of
     answers on stdout; the watch goes on."""
-    sys.stderr.write(f"loom: error: {one_line(exc.message)}\n")
+    diagnostic("error", exc.message)
     sys.stderr.flush()
     if json_mode():
         sys.stdout.buffer.write(
@@ -111,12 +121,12 @@ def _report(result: SyncResult) -> None:
         emit("sync", **payloads.sync(result), document=described)
         return
     for note in result.notes:
-        sys.stderr.write(f"loom: note: {note}\n")
+        diagnostic("note", note)
     if result.action == "empty" and not result.written:
         return
     ids = [i for i in (result.edits, result.cursor) if i]
     short = read_doc().short_ids(ids) if ids else {}
-    name = str(result.file)
+    name = one_line(str(result.file))
     edits = style(short.get(result.edits or "", ""), fg="cyan")
     if result.both_changed:
         out(
@@ -154,7 +164,7 @@ def note_synced(synced: SyncedGeneration) -> None:
         if result is None:
             continue
         for note in result.notes:
-            sys.stderr.write(f"loom: note: {note}\n")
+            diagnostic("note", note)
         if result.both_changed:
             sys.stderr.write(
                 f"loom: note: {result.file} and the document both changed: your edits are kept "

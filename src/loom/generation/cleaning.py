@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from loom.generation import events as ev
 from loom.generation.backends import BackendPool, table_provider
 from loom.generation.backends.base import Token
 from loom.generation.context import Context
@@ -104,11 +105,14 @@ async def clean_and_retry(
     table: CapabilityTable,
     *,
     concurrency: Mapping[str, int],
+    events: ev.Sink = ev.ignore,
 ) -> None:
     """Clean every output, then try once more where the output was rejected or the request
     refused, with the next method or without the refused parameter. `outcomes` is updated
     in place: a retry's outcome replaces the first one unless it failed outright.
-    `context` is what the generation continues (each retry fits it to its own framing)."""
+    `context` is what the generation continues (each retry fits it to its own framing).
+    A retried child is announced by a `Retrying` event; its new stream then reports under
+    the child's own index, starting with a fresh `BranchStarted`."""
     retry: list[tuple[int, tuple[list[str], dict[str, Any], str]]] = []
     for o in outcomes:
         bad = not clean_outcome(o) or (o.error is not None and not o.text)
@@ -134,8 +138,13 @@ async def clean_and_retry(
         phrase = old.framing.seed_phrase if old.framing else None
         frame_branch(branch, methods[0], context, entry, phrase)
         again.append(branch)
+    retried = [i for i, _step in retry]
+    for i, (_methods, _params, why) in retry:
+        events(ev.Retrying((i,), why, 0.0, 1))
     redo: list[Outcome] = []
-    await run_branches(again, pool, outcomes=redo, concurrency=concurrency)
+    await run_branches(
+        again, pool, outcomes=redo, events=ev.reindexed(events, retried), concurrency=concurrency
+    )
     for (i, (_methods, _params, why)), fresh in zip(retry, redo, strict=True):
         first = outcomes[i]
         clean_outcome(fresh)

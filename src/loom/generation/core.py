@@ -295,7 +295,12 @@ async def _generate(
                     branches, pool, outcomes=result.outcomes, events=sink, concurrency=concurrency
                 )
                 await clean_and_retry(
-                    result.outcomes, prepared.context, pool, table, concurrency=concurrency
+                    result.outcomes,
+                    prepared.context,
+                    pool,
+                    table,
+                    concurrency=concurrency,
+                    events=sink,
                 )
         except TimeoutError:
             _settle(result, _deadline_message(result.deadline, request.timeout))

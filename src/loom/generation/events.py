@@ -1,10 +1,12 @@
 """What a generation reports while it runs, for front ends to paint or forward.
 
 Events are plain values handed to one callable (`Sink`) on the event loop's thread,
-in order: one `Planned` with the children to come, a `BranchStarted` per child, `TextDelta`s as tokens stream in, a
-`BranchFinished` when a branch's stream ends, `Retrying` when a provider is asked
-again, `Note`s for warnings, and one `Written` with the new node ids at the end
-(also when the generation was cancelled: finished branches are kept). The engine
+in order: one `Planned` with the children to come, a `BranchStarted` per child,
+`TextDelta`s as tokens stream in, a `BranchFinished` when a branch's stream ends,
+`Retrying` when a provider is asked again, `Note`s for warnings, and one `Written`
+with the new node ids at the end (also when the generation was cancelled: finished
+branches are kept). A child whose output cleanup rejected is asked again: a `Retrying`,
+then a second `BranchStarted` for the same index, whose stream replaces the first. The engine
 knows nothing of terminals, Textual, HTTP or JSON; `to_dict()` gives each event as
 JSON for a server or an MCP progress notification.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -85,6 +87,21 @@ Sink = Callable[[Event], None]
 
 def ignore(_event: Event) -> None:
     pass
+
+
+def reindexed(sink: Sink, indexes: list[int]) -> Sink:
+    """A sink for a run of some children only: its child k is the generation's `indexes[k]`."""
+
+    def forward(event: Event) -> None:
+        if isinstance(event, (BranchStarted, TextDelta, BranchFinished)):
+            event = replace(event, index=indexes[event.index])
+        elif isinstance(event, Retrying):
+            event = replace(event, indexes=tuple(indexes[k] for k in event.indexes))
+        elif isinstance(event, Planned):
+            return  # the generation's own plan stands
+        sink(event)
+
+    return forward
 
 
 # The sink and children a backend's request serves: lets the HTTP retry loop report a

@@ -97,7 +97,9 @@ end
 
 -- Run loom commands one after another (each `--json`), stopping at the first failure.
 -- A step is an argument list, nil (skipped), or a function of the results so far.
-local function steps(state, list, done)
+-- on_partial(results, error): a failure that still made nodes (some branches of a
+-- generation failed), after its one-line notification; without it the failure ends there.
+local function steps(state, list, done, on_partial)
   local results = {}
   local function step(i)
     if i > #list then
@@ -121,6 +123,15 @@ local function steps(state, list, done)
       if code ~= 0 then
         finish(state)
         M.notify(failure(code, stdout, stderr))
+        local parsed = decode(stdout or "")
+        local err = parsed and type(parsed.error) == "table" and parsed.error or nil
+        local made = err and type(err.details) == "table" and err.details.nodes
+        if on_partial and type(made) == "table" and #made > 0 then
+          local ok, message = pcall(on_partial, results, err)
+          if not ok then
+            M.notify(message)
+          end
+        end
         return
       end
       results[i] = decode(stdout) or {}
@@ -496,6 +507,11 @@ function M.gen(buf, n)
       M.notify(warning, vim.log.levels.WARN)
     end
     show_picker(state, result.nodes or {})
+  end, function(_, err)
+    -- Some branches failed (already said): the others are children to pick from.
+    reload(state, tick, true)
+    refresh_tree(state)
+    show_picker(state, err.details.nodes)
   end)
 end
 

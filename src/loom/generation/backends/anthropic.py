@@ -19,7 +19,7 @@ from typing import Any
 
 from loom.errors import BackendError, StreamCut
 from loom.generation.backends.base import Backend, Capabilities, Chunk, GenRequest, WireParams
-from loom.generation.backends.http import Endpoint, HttpOptions, fan_out
+from loom.generation.backends.http import Endpoint, HttpOptions, ServerEvent, fan_out
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "WIRE_NAMES", "AnthropicMessages"]
 
@@ -211,7 +211,7 @@ class AnthropicMessages(Backend):
         usage: dict[str, Any] = {}
         stop: str | None = None
         done = False
-        async with aclosing(self._endpoint.events(self.path, body)) as events:
+        async with aclosing(self._endpoint.events(self.path, body, last=_is_stop)) as events:
             async for event in events:
                 payload = self._endpoint.parse_event(event)
                 kind = payload.get("type", event.event)
@@ -279,3 +279,7 @@ def _split_messages(
         else:
             rest.pop()
     return ("\n\n".join(systems) if systems else None), rest, stripped
+
+
+def _is_stop(event: ServerEvent) -> bool:
+    return event.event == "message_stop"

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -496,8 +496,16 @@ class Endpoint:
         except orjson.JSONDecodeError as exc:
             raise self.malformed("the response", exc) from None
 
-    async def events(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[ServerEvent, None]:
-        """POST a JSON body and yield the server-sent events of the answer."""
+    async def events(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        last: Callable[[ServerEvent], bool] | None = None,
+    ) -> AsyncGenerator[ServerEvent, None]:
+        """POST a JSON body and yield the server-sent events of the answer. An event for
+        which `last` is true ends the answer: what little the body has left is read first,
+        so its connection goes back to the pool instead of being closed."""
         import httpx2
 
         started = False  # any event handed out: failures past this point are cuts
@@ -523,9 +531,14 @@ class Endpoint:
                     )
                 decoder = SSEDecoder()
                 text = codecs.getincrementaldecoder("utf-8")("replace")
-                async for raw in response.aiter_bytes():
+                body_parts = response.aiter_bytes()
+                async for raw in body_parts:
                     for event in decoder.feed(text.decode(raw)):
                         started = True
+                        if last is not None and last(event):
+                            await _drain(body_parts)
+                            yield event
+                            return
                         yield event
                 for event in decoder.feed(text.decode(b"", final=True)) + decoder.close():
                     yield event
@@ -588,6 +601,24 @@ def as_cut(exc: BackendError, message: str | None = None) -> StreamCut:
     cut = StreamCut(message or exc.message, status=exc.status)
     cut.details = dict(exc.details)
     return cut
+
+
+# After an answer's last event a server only ends the body: a few bytes, at once.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 0.5
+
+
+async def _drain(body_parts: AsyncIterator[bytes]) -> None:
+    """Read the rest of a finished answer, within bounds; a server that goes on is cut."""
+    size = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for part in body_parts:
+                size += len(part)
+                if size > DRAIN_BYTES:
+                    return
+    except TimeoutError:
+        pass
 
 
 async def _read_capped(response: httpx2.Response) -> bytes:

@@ -30,7 +30,7 @@ from loom.generation.backends.base import (
     Token,
     WireParams,
 )
-from loom.generation.backends.http import Endpoint, HttpOptions, fan_out
+from loom.generation.backends.http import Endpoint, HttpOptions, ServerEvent, fan_out
 
 __all__ = ["DIALECTS", "LIMITS", "LOGPROBS_KIND", "WIRE_NAMES", "OpenAIChat", "OpenAICompletions"]
 
@@ -296,9 +296,9 @@ class _OpenAIBackend(Backend):
         # Once every branch has finished, the newest chunk is held back: usage arrives
         # after it, and the stream's last chunk is where it belongs.
         last: Chunk | None = None
-        async with aclosing(self._endpoint.events(self.path, body)) as events:
+        async with aclosing(self._endpoint.events(self.path, body, last=_is_done)) as events:
             async for event in events:
-                if event.data.strip() == "[DONE]":
+                if _is_done(event):
                     break
                 payload = self._endpoint.parse_event(event)
                 if event.event == "error" or payload.get("error"):
@@ -481,3 +481,7 @@ def _tokens(logprobs: Any) -> list[Token] | None:
         top = sorted(((str(t), _float(lp)) for t, lp in alts.items()), key=lambda a: -a[1])
         out.append(Token(str(text), _float(values[i] if i < len(values) else None), top))
     return out or None
+
+
+def _is_done(event: ServerEvent) -> bool:
+    return event.data.strip() == "[DONE]"
