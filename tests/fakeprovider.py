@@ -241,6 +241,8 @@ class FakeProvider:
     anthropic_prefill: False rejects a final assistant message, as models from 4.6 on do.
     anthropic_sampling: "all", "exclusive" (temperature and top_p not together) or
         "none" (temperature rejected), as newer Claude models behave.
+    owned_by: what `GET /v1/models` says owns the model ("llamacpp" plays llama.cpp's
+        server). That lookup is kept in `lookups`, apart from the generation `requests`.
     """
 
     def __init__(
@@ -254,6 +256,7 @@ class FakeProvider:
         logprobs_shape: str = "legacy",
         anthropic_prefill: bool = True,
         anthropic_sampling: str = "all",
+        owned_by: str = "openai",
     ) -> None:
         self.latency = latency
         self.chunk_delay = chunk_delay
@@ -263,6 +266,8 @@ class FakeProvider:
         self.logprobs_shape = logprobs_shape
         self.anthropic_prefill = anthropic_prefill
         self.anthropic_sampling = anthropic_sampling
+        self.owned_by = owned_by
+        self.lookups: list[str] = []  # paths of GET requests (model lists), oldest first
         self.linger = 0.0  # seconds a finished stream stays open before its body ends
         self._script: deque[ScriptItem] = deque()
         self._requests: list[Recorded] = []
@@ -442,6 +447,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- requests ---------------------------------------------------------------
 
+    def _lookup(self, path: str) -> None:
+        """`GET /v1/models`, as the server `owned_by` names answers it; anything else 404."""
+        with self.fake._lock:
+            self.fake.lookups.append(path)
+        if path != "/v1/models":
+            self._send_json(404, openai_error(f"Unknown request URL: GET {path}"))
+            return
+        model = {"id": "chat-1", "object": "model", "owned_by": self.fake.owned_by}
+        self._send_json(200, {"object": "list", "data": [model]})
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -457,6 +472,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = None
         headers = {k.lower(): v for k, v in self.headers.items()}
         path = self.path.split("?", 1)[0]
+        if self.command == "GET":
+            self._lookup(path)
+            return
         request = Recorded(
             self.command, path, headers, body, raw, time.monotonic(), self.client_address[:2]
         )

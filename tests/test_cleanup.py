@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -40,6 +40,18 @@ CORPUS = json.loads((Path(__file__).parent / "data" / "cleanup_corpus.json").rea
 CASES = CORPUS["cases"]
 
 
+def case_frame(case: dict[str, Any]) -> tuple[str, ...]:
+    """What was sent besides the document: given, or what a framing version sends."""
+    if "frame" in case:
+        return tuple(case["frame"])
+    if "framing" in case:
+        _, framing = build_request(
+            case["method"], case["prompt"], "m", framing_version=case["framing"]
+        )
+        return framing.frame
+    return ()
+
+
 def run_case(case: dict[str, Any]) -> cleanup.Cleaned:
     prepared = prepare_prompt(case["prompt"], rewind=case.get("rewind", False))
     options = CleanOptions(**case.get("options", {}))
@@ -50,6 +62,7 @@ def run_case(case: dict[str, Any]) -> cleanup.Cleaned:
         case.get("finish_reason"),
         options,
         prepared=prepared,
+        frame=case_frame(case),
     )
 
 
@@ -70,7 +83,7 @@ def test_corpus_is_broad() -> None:
     """The corpus covers every method and verdict, with many tricky no-change cases."""
     assert len(CASES) >= 40
     assert len({c["id"] for c in CASES}) == len(CASES)
-    assert {c["verdict"] for c in CASES} == {"ok", "preamble", "refusal", "empty", "mostly_overlap"}
+    assert {c["verdict"] for c in CASES} == set(get_args(cleanup.Verdict))
     assert {c["method"] for c in CASES} >= {"system", "fewshot", "completion", "prefill", "off"}
     assert sum(c["id"].startswith("tricky_") for c in CASES) >= 10
 
@@ -377,7 +390,7 @@ def test_clean_never_crashes_and_prepares_consistently(
     assert prepared.original == prompt
     assert not prepared.text[-1:].isspace()
     got = clean(prompt, raw, method, prepared=prepared)
-    assert got.verdict in {"ok", "preamble", "refusal", "empty", "mostly_overlap"}
+    assert got.verdict in get_args(cleanup.Verdict)
     if method == "off":
         assert got.text == raw and got.ops == ()
     for op in got.ops:
@@ -413,7 +426,11 @@ def test_completion_request_is_the_document_without_trailing_space() -> None:
     req, framing = build_request("completion", PROMPT, "davinci-002", 3, {"temperature": 0.9})
     assert req.prompt == PROMPT.rstrip() and req.messages is None and req.n == 3
     assert framing.trailing == " " and framing.stitch and framing.prefill is None
-    assert framing.to_record() == {"method": "completion", "framing": "1", "trailing": " "}
+    assert framing.to_record() == {
+        "method": "completion",
+        "framing": FRAMING_VERSION,
+        "trailing": " ",
+    }
 
 
 def test_completion_cannot_carry_a_seed_phrase() -> None:
@@ -528,7 +545,7 @@ def test_build_then_clean_round_trip() -> None:
     got = clean(prompt, "Thursday morning.", "system", prepared=chat.prepared)
     assert prompt + got.text == "The committee will reconvene on Thursday morning."
     _, off = build_request("off", prompt + " ", "m", rewind=True)
-    assert off.to_record() == {"method": "off", "framing": "1"}
+    assert off.to_record() == {"method": "off", "framing": FRAMING_VERSION}
 
 
 # ---------------------------------------------------------------------------
@@ -692,3 +709,206 @@ def test_apply_limits() -> None:
     assert apply_limits({}, one) == ({}, {})
     pair = ModelCaps(exclusive=(("temperature", "top_p"),))
     assert apply_limits({"top_p": 0.9}, pair) == ({"top_p": 0.9}, {})
+
+
+# ---------------------------------------------------------------------------
+# Frames (issue 15): what each version sends, and leaks of it
+# ---------------------------------------------------------------------------
+
+
+def test_open_turn_follows_one_short_user_turn_and_version_1_stays_readable() -> None:
+    req, framing = build_request("template", PROMPT, "m", caps=lookup("llamacpp", "any"))
+    assert req.messages == [
+        {"role": "user", "content": "Continue the text."},
+        {"role": "assistant", "content": PROMPT.rstrip()},
+    ]
+    assert framing.version == FRAMING_VERSION == "2" and framing.frame == ("Continue the text.",)
+    # Nodes made with version 1 can still be re-framed exactly as they were.
+    old, old_framing = build_request("template", PROMPT, "m", framing_version="1")
+    assert old.messages is not None and [m["role"] for m in old.messages] == [
+        "system",
+        "user",
+        "assistant",
+    ]
+    assert old.messages[1]["content"] == "<cmd>cat untitled.txt</cmd>"
+    assert old_framing.frame == (old.messages[0]["content"], old.messages[1]["content"])
+
+
+def test_framing_records_what_it_sent_besides_the_document() -> None:
+    system, framing = build_request("system", PROMPT, "m")
+    assert system.messages is not None
+    assert framing.frame == (system.messages[0]["content"], "<document>\n</document>")
+    assert PROMPT.strip() not in "".join(framing.frame)
+    _, fewshot = build_request("fewshot", PROMPT, "m")
+    assert "he found he had forgotten how to wave" in fewshot.frame[0]
+    _, raw = build_request("completion", PROMPT, "m")
+    assert raw.frame == ()
+    _, seeded = build_request("prefill", PROMPT, "m", seed_phrase="variation 1: go on")
+    assert any("variation 1: go on" in text for text in seeded.frame)
+    _, custom = build_request("template", PROMPT, "m", system_message="You write sea stories.")
+    assert custom.frame == ("You write sea stories.", "Continue the text.")
+    # An empty document has no turn to continue: an opening is asked for instead.
+    empty, opening = build_request("template", "", "m")
+    assert empty.messages is not None and empty.messages[-1]["role"] == "user"
+    assert opening.prefill is None and opening.notes
+
+
+def test_leaks_ignore_what_the_document_says_and_filler() -> None:
+    from loom.emulation.leaks import Leaks
+
+    frame = ["Write the text that comes next in that document.", "Continue the text."]
+    leaks = Leaks(frame, "A story.")
+    assert leaks.find("and then. Write the text that comes next, she said.") is not None
+    assert leaks.find("in the middle of the night, in the end") is None  # filler only
+    found = leaks.find("The boat. continue the TEXT")
+    assert found is not None and found.what == "continue the TEXT"
+    # The document says it: no leak.
+    assert Leaks(frame, "Continue the text. ").find("Continue the text.") is None
+    assert not Leaks([], "Plain prose.")._phrases
+    # Tags are the frame's own only when the document has none of them.
+    tagged = Leaks(["<document>\n</document>"], "Plain.")
+    assert tagged.find("fine </document>") is not None
+    assert Leaks(["<document>\n</document>"], "<document>x").find("</document>") is None
+
+
+_CLEAN_WORDS = st.sampled_from(
+    [
+        "river",
+        "stone",
+        "light",
+        "morning",
+        "harbour",
+        "lantern",
+        "walked",
+        "carried",
+        "quietly",
+        "green",
+        "old",
+        "across",
+        "under",
+        "beyond",
+        "slowly",
+        "bread",
+        "window",
+        "garden",
+    ]
+)
+_PUNCT = st.sampled_from([" ", " ", " ", ", ", ". ", ".\n", "; ", "\n\n"])
+
+
+@st.composite
+def prose(draw: st.DrawFn) -> str:
+    """Plain prose of ordinary words: no frame words, no assistant talk, no prompt echo."""
+    words = draw(st.lists(_CLEAN_WORDS, min_size=1, max_size=30))
+    seps = draw(st.lists(_PUNCT, min_size=len(words), max_size=len(words)))
+    text = "".join(w + s for w, s in zip(words, seps, strict=True)).rstrip()
+    return text[0].upper() + text[1:]
+
+
+_PROMPTS = st.sampled_from(
+    [
+        "The keeper counted the ships and",
+        "Chapter one\n\n",
+        "She said nothing, ",
+        "The tide turned.",
+        "Notes:\n- salt\n-",
+    ]
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["completion", "template", "prefill"]))
+def test_clean_text_survives_in_place_cleanup_unchanged(
+    prompt: str, text: str, method: str
+) -> None:
+    """A clean continuation produced in place is kept exactly, seam whitespace aside."""
+    raw = (" " if not prompt[-1].isspace() else "") + text
+    _, framing = build_request(method, prompt, "m")
+    got = clean(prompt, raw, method, prepared=framing.prepared, frame=framing.frame)
+    assert (got.text, got.verdict) == (raw, "ok"), got.ops
+
+
+@settings(deadline=None, max_examples=200)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["system", "fewshot"]))
+def test_clean_text_survives_chat_cleanup_with_only_the_seam_fixed(
+    prompt: str, text: str, method: str
+) -> None:
+    _, framing = build_request(method, prompt, "m")
+    got = clean(prompt, text, method, prepared=framing.prepared, frame=framing.frame)
+    joined = " " + text if not prompt[-1].isspace() and prompt[-1] != "-" else text
+    assert got.verdict == "ok", got.ops
+    assert got.text in (joined, " " + text, text)
+    assert got.text.strip() == text.strip()
+
+
+@settings(deadline=None, max_examples=100)
+@given(prompt=_PROMPTS, text=prose(), method=st.sampled_from(["template", "system", "fewshot"]))
+def test_a_frame_phrase_after_clean_text_is_cut_exactly_there(
+    prompt: str, text: str, method: str
+) -> None:
+    _, framing = build_request(method, prompt, "m")
+    leak = (
+        "\n\nContinue the text." if method == "template" else "\n\nexactly as it would appear there"
+    )
+    if len(re.findall(r"\w+", text)) < 2:
+        text += " and more words."
+    got = clean(prompt, text + leak, method, prepared=framing.prepared, frame=framing.frame)
+    assert got.verdict == "ok" and "cut_leak" in [o["op"] for o in got.ops]
+    assert got.text.strip() == text.strip().rstrip("-–—*_#>")
+
+
+def test_choose_method_on_local_servers() -> None:
+    chat_with_raw = Capabilities(chat=True, raw_prompt=True, n=True)
+    chain = ["completion", "template", "system", "fewshot"]
+    assert choose_method(chat_with_raw, "chat", lookup("llamacpp", "smollm2")) == chain
+    assert choose_method(SERVER, "chat", lookup("embedded", "smollm2-135m-instruct")) == chain
+    assert choose_method(SERVER, None, lookup("embedded", "gemma-3-270m")) == ["completion"]
+    # A chat backend without the raw endpoint still gets the open turn first.
+    assert choose_method(CHAT, "chat", lookup("llamacpp", "x"))[0] == "template"
+    assert choose_method(CHAT, "chat", lookup("ollama", "llama3"))[0] == "template"
+    assert emulate.wire_problem("completion", CHAT) and not emulate.wire_problem("template", CHAT)
+
+
+def test_probe_records_the_open_turn_it_saw_work(tmp_path: Path) -> None:
+    from loom.emulation.probe import save_methods
+
+    path = tmp_path / "caps.toml"
+    save_methods(path, "llamacpp", "smollm2", ["template", "completion"], prefill=True)
+    save_methods(path, "vllm", "other", ["system"])
+    save_methods(path, "llamacpp", "smollm2", ["completion", "template"], prefill=True)
+    caps = lookup("llamacpp", "smollm2", override=path)
+    assert caps.methods == ("completion", "template") and caps.prefill is True
+    assert lookup("vllm", "other", override=path).methods == ("system",)
+    assert path.read_text().count("[[models]]") == 2
+
+
+# ---------------------------------------------------------------------------
+# Real outputs read by hand (tests/data/emulation_read.json)
+# ---------------------------------------------------------------------------
+
+READ = json.loads((Path(__file__).parent / "data" / "emulation_read.json").read_text("utf-8"))
+
+
+def test_the_verdict_agrees_with_a_careful_reader() -> None:
+    """408 outputs of a real small instruct model, each read by hand: the verdict rejects
+    most of what a reader rejects, and almost nothing a reader keeps."""
+    flagged = missed = false_alarms = kept = 0
+    for case in READ["outputs"]:
+        got = run_case(case)
+        if case["reader"] == "reject":
+            flagged += not got.ok
+            missed += got.ok
+        else:
+            false_alarms += not got.ok
+            kept += got.ok
+    assert flagged + missed == 142 and false_alarms + kept == 266
+    assert flagged / (flagged + missed) >= 0.85, (flagged, missed)  # 123 of 142
+    assert false_alarms <= 3, false_alarms  # ~1%
+
+
+def test_in_place_methods_keep_what_a_reader_keeps() -> None:
+    """Raw completion and the open turn (framing 2): every output a reader kept is kept as is."""
+    for case in READ["outputs"]:
+        if case["method"] in ("completion", "template") and case["reader"] == "accept":
+            got = run_case(case)
+            assert got.ok, (case["prompt"], case["raw"], got.verdict)

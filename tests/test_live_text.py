@@ -6,7 +6,7 @@ import re
 
 from loom.emulation.cleanup import prepare_prompt
 from loom.emulation.framing import Framing
-from loom.emulation.live import HOLD_START, LiveText
+from loom.emulation.live import HOLD_BACK, HOLD_START, RECLEAN_EVERY, LiveText
 from loom.generation.context import Context
 
 
@@ -57,9 +57,26 @@ def test_a_final_text_that_disagrees_with_what_was_sent_is_flagged() -> None:
     assert stream.diverged
 
 
-def test_after_the_start_a_completion_streams_delta_by_delta() -> None:
+def test_a_completion_streams_with_a_short_tail_held_back() -> None:
+    """In place, cleanup may still cut where the frame or talk about the text begins: the
+    last characters wait until more text (or the end) shows they are the document's."""
     stream = live("The keeper", "completion")
-    head = " woke to find the sea gone and the lamp still burning"
-    assert stream.feed(head) == head  # long enough to judge the start: it all goes
-    assert stream.feed(" on") == " on" and stream.feed(" the rock.") == " the rock."
-    assert stream.finish(head + " on the rock.") == ""
+    text = " woke to find the sea gone and the lamp still burning on the rock" * 3
+    sent = feed_words(stream, text)
+    assert sent and text.startswith(sent)
+    assert len(text) - HOLD_BACK["completion"] - RECLEAN_EVERY <= len(sent) < len(text)
+    assert sent + stream.finish(text) == text and not stream.diverged
+
+
+def test_a_leak_or_an_explanation_is_never_sent() -> None:
+    """Text continued in place that turns into the frame or into talk about itself is cut
+    by cleanup; what was streamed before stops short of it."""
+    body = " woke to find the sea gone, and the lamp still burning in the grey light." * 2
+    for tail in ("\n\nContinue the text.\n\nThe lamp", "\n```\n\nIn this example, the lamp"):
+        stream = LiveText(
+            Framing("template", "2", prepare_prompt("The keeper"), frame=("Continue the text.",)),
+            Context.of_text("The keeper"),
+        )
+        sent = feed_words(stream, body + tail + " goes out." * 20)
+        assert sent and body.startswith(sent), sent
+        assert sent + stream.finish(body.rstrip()) == body.rstrip() and not stream.diverged

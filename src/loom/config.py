@@ -91,6 +91,7 @@ class ModelConfig:
             "kind": self.kind,
             "context": self.context,
             "params": self.params,
+            "server": self.options.get("server"),  # the local server behind base_url, if known
             "builtin": self.builtin,
         }
 
@@ -141,6 +142,11 @@ def _parse_models(path: Path, _mtime: int, _size: int, _inode: int) -> dict[str,
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return data
+
+
+def parse_model(name: str, table: dict[str, Any]) -> ModelConfig:
+    """The model a `[models.NAME]` table describes, validated (nothing is written)."""
+    return _from_table(name, table)
 
 
 def _from_table(name: str, table: dict[str, Any], *, builtin: bool = False) -> ModelConfig:
@@ -280,6 +286,10 @@ def toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise ConfigError(f"cannot write {value!r} to TOML")
 
 
@@ -320,6 +330,15 @@ def add_model(name: str, table: dict[str, Any], *, replace: bool = False) -> Mod
     models[name] = {k: v for k, v in table.items() if v not in (None, {}, "")}
     _write(data)
     return model
+
+
+def update_options(name: str, options: dict[str, Any]) -> ModelConfig:
+    """Replace the options of configured model `name` (e.g. the server `loom probe` recognised)."""
+    data = _read()
+    table = data.get("models", {}).get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"no configured model {name!r}")
+    return add_model(name, {**table, "options": dict(options)}, replace=True)
 
 
 def remove_model(name: str) -> None:

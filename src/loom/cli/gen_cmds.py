@@ -872,9 +872,12 @@ def _token_table(node: str) -> None:
 def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
     """Find how MODEL best continues raw text: try each emulation method, record the ranking.
 
-    Each method continues three short prompts (prose, a list, dialogue); cleanup
-    judges the outputs. The ranking goes into capabilities.toml in the loom config
-    dir, which later generations read.
+    Every method the model's server can run is tried, including ones loom does not yet
+    know it supports; a model on an OpenAI-compatible server that does not say which
+    (llama.cpp, vLLM, LM Studio…) is recognised first. Each method continues three
+    short prompts (prose, a list, dialogue); cleanup judges the outputs. The ranking
+    goes into capabilities.toml in the loom config dir (and a recognised server into
+    models.toml), which later generations read.
 
     \b
     Examples:
@@ -883,7 +886,8 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
     """
     from loom.emulation.probe import probe
 
-    scores = probe(config.get_model(model), max_tokens=max_tokens, record=not dry_run)
+    result = probe(config.get_model(model), max_tokens=max_tokens, record=not dry_run)
+    scores = result.scores
     rows: list[dict[str, Any]] = [
         {
             "method": s.method,
@@ -895,7 +899,7 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
         }
         for s in scores
     ]
-    winner = next((s.method for s in scores if s.ok), None)
+    winner = result.winner
     if all(s.errors and len(s.errors) == s.total for s in scores):
         from loom.errors import BackendError
 
@@ -908,15 +912,20 @@ def probe_cmd(model: str, max_tokens: int, dry_run: bool) -> None:
         emit(
             "probe",
             model=model,
+            server=result.server,
             winner=winner,
             methods=rows,
-            recorded=not dry_run and winner is not None,
+            recorded=result.recorded,
         )
         return
+    if result.server:
+        from loom.emulation.servers import SERVERS
+
+        out(f"server: {SERVERS[result.server].label}")
     for r in rows:
         out(f"{r['method']:<11} {r['ok']}/{r['total']} clean  {' '.join(r['verdicts'])}")
     out(
-        f"best: {winner}" + ("" if dry_run or winner is None else " (recorded)")
+        f"best: {winner}" + (" (recorded)" if result.recorded else "")
         if winner
         else "no method produced a clean continuation"
     )
@@ -1069,6 +1078,14 @@ def models_list() -> None:
     metavar="KEY=VALUE",
     help="A default sampler parameter (repeatable).",
 )
+@click.option(
+    "--server",
+    default="auto",
+    show_default=True,
+    metavar="NAME",
+    help="The local server behind --base-url: llamacpp, vllm, sglang, lmstudio, ollama; "
+    "auto: ask its /models; none: do not ask.",
+)
 @click.option("--replace", is_flag=True, help="Overwrite a model of the same name.")
 def models_add(
     name: str,
@@ -1081,21 +1098,35 @@ def models_add(
     timeout: float | None,
     concurrency: int | None,
     param: tuple[str, ...],
+    server: str,
     replace: bool,
 ) -> None:
     """Register a model under NAME (written to models.toml in the loom config dir).
 
+    For an OpenAI-compatible server at --base-url (llama.cpp, vLLM, SGLang, LM Studio,
+    Ollama), loom asks its /models which server it is, so base-model emulation can use
+    what the server offers: a raw completion endpoint, then an open assistant turn.
+
     \b
     Examples:
-      loom models add local --provider openai --base-url http://127.0.0.1:8080/v1 --model llama --kind base
+      loom models add local --provider openai-chat --base-url http://127.0.0.1:8080/v1 --model qwen
+      loom models add base --provider openai --base-url http://127.0.0.1:8000/v1 --model llama --kind base --server vllm
       loom models add claude --provider anthropic --model claude-sonnet-4-5 --param temperature=1
     """
+    from loom.emulation import servers
+
+    if server not in (*servers.SERVER_NAMES, "auto", "none"):
+        known = ", ".join((*servers.SERVER_NAMES, "auto", "none"))
+        raise click.BadParameter(f"{server!r} is not one of {known}", param_hint="--server")
     params: dict[str, Any] = {}
     for item in param:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
         params[key] = _parse_scalar(value)
+    options: dict[str, Any] = {
+        k: v for k, v in {"timeout": timeout, "concurrency": concurrency}.items() if v
+    }
     table = {
         "provider": provider,
         "model": model_id,
@@ -1104,13 +1135,46 @@ def models_add(
         "kind": kind,
         "context": context,
         "params": params,
-        "options": {k: v for k, v in {"timeout": timeout, "concurrency": concurrency}.items() if v},
+        "options": options,
     }
+    model = config.parse_model(name, table)  # validated before the server is asked
+    detected = asked = False
+    if server == "auto":
+        server = "none"
+        if base_url and provider in servers.OPENAI_PROVIDERS and not servers.hosted(base_url):
+            asked = True
+            found = servers.detect(model.base_url, model.api_key())
+            server, detected = (found, True) if found else ("none", False)
+    elif server != "none" and provider not in servers.OPENAI_PROVIDERS:
+        raise click.BadParameter(
+            f"only for an OpenAI-compatible provider ({', '.join(servers.OPENAI_PROVIDERS)})",
+            param_hint="--server",
+        )
+    if server != "none":
+        options.update(servers.server_options(server, provider))
     model = config.add_model(name, table, replace=replace)
+    methods = servers.auto_methods(model)
     if json_mode():
-        emit("models add", model=model.public(), file=str(config.models_file()))
-    else:
-        out(f"added {name} ({provider}: {model_id})")
+        emit(
+            "models add",
+            model=model.public(),
+            server=None if server == "none" else server,
+            detected=detected,
+            emulation=methods,
+            file=str(config.models_file()),
+        )
+        return
+    out(f"added {name} ({provider}: {model_id})")
+    if server != "none":
+        how = "detected" if detected else "as told"
+        out(
+            f"server: {servers.SERVERS[server].label} ({how}); emulation tries {', '.join(methods)}"
+        )
+    elif asked:
+        out(
+            f"server: not recognised at {model.base_url} (name it with --server if it is "
+            f"{', '.join(servers.SERVER_NAMES)})"
+        )
 
 
 def _parse_scalar(value: str) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from loom.emulation.leaks import Leaks
 from loom.generation.context import Context
 
 
@@ -48,7 +49,9 @@ def _lazy(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
 
 
-Verdict = Literal["ok", "preamble", "refusal", "empty", "mostly_overlap"]
+Verdict = Literal[
+    "ok", "preamble", "meta", "refusal", "leak", "echo", "language", "empty", "mostly_overlap"
+]
 Op = dict[str, object]
 
 # Methods whose reply is a separate chat message rather than text produced in place.
@@ -180,6 +183,7 @@ class Seam:
     finish_reason: str | None = None
     options: CleanOptions = field(default_factory=CleanOptions)
     dialogue: bool = False
+    leaks: Leaks | None = None  # what of the frame sent around the prompt would be a leak
 
 
 @dataclass(frozen=True)
@@ -353,7 +357,10 @@ _TAG = _lazy(
     r"\A\s*+<(continuation|document|text|output|response)>\n?(.*?)\n?(?:</\1>\s*)?\Z",
     re.DOTALL | re.IGNORECASE,
 )
-_ANY_FRAMING_TAG = _lazy(r"[ \t]*</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS)
+# Matched from the start of a blank run only, possessively: a long run of spaces is scanned once.
+_ANY_FRAMING_TAG = _lazy(
+    r"(?<![ \t])[ \t]*+</?(?:continuation|document|text|output|response)>[ \t]*", _FLAGS
+)
 _STRAY_CLOSE_TAG = _lazy(r"\n?</(?:continuation|document|text|output|response)>\s*\Z", _FLAGS)
 
 
@@ -585,7 +592,14 @@ def drop_overlap(seam: Seam, draft: Draft) -> Draft:
         if mid_word:
             details["mid_word"] = True
         draft = draft.then("drop_overlap", draft.text[n:], **details)
+    # The list item the prompt opened ("…\n3."), numbered again by the reply ("3. Camera").
+    marker = _OPEN_ITEM.search(seam.prepared.text)
+    if marker and (m := re.match(rf"\s*{re.escape(marker.group(1))}[ \t]+", draft.text)):
+        draft = draft.then("drop_overlap", draft.text[m.end() :], removed=m.group(0))
     return draft
+
+
+_OPEN_ITEM = _lazy(r"(?:\A|\n)[ \t]*(\d{1,3}[.)]|[-*•])\Z")
 
 
 def drop_rewound(seam: Seam, draft: Draft) -> Draft:
@@ -653,6 +667,50 @@ def seam_space(seam: Seam, draft: Draft) -> Draft:
     return draft.then("insert_space", " " + text)
 
 
+def drop_prefill(seam: Seam, draft: Draft) -> Draft:
+    """Drop the open assistant turn sent back in front of its continuation.
+
+    llama.cpp does that when it answers without streaming; the turn is the document,
+    which is already there.
+    """
+    sent = seam.prepared.text
+    if len(sent) < 2 or not draft.text.startswith(sent):
+        return draft
+    return draft.then("drop_prefill", draft.text[len(sent) :], chars=len(sent))
+
+
+# ---------------------------------------------------------------------------
+# Frame leaks
+# ---------------------------------------------------------------------------
+
+
+_DANGLING = "\"'“‘«([{<`*_#>-–—"
+
+
+def _kept_before(text: str, at: int) -> str | None:
+    """The text before a cut at `at`, without what dangles at its end (an opening quote);
+    None when too little is left to keep: fewer than two words and no sentence end."""
+    kept = text[:at].rstrip()
+    while kept and kept[-1] in _DANGLING:
+        kept = kept[:-1].rstrip()
+    words = re.findall(r"[^\W_]+", kept)
+    if len(words) >= 2 or (words and re.search(r"[.!?…]", kept)):
+        return kept
+    return None
+
+
+def cut_leak(seam: Seam, draft: Draft) -> Draft:
+    """Cut the reply where the frame starts showing through, when real text comes first.
+
+    A leak with less before it is left for the verdict (`check_leak`), which rejects it.
+    """
+    leak = seam.leaks.find(draft.text) if seam.leaks else None
+    kept = _kept_before(draft.text, leak.start) if leak else None
+    if leak is None or kept is None:
+        return draft
+    return draft.then("cut_leak", kept, leak=leak.what, removed=draft.text[len(kept) :])
+
+
 # ---------------------------------------------------------------------------
 # The end
 # ---------------------------------------------------------------------------
@@ -707,17 +765,20 @@ _REFUSAL_TASK = _lazy(
     r"|content|passage|prompt|scene|continuation|material|task|document|narrative)\b",
     _FLAGS,
 )
+# "No, I'm sorry, there are no more words.": the model answering the frame, not writing.
+_REFUSAL_NO = _lazy(rf"\A\s*+no[,.!]?\s+(?:i{_A}m|i\s+am)\s+sorry\b", _FLAGS)
 # Openers an assistant uses to decline; in a story they are usually speech, so these
 # count only for chat methods outside dialogue.
 _REFUSAL_OPENER = _lazy(
-    rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+but|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
+    rf"\A\s*+(?:(?:i{_A}m|i\s+am)\s+sorry,?\s+(?:but|there|that|this|i\b)"
+    rf"|i\s+apologi[sz]e,?\s+but|sorry,?\s+but\s+i\b"
     rf"|{_I_CANNOT}\s+(?:help|assist|continue|do\s+that|comply|fulfil)"
     rf"|i\s+won{_A}t\s+be\s+able\s+to|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model)",
     _FLAGS,
 )
 _AI_META = _lazy(
     r"\bas\s+an\s+ai\s+(?:language\s+model|assistant)\b|\bcontent\s+polic(?:y|ies)\b"
-    r"|\bi(?:['’]m|\s+am)\s+an\s+ai\b"
+    r"|\b(?:i(?:['’]m|\s+am)|you(?:['’]re|\s+are))\s+an\s+ai\b"
     r"|\busage\s+polic(?:y|ies)\b|\b(?:my|anthropic['’]s|openai['’]s)\s+guidelines\b",
     _FLAGS,
 )
@@ -733,11 +794,276 @@ def _spoken(text: str) -> bool:
 
 def check_refusal(seam: Seam, draft: Draft) -> Verdict | None:
     text = draft.text
-    if _REFUSAL_TASK.match(text) and not (seam.dialogue and _spoken(text)):
+    if (_REFUSAL_TASK.match(text) or _REFUSAL_NO.match(text)) and not (
+        seam.dialogue and _spoken(text)
+    ):
         return "refusal"
     chat = seam.method in CHAT_METHODS
     if chat and not seam.dialogue and (_REFUSAL_OPENER.match(text) or _AI_META.search(text[:300])):
         return "refusal"
+    return None
+
+
+_ABOUT = (
+    r"(?:text|sentence|passage|paragraph|document|excerpt|story|prompt|snippet|poem|input"
+    r"|message|request|continuation|phrase|code|function|line|original(?:\s+\w+)?)"
+)
+_EDIT_VERB = r"(?:refine|rephrase|revise|rewrite|re-write|edit|improve|correct|proofread|polish)"
+# An assistant talking about the text or the task instead of continuing it, at the start.
+_META_TALK = _lazy(
+    r"\A[\s*_#>]*+(?:"
+    # "Here's a revised version of the text:", "Here's the equivalent JavaScript:"
+    rf"(?:{_HERE}|here\s+are\s+|below\s+are\s+)[^\n]{{0,80}}?\b(?:version|rewrite|revision"
+    r"|translation|summary|equivalent|implementation|improvements?|corrections?|edits)\b"
+    rf"|(?:{_HERE}|here\s+are\s+)[^\n]{{0,100}}[:：][ \t]*(?:\n|\Z)"
+    # "The text you provided…", "This sentence seems to be incomplete."
+    rf"|(?:the|this|your|my)\s+{_ABOUT}s?\s+(?:you(?:{_A}ve)?\s+(?:provided|gave|have\s+given"
+    r"|shared|wrote|sent|posted)\b|(?:you\s+)?(?:provided|given|above)\b"
+    r"|(?:seems|appears)\s+to\s+be\b|can\s+be\s+(?:rephrased|rewritten|improved|revised)\b"
+    r"|(?:is|looks|sounds|reads)\s+(?:incomplete|unfinished|cut\s+off|truncated|empty|missing"
+    r"|grammatically|already|well[\s-]written|a\s+(?:fragment|request|continuation))\b"
+    rf"|(?:does\s+not|doesn{_A}t)\s+(?:contain|have|need|include)\b|(?:contains|lacks|needs)\b)"
+    r"|the\s+original\s+(?:text|sentence|passage|document|story|version|phrase)\b"
+    r"|the\s+above\s+(?:code|example|text|sentence|passage|snippet|document)\b"
+    # "The user wants…"
+    rf"|the\s+user(?:{_A}s)?\s+(?:is|has|wants?|asked|asks|provided|requested|wrote|seems|did"
+    r"|needs|message|request|input|text)\b"
+    r"|in\s+this\s+(?:example|implementation|version|revision|rewrite|snippet|continuation"
+    r"|response|answer)\b"
+    rf"|(?:i{_A}d|i\s+would|i{_A}ll|i\s+will|let\s+me)\s+(?:like\s+to\s+)?{_EDIT_VERB}\b"
+    rf"|(?:i{_A}ll|i\s+will|let\s+me)\s+(?:create|make|write|provide|give\s+you)\s+(?:a|an|the|your)\s+"
+    r"(?:new\s+|revised\s+|corrected\s+|better\s+)?(?:document|text|version|sentence|paragraph)\b"
+    rf"|(?:i{_A}ve|i\s+have)\s+(?:\w+\s+)?(?:{_EDIT_VERB}|edited|revised|rewritten|corrected"
+    r"|improved|refined|rephrased)\b"
+    r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
+    r")",
+    _FLAGS,
+)
+# A chat reply (system, fewshot) is a message: talking about the text or to the user at its
+# start is never the document's own voice.
+_META_CHAT = _lazy(
+    r"\A[\s*_#>]*+(?:"
+    rf"(?:{_HERE}|here\s+are\s+|below\s+(?:is|are)\s+)(?:an?\s+|the\s+|some\s+)?(?:list|example"
+    r"|summary|breakdown|few|possible|suggested|completed|corrected|revised|rewritten|edited"
+    r"|improved|original|new\s+version|short|brief)\b"
+    rf"|(?:the|this|your|my)\s+{_ABOUT}s?\b(?!\s+(?:was|had|were|is\s+(?:not\s+)?the))"
+    r"|in\s+(?:this|the|your)\s+(?:sentence|text|passage|paragraph|document|story|original)\b"
+    rf"|you(?:{_A}ve|\s+have)\s+(?:\w+\s+)?(?:written|completed|crafted|created|filled|provided"
+    r"|shared|made|forgotten|given|got)\b|you\s+forgot\b|you(?:['’]re|\s+are)\s+welcome\b"
+    r"|you(?:['’]re|\s+are)\s+an?\s+(?:ai|assistant|language\s+model)\b"
+    r"|the\s+(?:answer|result|output)\s+(?:is|are|was)\b"
+    r"|the\s+following\s+(?:\w+\s+){0,2}?(?:is|are|contains|shows|lists)\b"
+    r"|what\s+an?\s+(?:\w+\s+){0,3}?(?:example|task|request|question|start|idea|sentence|poem"
+    r"|piece|document|list|text|story|passage)\b"
+    r"|[^\n.!?]{0,60}\byou\s+(?:requested|provided|asked\s+for|mentioned|shared|sent\s+me)\b"
+    r"|(?:what\s+an?\s+|that['’]s\s+(?:an?\s+)?|this\s+is\s+(?:an?\s+)?)(?:great|fantastic|lovely"
+    r"|wonderful|delightful|interesting|beautiful|fascinating|intriguing|excellent|good|nice)\b"
+    # Talk to the user: "You can add…", "Can you tell me…", "I'm so sorry for the confusion."
+    r"|you\s+(?:can|could|should|may|might)\s+(?:also\s+)?(?:add|create|use|change|edit|try|make"
+    r"|insert|replace|remove|modify|adjust|continue|write|choose)\b"
+    r"|[^\n.!?]{0,80}\bcan\s+you\s+(?:tell|give|share|provide|clarify|explain|send)\b"
+    r"|(?:i['’]m|i\s+am)\s+(?:so\s+|very\s+|really\s+)?sorry\s+(?:for|about)\s+(?:the|any|my)\s+"
+    r"(?:confusion|mistake|error|misunderstanding)\b"
+    # A line introducing code: "The mean function is defined as a lambda function:" + fence.
+    r"|[^\n]{1,160}:[ \t]*\n(?:[ \t]*\n)?[ \t]*```"
+    # The assistant speaking of itself: "I'm ready to assist you.", "I'll make sure to…"
+    rf"|(?:i{_A}m|i\s+am)\s+(?:ready|glad|happy|pleased|delighted|designed|programmed"
+    r"|not\s+sure\s+(?:if|what|how|whether))\b"
+    rf"|(?:i{_A}ll|i\s+will)\s+(?:make\s+sure|just|review|provide|help|assist|add)\b"
+    r"|please\s+(?:go\s+ahead|provide|share|send|let\s+me\s+know)\b"
+    r")",
+    _FLAGS,
+)
+# After some good text, a paragraph that turns to explaining the text ("In this
+# implementation…") or the closing fence of a code block the document never opened.
+_META_PARAGRAPH = _lazy(
+    r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:in\s+this\s+(?:example|implementation|version|revision|rewrite"
+    r"|snippet|code|function|continuation|response|answer|context)\b"
+    r"|i\s+could\s+have\s+(?:used|written|made|added|chosen|said)\b"
+    r"|i\s+made\s+a\s+(?:small\s+|slight\s+|little\s+)?(?:mistake|error|typo)\s+in\s+the\b"
+    r"|the\s+above\s+(?:code|example|text|sentence|passage|snippet|document)\b"
+    r"|(?:so,?\s+)?to\s+answer\s+your\s+question\b"
+    r"|in\s+(?:this|the)\s+(?:sentence|original\s+text)\b|the\s+original\s+(?:text|sentence"
+    r"|passage)\s+(?:is|was|reads)\b"
+    r"|(?:this|the)\s+(?:phrase|sentence|passage)\s+can\s+be\s+(?:rephrased|rewritten|translated)\b"
+    r"|this\s+(?:code|function|implementation|program|script)\s+(?:defines|calculates|computes"
+    r"|takes|returns|uses|will|is|first)\b"
+    rf"|(?:i{_A}ve|i\s+have)\s+(?:\w+\s+)?(?:{_EDIT_VERB}|edited|revised|rewritten|corrected"
+    r"|improved|refined|rephrased|used|added|made)\b)",
+    _FLAGS,
+)
+_FENCE_LINE = _lazy(r"^[ \t]*```[\w+#.-]*[ \t]*$", re.MULTILINE)
+
+
+# In a chat reply, a later paragraph about the text: "This phrase can be rephrased as:",
+# "I added a continuation to the original document", "The rest of the text, here it is."
+_CHAT_META_PARAGRAPH = _lazy(
+    r"\n[ \t]*\n[ \t]*+[*_#>]*+[ \t]*+(?:(?:this|the)\s+(?:phrase|sentence|text|document|passage"
+    r"|paragraph|original|rest\s+of\s+the\s+text)\s+(?:can|could|should|is|was|contains|has|here)\b"
+    r"|this\s+is\s+(?:not\s+)?an?\s+example\s+of\b"
+    r"|i\s+(?:added|wrote|made|changed|rewrote|rephrased|corrected|edited|revised)\s+"
+    r"(?:a|an|the|this|it|your)\b|(?:you|we)\s+can\s+(?:also\s+)?(?:add|use|change|try|edit)\b)",
+    _FLAGS,
+)
+
+
+def cut_meta(seam: Seam, draft: Draft) -> Draft:
+    """Cut where good text turns into talk about it: a paragraph explaining the text, or the
+    closing fence of a code block the document never opened (the explanation follows it).
+
+    Only when text comes first; talk from the start is for the verdict (`check_meta`).
+    """
+    text = draft.text
+    at = _meta_at(seam, text)
+    kept = _kept_before(text, at) if at is not None else None
+    if kept is None:
+        return draft
+    return draft.then("cut_meta", kept, removed=text[len(kept) :])
+
+
+def _meta_at(seam: Seam, text: str) -> int | None:
+    """Where `text` turns to talk about itself (see `cut_meta`), if it does."""
+    cuts = []
+    if (m := _META_PARAGRAPH.search(text)) is not None:
+        cuts.append(m.start())
+    if seam.method in CHAT_METHODS and (m := _CHAT_META_PARAGRAPH.search(text)) is not None:
+        cuts.append(m.start())
+    if "```" not in seam.prompt:
+        fences = list(_FENCE_LINE.finditer(text))
+        if len(fences) % 2 == 1 and fences[0].group(0).strip() == "```":
+            cuts.append(fences[0].start())  # a lone, bare fence closes an imagined block
+    return min(cuts, default=None)
+
+
+# The user's text spoken of ("…hear your work…"), unless the document itself says "your".
+_YOUR_TEXT = _lazy(
+    r"\byour\s+(?:document|text|story|request|message|writing|draft|work|sentence|passage"
+    r"|question)\b",
+    _FLAGS,
+)
+# Editing talk: a chat reply that speaks of "the text" and of editing it, anywhere near its start.
+_EDIT_TALK = _lazy(
+    r"\b(?:edit(?:ed|s|ing)?|rewritten|rewrote|rephras\w*|revis(?:ed|ion)|typos?|grammar"
+    r"|grammatical(?:ly)?|punctuation|proofread\w*)\b",
+    _FLAGS,
+)
+_TEXT_TALK = _lazy(
+    r"\b(?:the|this|your|my)\s+(?:text|sentence|passage|paragraph|document|original|wording)\b",
+    _FLAGS,
+)
+
+
+# The system and few-shot frames call the text "the document": a chat reply that speaks of
+# it ("Can you tell me a little bit about the document?") or of "the above example"
+# answers the frame, even after an open quote, unless the document uses those words
+# itself. A leak (check_leak): the frame's own word for the text.
+_FRAME_TALK = _lazy(
+    r"\b(?:the|this|that|your)\s+(?:original\s+)?(document)\b"
+    r"|\bthe\s+(above)\s+(?:message|example|text|document|sentence|passage)\b",
+    _FLAGS,
+)
+
+
+def _frame_talk(seam: Seam, head: str) -> bool:
+    prompt = seam.prompt.lower()
+    return any((m.group(1) or m.group(2)).lower() not in prompt for m in _FRAME_TALK.finditer(head))
+
+
+def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
+    """Talk about the text or to the user ("The sentence you provided…") instead of the text.
+
+    After an open quote or a speaker's label only the unmistakable forms count: "Your
+    story had better be good" is a line of dialogue.
+    """
+    if _META_TALK.match(draft.text):
+        return "meta"
+    if seam.method not in CHAT_METHODS:
+        return None
+    head = draft.text[:400]
+    if _EDIT_TALK.search(head) and _TEXT_TALK.search(head):
+        return "meta"  # unmistakable even after an open quote
+    if _CHAT_META_PARAGRAPH.match("\n\n" + head.lstrip()):
+        return "meta"  # what cut_meta cuts after text, with no text before it
+    if seam.dialogue:
+        return None
+    if _META_CHAT.match(draft.text):
+        return "meta"
+    if _YOUR_TEXT.search(head[:250]) and not re.search(r"\byour\b", seam.prompt, _FLAGS):
+        return "meta"
+    return None
+
+
+def check_leak(seam: Seam, draft: Draft) -> Verdict | None:
+    if seam.leaks and seam.leaks.find(draft.text):
+        return "leak"
+    if seam.method in CHAT_METHODS and _frame_talk(seam, draft.text[:400]):
+        return "leak"
+    return None
+
+
+ECHO_WORDS = 5
+_SENTENCE_END = _lazy(r"[.!?](?=\s|\Z)|\n")
+
+
+def first_sentence(text: str) -> str:
+    """The reply's first sentence or line (at most 300 characters of it)."""
+    text = text.lstrip()[:300]
+    m = _SENTENCE_END.search(text)
+    return text[: m.end()] if m else text
+
+
+_LIST_NUMBER = _lazy(r"^[ \t]*(\d{1,3})[.)]", re.MULTILINE)
+
+
+def _restarts(prompt: str, reply: str) -> bool:
+    """Whether a chat reply starts over: its first line opens like a line or sentence of the
+    prompt (three words alike), is a whole short line of it ("Dear Mrs. Patel,"), or numbers
+    a list from before where the prompt's list stopped ("1." after "3."); or its first
+    sentence is only the prompt's words again ("The results were completely unexpec.")."""
+    from loom.emulation.leaks import _FILLER, words
+
+    reply = reply.lstrip(" \t\n.,;:!?-–—")
+    lines = [" ".join(w for w, _ in words(line)) for line in reply.split("\n")[:3]]
+    own_lines = {" ".join(w for w, _ in words(line)) for line in prompt.splitlines()} - {""}
+    if sum(line in own_lines for line in lines if line) >= 2:
+        return True  # two of its first lines are the prompt's ("Ingredients:", "- 1 kg …")
+    first_line = reply.split("\n", 1)[0]
+    numbers = [int(n) for n in _LIST_NUMBER.findall(prompt)]
+    if numbers and (m := _LIST_NUMBER.match(first_line)) and int(m.group(1)) < numbers[-1]:
+        return True
+    content = [w for w, _ in words(first_sentence(reply)) if w not in _FILLER]
+    if len(content) >= 3 and set(content) <= {w for w, _ in words(prompt)}:
+        return True
+    head = [w for w, _ in words(first_line)]
+    if len(head) < 2:
+        return False
+    for line in prompt.splitlines():
+        whole = [w for w, _ in words(line)]
+        if 2 <= len(whole) <= 4 and head[: len(whole)] == whole:
+            return True
+        for piece in re.split(r"(?<=[.!?])\s+", line):
+            start = [w for w, _ in words(piece)][:3]
+            if len(start) == 3 and head[:3] == start:
+                return True
+    return False
+
+
+def check_echo(seam: Seam, draft: Draft) -> Verdict | None:
+    """A first sentence that repeats five words of the prompt in a row: the model is
+    re-telling the document, not going on with it. A chat reply that starts over from one
+    of the prompt's lines is an echo too."""
+    from loom.emulation.leaks import words
+
+    if seam.method in CHAT_METHODS and _restarts(seam.prompt, draft.text):
+        return "echo"
+    first = [w for w, _ in words(first_sentence(draft.text))]
+    if len(first) < ECHO_WORDS:
+        return None
+    own = [w for w, _ in words(seam.prompt)]
+    grams = {tuple(own[i : i + ECHO_WORDS]) for i in range(len(own) - ECHO_WORDS + 1)}
+    for i in range(len(first) - ECHO_WORDS + 1):
+        if tuple(first[i : i + ECHO_WORDS]) in grams:
+            return "echo"
     return None
 
 
@@ -765,6 +1091,46 @@ def check_empty(seam: Seam, draft: Draft) -> Verdict | None:
     return "empty" if not draft.text.strip() else None
 
 
+# Function words: English, and those of the languages a document is most often in besides
+# (Spanish, French, German, Italian, Portuguese), to tell a chat model that answered a
+# foreign document in English. Words the languages share with English are left out.
+_ENGLISH = frozenset(
+    ["the", "and", "was", "is", "of", "to", "with", "that", "this", "it", "were", "she",
+     "he", "they", "which", "have", "had", "from", "for", "are", "been", "would", "their"]
+)  # fmt: skip
+_FOREIGN = frozenset(
+    ["el", "los", "las", "del", "que", "y", "una", "por", "para", "con", "estaba", "es",
+     "les", "des", "et", "est", "une", "dans", "pour", "pas", "sur", "qui", "au", "du",
+     "der", "das", "und", "ist", "nicht", "ein", "eine", "zu", "mit", "den", "von", "sich",
+     "il", "di", "che", "della", "sono", "nel", "gli", "um", "uma", "não", "com", "ao"]
+)  # fmt: skip
+
+
+def _function_words(text: str) -> tuple[int, int]:
+    from loom.emulation.leaks import words
+
+    found = [w for w, _ in words(text)]
+    return sum(w in _ENGLISH for w in found), sum(w in _FOREIGN for w in found)
+
+
+def _mostly_wide_script(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 8 and sum(_no_space_script(c) for c in letters) >= len(letters) / 2
+
+
+def check_language(seam: Seam, draft: Draft) -> Verdict | None:
+    """A document in another language continued in English: the model answered it."""
+    english, foreign = _function_words(seam.prompt[-600:])
+    wide = _mostly_wide_script(seam.prompt[-300:])
+    if not wide and (foreign < 3 or english * 4 > foreign):
+        return None  # an English document (or too little to tell)
+    head = " ".join(draft.text.split()[:40])
+    out_english, out_foreign = _function_words(head)
+    if out_english >= 4 and out_english >= 2 * out_foreign:
+        return "language" if not wide or not _mostly_wide_script(head) else None
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Profiles and the entry point
 # ---------------------------------------------------------------------------
@@ -782,11 +1148,18 @@ STEPS: Mapping[str, Step] = {
     "seam_space": seam_space,
     "trim_length": trim_length,
     "strip_transcript": strip_transcript,
+    "drop_prefill": drop_prefill,
+    "cut_leak": cut_leak,
+    "cut_meta": cut_meta,
 }
 CHECKS: Mapping[str, Check] = {
     "refusal": check_refusal,
     "preamble": check_preamble,
+    "meta": check_meta,
+    "leak": check_leak,
     "mostly_overlap": check_overlap,
+    "echo": check_echo,
+    "language": check_language,
     "empty": check_empty,
 }
 
@@ -808,17 +1181,33 @@ CHAT_PROFILE = Profile(
         "strip_ellipsis",
         "drop_overlap",
         "drop_rewound",
+        "cut_leak",
+        "cut_meta",
         "restore_trailing",
         "seam_space",
         "trim_length",
     ),
-    checks=("refusal", "preamble", "mostly_overlap", "empty"),
+    checks=("refusal", "preamble", "meta", "leak", "mostly_overlap", "echo", "language", "empty"),
 )
 # Text produced in place (raw prompt, open assistant turn): the model's own spacing and
-# wording are the continuation, so only the seam bookkeeping runs.
+# wording are the continuation, so only the seam bookkeeping runs, and the frame is cut
+# where it shows through.
+IN_PLACE_CHECKS = ("refusal", "preamble", "meta", "leak", "echo", "language", "empty")
 IN_PLACE_PROFILE = Profile(
-    steps=("drop_rewound", "restore_trailing", "trim_length"),
-    checks=("refusal", "preamble", "empty"),
+    steps=("drop_rewound", "cut_leak", "cut_meta", "restore_trailing", "trim_length"),
+    checks=IN_PLACE_CHECKS,
+)
+# An open assistant turn: as in place, and the turn itself dropped if the server sent it back.
+OPEN_TURN_PROFILE = Profile(
+    steps=(
+        "drop_prefill",
+        "drop_rewound",
+        "cut_leak",
+        "cut_meta",
+        "restore_trailing",
+        "trim_length",
+    ),
+    checks=IN_PLACE_CHECKS,
 )
 # No emulation: the reply is kept exactly as sent.
 OFF_PROFILE = Profile(steps=(), checks=("empty",))
@@ -829,8 +1218,8 @@ TRANSCRIPT_PROFILE = Profile(steps=("strip_transcript", "restore_trailing"), che
 
 PROFILES: Mapping[str, Profile] = {
     "completion": IN_PLACE_PROFILE,
-    "template": IN_PLACE_PROFILE,
-    "prefill": IN_PLACE_PROFILE,
+    "template": OPEN_TURN_PROFILE,
+    "prefill": OPEN_TURN_PROFILE,
     "system": CHAT_PROFILE,
     "fewshot": CHAT_PROFILE,
     "off": OFF_PROFILE,
@@ -861,13 +1250,15 @@ def clean(
     options: CleanOptions | None = None,
     *,
     prepared: Prepared | None = None,
+    frame: Sequence[str] = (),
 ) -> Cleaned:
     """Turn a model's reply into text to append after `prompt`, with a verdict.
 
     `prompt` is the document text up to the seam exactly as the user has it (or the
     `Context` it came from: a reply to a conversation is a turn, joined to nothing);
     `prepared` is what `prepare_prompt` made of it for the request (recomputed
-    without rewinding when omitted).
+    without rewinding when omitted); `frame` is what was sent besides the document
+    (`Framing.frame`), whose words in the reply are a leak.
     """
     if method not in PROFILES:
         raise ValueError(f"unknown emulation method {method!r}")
@@ -882,6 +1273,7 @@ def clean(
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown cleanup steps: {', '.join(unknown)}")
-    seam = Seam(prompt, prepared, method, finish_reason, options, in_dialogue(prompt))
+    leaks = Leaks(frame, prompt) if not isinstance(prompt, Context) else None
+    seam = Seam(prompt, prepared, method, finish_reason, options, in_dialogue(prompt), leaks)
     draft = run_steps(seam, Draft(raw), steps)
     return Cleaned(draft.text, raw, draft.ops, judge(seam, draft, profile.checks), method)

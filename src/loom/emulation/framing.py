@@ -93,57 +93,66 @@ class FramingText:
     user: str  # wraps the document; {document} is replaced
     examples: tuple[tuple[str, str], ...]  # (document, continuation) pairs for `fewshot`
     example: str  # how one example is shown; {n}, {document}, {continuation}
-    terminal_system: str  # the frame around an open assistant turn (template, prefill)
-    terminal_user: str
+    # The frame around an open assistant turn (template, prefill): a system and a user
+    # message before the document; "" leaves that message out.
+    open_system: str
+    open_user: str
     seed_note: str  # how a seed phrase is attached; {phrase}
 
 
-FRAMINGS: Mapping[str, FramingText] = {
-    "1": FramingText(
-        system=(
-            "You are a continuation engine, not an assistant. The user message holds a "
-            "document between <document> and </document>. It may stop in the middle of a "
-            "sentence. Write the text that comes next in that document, exactly as it would "
-            "appear there: the same language, voice, tense, register and formatting.\n\n"
-            "Begin at the exact point where the document stops. Do not repeat any of it, do "
-            "not introduce, summarise or comment on it, and do not wrap your text in quotes, "
-            "tags or code blocks. Do not address the user and do not sign off. If the "
-            "document is empty, write the opening of a new one."
+_V1 = FramingText(
+    system=(
+        "You are a continuation engine, not an assistant. The user message holds a "
+        "document between <document> and </document>. It may stop in the middle of a "
+        "sentence. Write the text that comes next in that document, exactly as it would "
+        "appear there: the same language, voice, tense, register and formatting.\n\n"
+        "Begin at the exact point where the document stops. Do not repeat any of it, do "
+        "not introduce, summarise or comment on it, and do not wrap your text in quotes, "
+        "tags or code blocks. Do not address the user and do not sign off. If the "
+        "document is empty, write the opening of a new one."
+    ),
+    user="<document>{document}</document>",
+    examples=(
+        (
+            "The lighthouse keeper had not spoken to anyone in eleven days, and when the "
+            "supply boat finally rounded the point",
+            " he found he had forgotten how to wave. He lifted one hand, then the other, "
+            "and in the end simply stood on the rocks and waited.",
         ),
-        user="<document>{document}</document>",
-        examples=(
-            (
-                "The lighthouse keeper had not spoken to anyone in eleven days, and when the "
-                "supply boat finally rounded the point",
-                " he found he had forgotten how to wave. He lifted one hand, then the other, "
-                "and in the end simply stood on the rocks and waited.",
-            ),
-            (
-                "## Ingredients\n\n- 2 cups flour\n- 1 tsp salt\n-",
-                " 3 eggs\n- 1 cup milk\n\n## Method\n\n1. Whisk the eggs and milk together.",
-            ),
-            (
-                '"Are you coming?" she asked. "',
-                'In a minute," he said, not looking up from the map. "Just let me find the '
-                'river first."',
-            ),
+        (
+            "## Ingredients\n\n- 2 cups flour\n- 1 tsp salt\n-",
+            " 3 eggs\n- 1 cup milk\n\n## Method\n\n1. Whisk the eggs and milk together.",
         ),
-        example=(
-            "Example {n}:\n<document>{document}</document>\n"
-            "<continuation>{continuation}</continuation>"
-        ),
-        terminal_system=(
-            "The assistant is a Unix terminal. It answers each command with the exact "
-            "output the command would print, and nothing else."
-        ),
-        terminal_user="<cmd>cat untitled.txt</cmd>",
-        seed_note=(
-            "\n\n(A private variation note for this sample; follow it quietly and never "
-            "mention it: {phrase})"
+        (
+            '"Are you coming?" she asked. "',
+            'In a minute," he said, not looking up from the map. "Just let me find the '
+            'river first."',
         ),
     ),
+    example=(
+        "Example {n}:\n<document>{document}</document>\n<continuation>{continuation}</continuation>"
+    ),
+    open_system=(
+        "The assistant is a Unix terminal. It answers each command with the exact "
+        "output the command would print, and nothing else."
+    ),
+    open_user="<cmd>cat untitled.txt</cmd>",
+    seed_note=(
+        "\n\n(A private variation note for this sample; follow it quietly and never "
+        "mention it: {phrase})"
+    ),
+)
+# Version 2 (issue 15): the open assistant turn follows one short user message instead of
+# the terminal scene, which a small instruct model copied into the text ("<cmd>cat
+# untitled.txt</cmd>"). Measured on SmolLM2-135M-Instruct (bench/bench_emulation.py): the
+# terminal scene 88-92% clean with leaks, no frame at all ~83%, "Continue the text." 100%.
+# A user turn also keeps hosted prefill APIs happy, which want the conversation to open
+# with one.
+FRAMINGS: Mapping[str, FramingText] = {
+    "1": _V1,
+    "2": replace(_V1, open_system="", open_user="Continue the text."),
 }
-FRAMING_VERSION = "1"
+FRAMING_VERSION = "2"
 
 
 def framing_text(version: str) -> FramingText:
@@ -213,6 +222,9 @@ class Framing:
     custom_system: bool = False  # a caller's system message replaced the framing's
     adjusted: Mapping[str, str] = field(default_factory=dict)  # parameters dropped or clamped
     notes: tuple[str, ...] = ()
+    # The words sent around the document (system prompt, user turn, examples), so cleanup
+    # can tell when they leak into the reply. Not recorded: the version names them.
+    frame: tuple[str, ...] = ()
 
     @property
     def trailing(self) -> str:
@@ -266,6 +278,7 @@ class _Body:
     prefill: str | None = None
     seeded: bool = True  # whether the seed phrase reached the request
     notes: tuple[str, ...] = ()
+    frame: tuple[str, ...] = ()  # the texts sent besides the document
 
 
 def _system(ask: _Ask, default: str) -> str:
@@ -282,24 +295,29 @@ def _completion(ask: _Ask) -> _Body:
 
 
 def _open_turn(ask: _Ask, extra: Mapping[str, Any]) -> _Body:
-    """The terminal frame with the document as an open assistant turn.
+    """The document as an open assistant turn, after the framing's messages (if any).
 
     `GenRequest.messages` holds strings only, so a prefill flag ("prefix": true)
     travels as a flagged copy of the messages in `extra`, which backends merge into
     the body verbatim.
     """
-    messages = [
-        {"role": "system", "content": _system(ask, ask.text.terminal_system)},
-        {"role": "user", "content": ask.text.terminal_user},
-    ]
     document = ask.prepared.text  # no trailing whitespace: Anthropic rejects it with a 400
     if not document:
-        return _Body(messages=messages, extra=extra, notes=("empty prompt: no turn to continue",))
+        # Nothing to continue in place: ask for an opening the way `system` does.
+        body = _chat(ask, ask.text.system)
+        return replace(body, extra=extra, notes=("empty prompt: no turn to continue",))
+    messages = []
+    system = _system(ask, ask.text.open_system)
+    if system:
+        messages.append({"role": "system", "content": system})
+    if ask.text.open_user:
+        messages.append({"role": "user", "content": ask.text.open_user})
+    frame = tuple(m["content"] for m in messages)
     prefill = {"role": "assistant", "content": document}
     body_extra = dict(extra)
     if ask.caps.prefill_flag:
         body_extra["messages"] = [*messages, {**prefill, ask.caps.prefill_flag: True}]
-    return _Body(messages=[*messages, prefill], extra=body_extra, prefill=document)
+    return _Body(messages=[*messages, prefill], extra=body_extra, prefill=document, frame=frame)
 
 
 # vLLM's fields; a table entry replaces them (llama.cpp needs none).
@@ -322,11 +340,13 @@ def _chat(ask: _Ask, instructions: str) -> _Body:
     # The model sees the document's trailing whitespace: it says whether a new line or
     # paragraph comes next, and chat input has no tokenization seam to protect.
     document = ask.prepared.text + ask.prepared.trailing
+    system = _system(ask, instructions)
     return _Body(
         messages=[
-            {"role": "system", "content": _system(ask, instructions)},
+            {"role": "system", "content": system},
             {"role": "user", "content": ask.text.user.format(document=document)},
-        ]
+        ],
+        frame=(system, ask.text.user.replace("{document}", "\n")),
     )
 
 
@@ -342,7 +362,7 @@ def _off(ask: _Ask) -> _Body:
     messages = [{"role": "user", "content": ask.prompt}]
     if ask.system_message is not None or ask.seed_phrase:
         messages.insert(0, {"role": "system", "content": _system(ask, "")})
-    return _Body(messages=messages)
+    return _Body(messages=messages, frame=tuple(m["content"] for m in messages[:-1]))
 
 
 def _conversation(ask: _Ask) -> _Body:
@@ -398,6 +418,7 @@ def build_request(
     seed_phrase: str | None = None,
     caps: ModelCaps | None = None,
     rewind: bool = False,
+    text: FramingText | None = None,
 ) -> tuple[GenRequest, Framing]:
     """The request that asks `model` to continue `context` by `method`, and its record.
 
@@ -406,7 +427,8 @@ def build_request(
     framing's instructions; `seed_phrase` is attached to the system message; `caps` (the
     capability table's facts) adds prefill flags and server fields and drops sampler
     parameters the model rejects; `rewind` holds back a partial last word (see
-    `cleanup.prepare_prompt`).
+    `cleanup.prepare_prompt`); `text` replaces the words of `framing_version` (to measure
+    a variant; `framing_version` should then name it).
     """
     spec = METHODS.get(method)
     if spec is None:
@@ -422,7 +444,8 @@ def build_request(
     # `off` sends the text untouched; a new turn of a conversation joins to nothing.
     untouched = method == "off" or (spec.conversation and not ctx.continues)
     prepared = Prepared(prompt) if untouched else prepare_prompt(prompt, rewind=rewind)
-    ask = _Ask(prompt, prepared, framing_text(framing_version), caps, system, seed_phrase, ctx)
+    words = text if text is not None else framing_text(framing_version)
+    ask = _Ask(prompt, prepared, words, caps, system, seed_phrase, ctx)
     body = BUILDERS[method](ask)
     params_sent, adjusted = apply_limits(params or {}, caps)
     if body.stop:
@@ -447,6 +470,7 @@ def build_request(
         custom_system=system is not None and method not in ("completion", "transcript"),
         adjusted=adjusted,
         notes=body.notes,
+        frame=body.frame,
     )
     return request, framing
 
@@ -454,6 +478,17 @@ def build_request(
 # ---------------------------------------------------------------------------
 # Choosing methods
 # ---------------------------------------------------------------------------
+
+
+def wire_problem(method: str, capabilities: Capabilities) -> str | None:
+    """Why a backend with these flags cannot even send `method`'s request (None: it can)."""
+    spec = METHODS.get(method)
+    if spec is None:
+        return f"unknown emulation method {method!r} (known: {', '.join(METHODS)})"
+    if not getattr(capabilities, spec.wire):
+        wire = "a raw prompt" if spec.wire == "raw_prompt" else "chat messages"
+        return f"method {method!r} needs a backend that takes {wire}"
+    return None
 
 
 def why_not(
@@ -469,12 +504,10 @@ def why_not(
     that says `prefill = true` (or gives `template_extra`) is enough on any chat backend,
     and `prefill = false` rules it out even where the backend allows it.
     """
-    spec = METHODS.get(method)
-    if spec is None:
-        return f"unknown emulation method {method!r} (known: {', '.join(METHODS)})"
-    if not getattr(capabilities, spec.wire):
-        wire = "a raw prompt" if spec.wire == "raw_prompt" else "chat messages"
-        return f"method {method!r} needs a backend that takes {wire}"
+    problem = wire_problem(method, capabilities)
+    if problem:
+        return problem
+    spec = METHODS[method]
     # Continuing an assistant turn over chat is a prefill: the same test as the open turn.
     if not (spec.open_turn or (continuing and method == "chat")):
         return None

@@ -19,14 +19,26 @@ if TYPE_CHECKING:
     from loom.generation.context import Context
 
 # Characters cleanup may still cut from the end of a reply, by method: chat replies can
-# close with "Let me know if…", a quote or a fence; a transcript with the next "User:".
-HOLD_BACK = {"system": 200, "fewshot": 200, "transcript": 24}
+# close with "Let me know if…", a quote or a fence; a transcript with the next "User:";
+# text continued in place with the frame's words or a paragraph about itself, cut
+# where they begin (a phrase or a paragraph's first words: well under 64 characters).
+HOLD_BACK = {
+    "system": 200,
+    "fewshot": 200,
+    "transcript": 24,
+    "completion": 64,
+    "template": 64,
+    "prefill": 64,
+}
 # Methods whose cleanup touches only the reply's start (the seam): once that is passed
 # on, the rest streams through without cleaning the growing text again.
-START_ONLY = frozenset({"completion", "template", "prefill", "chat"})
+START_ONLY = frozenset({"chat"})
 # Nothing is passed on before this many characters (or the end): a refusal or a preamble
 # is recognised from the reply's first words.
 HOLD_START = 48
+# Once the start is passed, the growing text is cleaned again after this many new
+# characters, not on every delta.
+RECLEAN_EVERY = 16
 
 
 class LiveText:
@@ -39,6 +51,7 @@ class LiveText:
         self.raw = ""
         self.sent = ""
         self.diverged = False
+        self._cleaned_at = 0  # len(raw) when it was last cleaned
 
     def feed(self, delta: str) -> str:
         """Take `delta` (raw model text); return the new text that may be sent now."""
@@ -50,9 +63,18 @@ class LiveText:
         if self.sent and framing.method in START_ONLY:
             self.sent += delta
             return delta
+        if self.sent and len(self.raw) - self._cleaned_at < RECLEAN_EVERY:
+            return ""
+        self._cleaned_at = len(self.raw)
         from loom.emulation.cleanup import clean
 
-        cleaned = clean(self._context, self.raw, framing.method, prepared=framing.prepared)
+        cleaned = clean(
+            self._context,
+            self.raw,
+            framing.method,
+            prepared=framing.prepared,
+            frame=framing.frame,
+        )
         if not cleaned.ok or len(cleaned.text) < HOLD_START:
             return ""
         stable = cleaned.text[: len(cleaned.text) - HOLD_BACK.get(framing.method, 0)]

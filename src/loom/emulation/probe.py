@@ -1,10 +1,17 @@
-"""`loom probe`: try every emulation method a model can run on a few short prompts, keep the winner.
+"""`loom probe`: try every emulation method a model's server can run on a few short prompts.
 
-Each method continues the same prompts; cleanup judges every output (ok, preamble,
-refusal, empty, mostly overlap). Methods are ranked by their share of clean
+Every method the backend's wire format allows is tried, not only those the capability
+table vouches for (an open assistant turn on an unknown server is exactly what a probe
+finds out). Before that, a model on an OpenAI-compatible server that does not say which
+server it is gets asked (`loom.emulation.servers`), so a llama.cpp or vLLM server's
+raw completion endpoint is tried too.
+
+Each method continues the same prompts; cleanup judges every output (see
+`loom.emulation.cleanup.Verdict`). Methods are ranked by their share of clean
 outputs, then by how little cleanup had to cut, then by the default order. The
-ranking is written to the per-user capability file as this model's `methods`, so
-later generations use it without asking again.
+ranking is written to the per-user capability file as this model's `methods` (with
+`prefill = true` when an open assistant turn worked), so later generations use it
+without asking again.
 """
 
 from __future__ import annotations
@@ -40,10 +47,21 @@ class MethodScore:
         return self.ok / self.total if self.total else 0.0
 
 
+@dataclass
+class Probe:
+    scores: list[MethodScore]  # best first
+    server: str | None = None  # the server recognised at the model's URL, if asked
+    recorded: bool = False  # the ranking (and the server) were saved
+
+    @property
+    def winner(self) -> str | None:
+        return next((s.method for s in self.scores if s.ok), None)
+
+
 async def _probe(
     model: ModelConfig, prompts: tuple[str, ...], max_tokens: int
 ) -> list[MethodScore]:
-    from loom.emulation.framing import TEXT_METHODS, why_not
+    from loom.emulation.framing import TEXT_METHODS, wire_problem
     from loom.generation.backends import BackendPool, table_provider
     from loom.generation.cleaning import clean_outcome
     from loom.generation.context import Context
@@ -54,9 +72,7 @@ async def _probe(
         backend = pool.get(model)
         entry = capability_table().lookup(table_provider(model), model.model)
         methods = [
-            m
-            for m in TEXT_METHODS
-            if m != "off" and why_not(m, backend.capabilities, entry) is None
+            m for m in TEXT_METHODS if m != "off" and not wire_problem(m, backend.capabilities)
         ]
         scores: list[MethodScore] = []
         for method in methods:
@@ -88,32 +104,64 @@ def rank(scores: list[MethodScore]) -> list[MethodScore]:
     return sorted(scores, key=lambda s: (-s.share, s.cut_chars, order[s.method]))
 
 
+def recognise(model: ModelConfig) -> tuple[ModelConfig, str | None]:
+    """`model` with what its server offers, when it is on an OpenAI-compatible server that
+    its configuration does not name; and the server's name (None if not asked or unknown)."""
+    import dataclasses
+
+    from loom.emulation import servers
+
+    if (
+        model.options.get("server")
+        or model.provider not in servers.OPENAI_PROVIDERS
+        or servers.hosted(model.base_url)
+    ):
+        return model, None
+    found = servers.detect(model.base_url, model.api_key())
+    if found is None:
+        return model, None
+    options = {**model.options, **servers.server_options(found, model.provider)}
+    return dataclasses.replace(model, options=options), found
+
+
 def probe(
     model: ModelConfig,
     *,
     prompts: tuple[str, ...] = PROMPTS,
     max_tokens: int = 24,
     record: bool = True,
-) -> list[MethodScore]:
-    """Score every runnable method on `model`; with `record`, save the ranking for later use."""
+) -> Probe:
+    """Score every method `model`'s server can run; with `record`, save the ranking (and a
+    recognised server, for a model configured in models.toml) for later generations."""
+    model, server = recognise(model)
     scores = rank(asyncio.run(_probe(model, prompts, max_tokens)))
     if not scores:
         raise ConfigError(f"model {model.name!r}: no emulation method can run on this backend")
+    result = Probe(scores, server)
     usable = [s for s in scores if s.ok]
     if record and usable:
+        from loom import config
+        from loom.emulation.framing import METHODS
         from loom.generation.backends import table_provider
         from loom.generation.plan import user_capabilities_file
 
+        if server is not None and model.name in config.configured_models():
+            config.update_options(model.name, model.options)
+        methods = [s.method for s in usable]
         save_methods(
             user_capabilities_file(),
             table_provider(model) or "*",
             model.model,
-            [s.method for s in usable],
+            methods,
+            prefill=True if any(METHODS[m].open_turn for m in methods) else None,
         )
-    return scores
+        result.recorded = True
+    return result
 
 
-def save_methods(path: Path, provider: str, model_id: str, methods: list[str]) -> None:
+def save_methods(
+    path: Path, provider: str, model_id: str, methods: list[str], *, prefill: bool | None = None
+) -> None:
     """Write (or replace) this model's row in the user capability file, keeping other rows."""
     import tomllib
 
@@ -129,14 +177,10 @@ def save_methods(path: Path, provider: str, model_id: str, methods: list[str]) -
         if not (r.get("provider") == provider and r.get("match") == model_id)
     ]
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    rows.append(
-        {
-            "provider": provider,
-            "match": model_id,
-            "methods": methods,
-            "notes": f"ranked by `loom probe` on {stamp}",
-        }
-    )
+    row: dict[str, Any] = {"provider": provider, "match": model_id, "methods": methods}
+    if prefill is not None:
+        row["prefill"] = prefill  # an open assistant turn worked: vouch for it
+    rows.append({**row, "notes": f"ranked by `loom probe` on {stamp}"})
     lines = [
         "# Written by `loom probe`; rows here override loom's shipped capability table.",
         "version = 1",

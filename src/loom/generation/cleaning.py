@@ -36,13 +36,25 @@ def clean_outcome(o: Outcome) -> bool:
         return True
     assert o.branch.context is not None
     cleaned = clean(
-        o.branch.context, o.text, framing.method, o.finish_reason, prepared=framing.prepared
+        o.branch.context,
+        o.text,
+        framing.method,
+        o.finish_reason,
+        prepared=framing.prepared,
+        frame=framing.frame,
     )
     if cleaned.text != o.text:
         o.tokens = realign_tokens(o.tokens, o.text, cleaned.text)
         o.raw_text, o.text = o.text, cleaned.text
     o.cleanup = cleaned.to_record()
     return cleaned.ok or bool(o.error)
+
+
+def drop_if_nothing_left(o: Outcome) -> None:
+    """A rejected output that cleanup cut to nothing is a failed branch, never an empty child."""
+    verdict = (o.cleanup or {}).get("verdict", "ok")
+    if verdict != "ok" and not o.text.strip() and o.error is None:
+        o.error = f"the output was rejected ({verdict}) and nothing usable was left"
 
 
 SAMPLER_NAMES = (

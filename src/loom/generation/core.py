@@ -30,7 +30,7 @@ from loom.errors import BackendError, Interrupted, LoomError, StorageError, Usag
 from loom.generation import events as ev
 from loom.generation.backends import BackendPool, provider
 from loom.generation.backends.base import Backend
-from loom.generation.cleaning import clean_and_retry, clean_outcome
+from loom.generation.cleaning import clean_and_retry, clean_outcome, drop_if_nothing_left
 from loom.generation.context import Context, context_for
 from loom.generation.engine import Outcome, run_branches
 from loom.generation.plan import (
@@ -401,6 +401,7 @@ async def _keep_and_write(
     for o in result.outcomes:
         if o.done and o.text:
             clean_outcome(o)  # already cleaned after a full run; needed after a cancel
+        drop_if_nothing_left(o)
         o.kept = _keep(o, request.keep_partial)
     kept = result.kept
     if not kept or (path is None and doc is None):
@@ -434,7 +435,7 @@ async def _keep_and_write(
 
 
 def _keep(o: Outcome, keep_partial: bool) -> bool:
-    if not o.text and not o.ok:
+    if not o.text.strip() and not o.ok:
         return False
     if o.ok:
         return True

@@ -382,11 +382,44 @@ class OpenAICompletions(_OpenAIBackend):
 
 
 class OpenAIChat(_OpenAIBackend):
-    """`POST {base_url}/chat/completions` with role-tagged messages."""
+    """`POST {base_url}/chat/completions` with role-tagged messages.
+
+    A local server (llama.cpp, vLLM, LM Studio…) also serves `/completions`: with
+    `capabilities={"raw_prompt": True}` a request carrying a raw prompt goes there.
+    """
 
     name = "openai-chat"
     kind = "chat"
     path = "/chat/completions"
+
+    def __init__(self, base_url: str = "https://api.openai.com/v1", **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self._settings = (base_url, kwargs)
+        self._completions: OpenAICompletions | None = None
+
+    def _raw(self, request: GenRequest) -> OpenAICompletions | None:
+        """The `/completions` twin that serves raw-prompt requests, when this server has one."""
+        if request.messages is not None or not self.capabilities.raw_prompt:
+            return None
+        if self._completions is None:
+            base_url, kwargs = self._settings
+            self._completions = OpenAICompletions(base_url, **{**kwargs, "dialect": self.dialect})
+        return self._completions
+
+    def wire_params(self, request: GenRequest) -> WireParams:
+        raw = self._raw(request)
+        return raw.wire_params(request) if raw else super().wire_params(request)
+
+    async def stream(self, request: GenRequest) -> AsyncGenerator[Chunk, None]:
+        raw = self._raw(request)
+        async with aclosing(raw.stream(request) if raw else super().stream(request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._completions is not None:
+            await self._completions.aclose()
 
     def _input(self, request: GenRequest) -> dict[str, Any]:
         if request.messages is None:
