@@ -902,7 +902,7 @@ def test_the_verdict_agrees_with_a_careful_reader() -> None:
             false_alarms += not got.ok
             kept += got.ok
     assert flagged + missed == 142 and false_alarms + kept == 266
-    assert flagged / (flagged + missed) >= 0.85, (flagged, missed)  # 123 of 142
+    assert flagged / (flagged + missed) >= 0.9, (flagged, missed)  # 130 of 142
     assert false_alarms <= 3, false_alarms  # ~1%
 
 

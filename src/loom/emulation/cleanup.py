@@ -969,6 +969,19 @@ def _frame_talk(seam: Seam, head: str) -> bool:
     return any((m.group(1) or m.group(2)).lower() not in prompt for m in _FRAME_TALK.finditer(head))
 
 
+# Assistant talk anywhere in a reply, outside dialogue: phrases no document continues with.
+_ASSISTANT_ANYWHERE = _lazy(
+    r"\bsorry\s+for\s+(?:the|any)\s+confusion\b"
+    r"|\bhere['’]s\s+the\s+(?:corrected|revised|updated|fixed)\b"
+    r"|\bi['’]m\s+ready\s+for\s+the\s+next\s+one\b"
+    r"|\bthe\s+(?:text|document|message|passage)\s+you\s+(?:have\s+)?(?:sent|provided|shared|gave)\b"
+    r"|\byou\s+can\s+test\s+it\s+yourself\b",
+    _FLAGS,
+)
+# Markup a chat reply invents ("<ref>", "<rem>"): the frames' habit, not the document's.
+_INVENTED_TAG = _lazy(r"</?[A-Za-z][\w-]{0,20}>")
+
+
 def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     """Talk about the text or to the user ("The sentence you provided…") instead of the text.
 
@@ -976,6 +989,8 @@ def check_meta(seam: Seam, draft: Draft) -> Verdict | None:
     story had better be good" is a line of dialogue.
     """
     if _META_TALK.match(draft.text):
+        return "meta"
+    if not seam.dialogue and _ASSISTANT_ANYWHERE.search(draft.text):
         return "meta"
     if seam.method not in CHAT_METHODS:
         return None
@@ -997,6 +1012,8 @@ def check_leak(seam: Seam, draft: Draft) -> Verdict | None:
     if seam.leaks and seam.leaks.find(draft.text):
         return "leak"
     if seam.method in CHAT_METHODS and _frame_talk(seam, draft.text[:400]):
+        return "leak"
+    if seam.method in CHAT_METHODS and "<" not in seam.prompt and _INVENTED_TAG.search(draft.text):
         return "leak"
     return None
 
