@@ -62,7 +62,7 @@ def main() -> None:
         "7",
     )
     loom("ls")
-    children = json.loads(loom("ls", "--json", capture=True, quiet=True))["children"]
+    children = json.loads(loom("ls", "--json", capture=True, quiet=True))["nodes"]
     loom("goto", children[0]["id"])
     loom("gen", "-m", "embedded", "-n", "2", "--max-tokens", "24", "--temperature", "1.1")
     loom("bookmark", "--title", "first draft")
