@@ -548,7 +548,7 @@ def test_the_demo_keeps_the_users_loom_home_and_says_how_to_run_loom(
 
     def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         calls.append({"args": args, **kwargs})
-        out = '{"children": [{"id": "abc"}]}' if kwargs.get("stdout") else None
+        out = '{"nodes": [{"id": "abc"}]}' if kwargs.get("stdout") else None
         return subprocess.CompletedProcess(args, 0, out)
 
     monkeypatch.setattr(demo.subprocess, "run", run)
