@@ -323,12 +323,12 @@ def test_the_cli_on_an_indexed_document(tmp_path: Path, loom: Loom) -> None:
     assert show["node"]["id"] == ids[-1]
     added = loom.ok("-f", str(path), "add", " from the cli").stdout.strip()
     loom.ok("-f", str(path), "goto", ids[0][:6])
-    tree = loom.ok("-f", str(path), "tree", "--json").json()
+    tree = loom.ok("-f", str(path), "tree", "--all", "--json").json()
     assert len(tree["nodes"]) == 61 and added in {n["id"] for n in tree["nodes"]}
     assert loom.ok("-f", str(path), "check").code == 0
     loom.ok("-f", str(path), "undo", "2")  # the goto is not a change: undoes the add
     assert added not in {
-        n["id"] for n in loom.ok("-f", str(path), "tree", "--json").json()["nodes"]
+        n["id"] for n in loom.ok("-f", str(path), "tree", "--all", "--json").json()["nodes"]
     }
     assert len(json.loads(path.read_text())["log"]) == 3
 

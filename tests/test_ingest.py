@@ -436,7 +436,7 @@ def test_cli_ingest(tmp_path: Path, server: str) -> None:
     report = result.json()
     assert [len(s["ids"]) for s in report["sources"]] == [2, 2]
     assert report["sources"][1]["content_type"] == "text/html"
-    tree = cli(tmp_path, "tree", "--json").json()
+    tree = cli(tmp_path, "tree", "--all", "--json").json()
     assert len(tree["roots"]) == 2 and len(tree["nodes"]) == 4
     shown = cli(tmp_path, "show", "--raw").stdout
     assert "Marguerite" in shown

@@ -160,13 +160,13 @@ def test_a_long_chain_folds_into_bounded_rows() -> None:
     assert tree_window(doc, ids[0], depth=2)[-1].hidden_children == 1
 
 
-def test_tree_json_is_the_whole_forest_with_deleted_nodes(loom: Loom) -> None:
+def test_tree_all_json_is_the_whole_forest_with_deleted_nodes(loom: Loom) -> None:
     loom.ok("new", "s.loom.json", "--text", "The sea")
     loom.ok("add", " went out.")
     shown = loom.ok("show", "--json").json()
     parent, leaf = shown["path"][-2:]
     loom.ok("rm", leaf)
-    tree = loom.ok("tree", "--json").json()
+    tree = loom.ok("tree", "--all", "--json").json()
     nodes = {n["id"]: n for n in tree["nodes"]}
     assert leaf in nodes and nodes[leaf]["archived"] is True
     assert nodes[leaf]["parent"] == parent and leaf not in nodes[parent]["children"]  # live ones
