@@ -8,7 +8,13 @@ from typing import Any
 import click
 
 from loom.cli.common import command, doc_path, json_mode, read_text_input
-from loom.cli.gen_cmds import LiveView, generation_options, render_generation, request_from_options
+from loom.cli.gen_cmds import (
+    LiveView,
+    generation_options,
+    leave_ctrl_c_to_the_generation,
+    render_generation,
+    request_from_options,
+)
 from loom.cli.main import cli
 from loom.generation.request import CONVERSATION_METHODS
 
@@ -66,6 +72,7 @@ def say_cmd(
     if typed is None and as_user_from is None:
         raise click.UsageError("missing TEXT: what to say ('-' for standard input)")
     request, raw, null = request_from_options(options, emulate=emulate)
+    leave_ctrl_c_to_the_generation()
     result = say(
         doc_path(),
         typed,
@@ -96,4 +103,5 @@ def reply_cmd(node: str | None, emulate: str, **options: Any) -> None:
     from loom.generation.core import generate
 
     request, raw, null = request_from_options(options, node=node, mode="chat", emulate=emulate)
+    leave_ctrl_c_to_the_generation()
     render_generation(generate(doc_path(), request, _view()), raw, null, "reply")

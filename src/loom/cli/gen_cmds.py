@@ -352,11 +352,7 @@ def run_generation(
 
     view = LiveView() if (sys.stderr.isatty() and not json_mode()) else None
     if sync_file is None:
-        import signal
-
-        # loom.generate answers Ctrl-C itself while it runs (the finished branches are
-        # saved); before and after it, a Ctrl-C would only cut its report short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        leave_ctrl_c_to_the_generation()
         result = generate(doc_path(), request, events=view)
         render_generation(result, raw, null, command_name)
         return
@@ -373,6 +369,15 @@ def run_generation(
         command_name,
         {"sync": payloads.synced_generation(synced)},
     )
+
+
+def leave_ctrl_c_to_the_generation() -> None:
+    """Call just before a generating library call: it answers Ctrl-C itself while it runs
+    (the finished branches are saved); before and after it, a Ctrl-C would only cut its
+    report (what was kept) short."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _deaf_once_stopped(result: Generation) -> None:
