@@ -335,3 +335,41 @@ def test_node_objects_from_the_library() -> None:
     assert payloads.answer("ls", nodes=[listed])["ok"] is True
     error = payloads.error("not_found", "no node 'x' at https://u:sk-secret-123456789@h/")
     assert "sk-secret" not in error["error"]["message"] and "details" not in error["error"]
+
+
+def _jq_examples() -> list[tuple[str, str, str]]:
+    """(where, command, first key) of every `loom CMD … --json | jq '.key…'` example in the
+    commands' help and in `loom guide`."""
+    import re
+
+    import click
+
+    from loom.cli.main import cli
+
+    texts = {"guide": (Path(payloads.__file__).parent / "data" / "guide.md").read_text()}
+    with click.Context(cli) as ctx:
+        for name in cli.list_commands(ctx):
+            command = cli.get_command(ctx, name)
+            texts[f"loom {name} --help"] = (command.help or "") if command else ""
+    # The nearest `loom CMD` before `--json | jq` (not one whose argument is `$(loom …)`).
+    example = re.compile(r"loom ([a-z]+)\b[^|\n$(]*--json[^|\n]*\|\s*jq (?:-r )?'?\.([A-Za-z_]+)")
+    return [(where, m[1], m[2]) for where, text in texts.items() for m in example.finditer(text)]
+
+
+def test_jq_examples_read_keys_the_answers_have() -> None:
+    """`loom ls --help` showed `jq '.children[]'` long after ls answered under `nodes`."""
+    defs = payloads.schema()["$defs"]
+
+    def keys(part: dict[str, Any]) -> set[str]:
+        """Top-level keys an answer may have, through anyOf and $ref."""
+        if "$ref" in part:
+            return keys(defs[part["$ref"].rsplit("/", 1)[1]])
+        found = set(part.get("properties", ()))
+        for each in part.get("anyOf", ()):
+            found |= keys(each)
+        return found
+
+    examples = _jq_examples()
+    assert len(examples) >= 5, examples
+    for where, command, key in examples:
+        assert key in keys(defs[f"answer:{command}"]), f"{where}: {command} --json has no {key!r}"

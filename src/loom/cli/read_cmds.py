@@ -140,7 +140,7 @@ def ls_cmd(node: str | None, show_archived: bool, limit: int, offset: int, every
     Examples:
       loom ls
       loom ls --offset 100 --limit 50
-      loom ls a1b2 --json | jq '.children[].text'
+      loom ls a1b2 --json | jq '.nodes[].text'
     """
     doc = read_doc()
     target = doc.resolve(node)
