@@ -198,6 +198,22 @@ def change(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"op": entry.get("op"), "summary": entry.get("summary"), "at": entry.get("at")}
 
 
+def children_page(
+    parent: Node, kids: list[str], offset: int, page: list[str], fields: Fields | None = None
+) -> dict[str, Any]:
+    """`ls`: one page of `parent`'s children `kids` (those listed), from `offset`."""
+    doc = parent.doc
+    after = offset + len(page)
+    return {
+        "node": node(parent, fields),
+        "nodes": nodes(doc, page, fields),
+        "total": len(kids),
+        "offset": offset,
+        "next_offset": after if after < len(kids) else None,
+        "cursor": doc.cursor_id,
+    }
+
+
 def match(doc: Document, found: Match, fields: Fields | None = None) -> dict[str, Any]:
     """A search hit: the node (brief by default) and where the match is in its text
     (its segment, or with a branch search its full text)."""

@@ -148,16 +148,7 @@ def ls_cmd(node: str | None, show_archived: bool, limit: int, offset: int, every
     page = kids[offset:] if every else kids[offset : offset + limit]
     after = offset + len(page)
     if json_mode():
-        listed = fields(listing=True)
-        emit(
-            "ls",
-            node=payloads.node(target, listed),
-            nodes=payloads.nodes(doc, page, listed),
-            total=len(kids),
-            offset=offset,
-            next_offset=after if after < len(kids) else None,
-            cursor=doc.cursor_id,
-        )
+        emit("ls", **payloads.children_page(target, kids, offset, page, fields(listing=True)))
         return
     shorts = doc.short_ids(page)
     for i, kid in enumerate(page, offset + 1):

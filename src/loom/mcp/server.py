@@ -216,15 +216,8 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
             target = doc.resolve(node)
             kids = doc.live_child_ids(target.id)
             page = kids[start : start + size]
-            after = start + len(page)
             return payloads.answer(
-                "ls",
-                node=payloads.node(target, chosen),
-                nodes=payloads.nodes(doc, page, chosen),
-                total=len(kids),
-                offset=start,
-                next_offset=after if after < len(kids) else None,
-                cursor=doc.cursor_id,
+                "ls", **payloads.children_page(target, kids, start, page, chosen)
             )
 
         return await read(file, run)
