@@ -30,6 +30,7 @@ from loom.errors import UsageError
 
 if TYPE_CHECKING:
     from loom.config import ModelConfig
+    from loom.formats.forest import ImportedForest
     from loom.generation.core import Generation
     from loom.generation.recovery import Recovery
     from loom.search import Match
@@ -210,6 +211,28 @@ def children_page(
         "total": len(kids),
         "offset": offset,
         "next_offset": after if after < len(kids) else None,
+        "cursor": doc.cursor_id,
+    }
+
+
+def imported(
+    forest: ImportedForest,
+    source: str,
+    doc: Document,
+    path: str | Path,
+    roots: list[str],
+    *,
+    current: bool,
+) -> dict[str, Any]:
+    """`import`: what was brought into the document at `path`, and where it went."""
+    return {
+        "format": forest.format,
+        "source": source,
+        "document": document(doc, path),
+        "node_count": len(forest),
+        "roots": roots,
+        "notes": forest.notes,
+        "current": current,
         "cursor": doc.cursor_id,
     }
 

@@ -138,14 +138,7 @@ def import_cmd(
     if json_mode():
         emit(
             "import",
-            format=forest.format,
-            source=source,
-            document=payloads.document(doc, target),
-            node_count=len(forest),
-            roots=roots,
-            notes=forest.notes,
-            current=switched is not None,
-            cursor=doc.cursor_id,
+            **payloads.imported(forest, source, doc, target, roots, current=switched is not None),
         )
         return
     _notes(forest.notes)

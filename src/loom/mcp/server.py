@@ -650,15 +650,7 @@ def build(roots: Roots, pool: BackendPool | None = None) -> MCPServer:
                 with store.editing(path) as doc:
                     tops = graft(doc, forest, doc.resolve(parent).id if parent else None)
             return payloads.answer(
-                "import",
-                format=forest.format,
-                source=source,
-                document=payloads.document(doc, path),
-                node_count=len(forest),
-                roots=tops,
-                notes=forest.notes,
-                current=False,
-                cursor=doc.cursor_id,
+                "import", **payloads.imported(forest, source, doc, path, tops, current=False)
             )
 
         return await call(run)
